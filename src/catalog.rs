@@ -1,0 +1,510 @@
+//! A checkpoint root as a DataFusion schema: every checkpoint is a table named by its
+//! checkpoint name.
+//!
+//! - Known kinds (`summaries`, `clusters`, `meta_clusters`, `dimensionality`,
+//!   `conversations`, or a file whose columns are one of those) get the kind's declared
+//!   schema, in every format and layout, so one query works on JSONL, native Parquet and
+//!   Kura-layout Parquet alike.
+//! - Other `*.jsonl`/`*.json`/`*.parquet` files and directories of parts are inferred.
+//! - When one name exists in both formats, the bare name is the **Parquet** file (typed,
+//!   faster); the JSONL one stays reachable as `"summaries.jsonl"` (quoted). Every file is
+//!   also reachable by its file name.
+//! - The listing is read again when a query names a table, so a checkpoint saved after
+//!   start-up is visible to the next query.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use object_store::{ObjectMeta, ObjectStoreExt};
+
+use crate::format::{FileFormat, Layout, strip_extension};
+use crate::jsonl::DecodeOptions;
+use crate::kind::{CheckpointKind, kind_of_columns};
+use crate::layout::detect_layout;
+use crate::storage::Root;
+use crate::table::{JsonlTable, KuraParquetTable, SkipLog, SourceFile, parquet_schema};
+use crate::{Error, Result};
+
+/// One checkpoint found in a root.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The checkpoint name: the file name without extension (`summaries`).
+    pub name: String,
+    /// The file (or directory, ending in `/`) name within the root.
+    pub file: String,
+    pub format: FileFormat,
+    /// The kind, when the name says it (the contents may tell more: see [`resolve_kind`]).
+    pub kind: Option<CheckpointKind>,
+    /// The files holding the rows (one, or the parts of a directory).
+    pub files: Vec<ObjectMeta>,
+}
+
+impl Entry {
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+    pub fn is_dir(&self) -> bool {
+        self.file.ends_with('/')
+    }
+}
+
+/// Lists the checkpoints of a root, sorted by name (then JSONL before Parquet).
+pub async fn list_checkpoints(root: &Root) -> Result<Vec<Entry>> {
+    let (files, dirs) = root.list().await?;
+    let mut out = Vec::new();
+    for meta in files {
+        let Some(file) = root.name_of(&meta.location) else {
+            continue;
+        };
+        let (stem, Some(format)) = strip_extension(&file) else {
+            continue;
+        };
+        out.push(Entry {
+            name: stem.to_owned(),
+            kind: CheckpointKind::from_name(stem),
+            format,
+            file: file.clone(),
+            files: vec![meta],
+        });
+    }
+    for dir in dirs {
+        let parts = root.list_dir(&dir).await?;
+        // A directory is a checkpoint when its files share one checkpoint format.
+        let formats: Vec<FileFormat> = parts
+            .iter()
+            .filter_map(|m| m.location.extension().and_then(FileFormat::from_extension))
+            .collect();
+        let Some(&format) = formats.first() else {
+            continue;
+        };
+        if formats.iter().any(|f| *f != format) || formats.len() != parts.len() {
+            continue;
+        }
+        let name = dir.trim_end_matches('/').to_owned();
+        out.push(Entry {
+            kind: CheckpointKind::from_name(strip_extension(&name).0),
+            name: strip_extension(&name).0.to_owned(),
+            format,
+            file: format!("{name}/"),
+            files: parts,
+        });
+    }
+    out.sort_by(|a, b| (&a.name, a.format.extension()).cmp(&(&b.name, b.format.extension())));
+    Ok(out)
+}
+
+/// The kind of a checkpoint: from its name, else from its columns (Parquet footer or
+/// the keys of the first JSONL line).
+pub async fn resolve_kind(root: &Root, entry: &Entry) -> Result<Option<CheckpointKind>> {
+    if entry.kind.is_some() {
+        return Ok(entry.kind);
+    }
+    let Some(first) = entry.files.first() else {
+        return Ok(None);
+    };
+    let display = display_name(root, first);
+    match entry.format {
+        FileFormat::Parquet => {
+            let (schema, kv) = parquet_schema(root.store(), first, &display).await?;
+            if let Some((_, k)) = kv.iter().find(|(k, _)| k == "ckpt.kind") {
+                if let Some(kind) = CheckpointKind::from_name(k) {
+                    return Ok(Some(kind));
+                }
+            }
+            Ok(kind_of_columns(
+                schema.fields().iter().map(|f| f.name().as_str()),
+            ))
+        }
+        FileFormat::Jsonl => {
+            let head = first_line(root, first).await?;
+            let keys: Option<serde_json::Map<String, serde_json::Value>> =
+                serde_json::from_slice(&head).ok();
+            Ok(keys.and_then(|m| kind_of_columns(m.keys().map(String::as_str))))
+        }
+    }
+}
+
+async fn first_line(root: &Root, meta: &ObjectMeta) -> Result<Vec<u8>> {
+    let mut len = 64 * 1024u64;
+    loop {
+        let end = len.min(meta.size);
+        let bytes = root
+            .store()
+            .get_range(&meta.location, 0..end)
+            .await
+            .map_err(|e| Error::storage(format!("cannot read {}", meta.location), e))?;
+        let b = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+        if let Some(i) = memchr::memchr(b'\n', b) {
+            return Ok(b[..i].to_vec());
+        }
+        if end == meta.size || len > 64 << 20 {
+            return Ok(b.to_vec());
+        }
+        len *= 4;
+    }
+}
+
+fn display_name(root: &Root, meta: &ObjectMeta) -> String {
+    root.name_of(&meta.location)
+        .unwrap_or_else(|| meta.location.to_string())
+}
+
+/// Settings every table of a root shares.
+#[derive(Debug, Clone, Default)]
+pub struct TableOptions {
+    pub decode: DecodeOptions,
+    pub skips: SkipLog,
+}
+
+/// The table for one checkpoint.
+pub async fn table_for(
+    root: &Root,
+    entry: &Entry,
+    opts: &TableOptions,
+) -> Result<Arc<dyn TableProvider>> {
+    let kind = resolve_kind(root, entry).await?;
+    let files: Vec<SourceFile> = entry
+        .files
+        .iter()
+        .map(|m| SourceFile {
+            meta: m.clone(),
+            display: display_name(root, m),
+        })
+        .collect();
+    match (entry.format, kind) {
+        (FileFormat::Jsonl, Some(kind)) => Ok(Arc::new(JsonlTable::new(
+            kind,
+            root.store().clone(),
+            files,
+            opts.decode,
+            opts.skips.clone(),
+        ))),
+        (FileFormat::Jsonl, None) => {
+            let schema = infer_jsonl_schema(root, &entry.files).await?;
+            listing(root, entry, Arc::new(JsonFormat::default()), schema, "")
+        }
+        (FileFormat::Parquet, kind) => {
+            let first = entry
+                .files
+                .first()
+                .ok_or_else(|| Error::config(format!("{} has no files", entry.file)))?;
+            let (stored, _) =
+                parquet_schema(root.store(), first, &display_name(root, first)).await?;
+            let stored = Arc::new(stored);
+            let format = Arc::new(ParquetFormat::default());
+            match kind {
+                Some(kind) if detect_layout(kind, &stored) == Layout::Kura => {
+                    let inner = listing(root, entry, format, stored, ".parquet")?;
+                    Ok(Arc::new(KuraParquetTable::new(
+                        kind,
+                        inner,
+                        entry.file.clone(),
+                    )))
+                }
+                Some(kind) => {
+                    check_native_columns(kind, &stored, &entry.file)?;
+                    listing(root, entry, format, kind.schema(), ".parquet")
+                }
+                None => listing(root, entry, format, stored, ".parquet"),
+            }
+        }
+    }
+}
+
+/// A native-layout file must have the kind's columns with compatible types; say which
+/// column is wrong before a query trips over it.
+fn check_native_columns(kind: CheckpointKind, stored: &Schema, file: &str) -> Result<()> {
+    for f in kind.schema().fields() {
+        if crate::kind::computed_len_of(f).is_some() {
+            continue;
+        }
+        match stored.field_with_name(f.name()) {
+            Err(_) if !f.is_nullable() && f.metadata().get(crate::kind::DEFAULT_JSON).is_none() => {
+                return Err(Error::data(
+                    file,
+                    None,
+                    Some(f.name()),
+                    format!("required column is missing for a {kind} checkpoint"),
+                ));
+            }
+            Ok(s) if !datafusion::arrow::compute::can_cast_types(s.data_type(), f.data_type()) => {
+                return Err(Error::data(
+                    file,
+                    None,
+                    Some(f.name()),
+                    format!("expected {}, found {}", f.data_type(), s.data_type()),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn listing(
+    root: &Root,
+    entry: &Entry,
+    format: Arc<dyn datafusion::datasource::file_format::FileFormat>,
+    schema: SchemaRef,
+    ext: &str,
+) -> Result<Arc<dyn TableProvider>> {
+    let url = root.url_of(&entry.file)?;
+    let table_url = ListingTableUrl::parse(url.as_str())?;
+    let ext = if entry.is_dir() {
+        entry.format_ext()
+    } else {
+        ext.to_owned()
+    };
+    let options = ListingOptions::new(format).with_file_extension(ext);
+    let config = ListingTableConfig::new(table_url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+impl Entry {
+    fn format_ext(&self) -> String {
+        self.files
+            .first()
+            .and_then(|m| m.location.extension().map(|e| format!(".{e}")))
+            .unwrap_or_default()
+    }
+}
+
+/// Schema of a JSONL checkpoint of no known kind, inferred from its first 1000 lines.
+async fn infer_jsonl_schema(root: &Root, files: &[ObjectMeta]) -> Result<SchemaRef> {
+    let Some(first) = files.first() else {
+        return Ok(Arc::new(Schema::empty()));
+    };
+    let end = first.size.min(8 << 20);
+    let bytes = root
+        .store()
+        .get_range(&first.location, 0..end)
+        .await
+        .map_err(|e| Error::storage(format!("cannot read {}", first.location), e))?;
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let (schema, _) =
+        datafusion::arrow::json::reader::infer_json_schema(std::io::Cursor::new(body), Some(1000))
+            .map_err(|e| {
+                Error::data(
+                    display_name(root, first),
+                    None,
+                    None,
+                    format!("cannot infer a schema: {e}"),
+                )
+            })?;
+    Ok(Arc::new(schema))
+}
+
+/// A root as a DataFusion schema. Tables created with SQL (`CREATE VIEW`, `CREATE TABLE AS`)
+/// live beside the checkpoints for the session.
+#[derive(Debug)]
+pub struct CheckpointSchema {
+    root: Root,
+    opts: TableOptions,
+    entries: RwLock<Vec<Entry>>,
+    extra: RwLock<BTreeMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl CheckpointSchema {
+    pub async fn open(root: Root, opts: TableOptions) -> Result<Arc<Self>> {
+        let s = Arc::new(CheckpointSchema {
+            root,
+            opts,
+            entries: RwLock::new(vec![]),
+            extra: RwLock::default(),
+        });
+        s.refresh().await?;
+        Ok(s)
+    }
+
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    pub fn options(&self) -> &TableOptions {
+        &self.opts
+    }
+
+    /// Lists the root again.
+    pub async fn refresh(&self) -> Result<()> {
+        let entries = list_checkpoints(&self.root).await?;
+        *self.entries.write().expect("entries") = entries;
+        Ok(())
+    }
+
+    pub fn entries(&self) -> Vec<Entry> {
+        self.entries.read().expect("entries").clone()
+    }
+
+    /// The entry a table name stands for (see the module docs for the rule).
+    pub fn lookup(&self, name: &str) -> Option<Entry> {
+        let entries = self.entries.read().expect("entries");
+        if let Some(e) = entries
+            .iter()
+            .find(|e| e.file == name || e.file.trim_end_matches('/') == name)
+        {
+            return Some(e.clone());
+        }
+        let mut matches: Vec<&Entry> = entries.iter().filter(|e| e.name == name).collect();
+        matches.sort_by_key(|e| match e.format {
+            FileFormat::Parquet => 0,
+            FileFormat::Jsonl => 1,
+        });
+        matches.first().map(|e| (*e).clone())
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for CheckpointSchema {
+    fn table_names(&self) -> Vec<String> {
+        let entries = self.entries.read().expect("entries");
+        let mut names: Vec<String> = Vec::new();
+        for e in entries.iter() {
+            if !names.contains(&e.name) {
+                names.push(e.name.clone());
+            } else {
+                // The bare name is taken by the Parquet file; the other keeps its file name.
+                names.push(e.file.trim_end_matches('/').to_owned());
+            }
+        }
+        names.extend(self.extra.read().expect("extra").keys().cloned());
+        names
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = self.extra.read().expect("extra").get(name) {
+            return Ok(Some(t.clone()));
+        }
+        self.refresh().await.map_err(DataFusionError::from)?;
+        let Some(entry) = self.lookup(name) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            table_for(&self.root, &entry, &self.opts)
+                .await
+                .map_err(DataFusionError::from)?,
+        ))
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if self.lookup(&name).is_some() {
+            return Err(DataFusionError::Plan(format!(
+                "{name} is a checkpoint in {}; choose another name for the new table",
+                self.root.display()
+            )));
+        }
+        Ok(self.extra.write().expect("extra").insert(name, table))
+    }
+
+    fn deregister_table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        Ok(self.extra.write().expect("extra").remove(name))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.extra.read().expect("extra").contains_key(name) || self.lookup(name).is_some()
+    }
+}
+
+/// What `ckpt ls` shows of one checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CheckpointInfo {
+    pub name: String,
+    pub file: String,
+    /// The kind's default name, or null for a checkpoint of no known kind.
+    pub kind: Option<String>,
+    pub format: String,
+    /// `native` or `kura` for Parquet of a known kind.
+    pub layout: Option<String>,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Describes every checkpoint of a root: kind, format, rows and bytes. Rows come from
+/// the Parquet footer, or from counting the JSONL lines that are not blank.
+#[allow(deprecated)] // ParquetObjectReader: see table::parquet_schema
+pub async fn describe_root(root: &Root) -> Result<Vec<CheckpointInfo>> {
+    let mut out = Vec::new();
+    for entry in list_checkpoints(root).await? {
+        let kind = resolve_kind(root, &entry).await?;
+        let mut rows = 0u64;
+        let mut layout = None;
+        for meta in &entry.files {
+            match entry.format {
+                FileFormat::Parquet => {
+                    use datafusion::parquet::arrow::async_reader::{
+                        ParquetObjectReader, ParquetRecordBatchStreamBuilder,
+                    };
+                    let reader =
+                        ParquetObjectReader::new(root.store().clone(), meta.location.clone())
+                            .with_file_size(meta.size);
+                    let b = ParquetRecordBatchStreamBuilder::new(reader)
+                        .await
+                        .map_err(|e| {
+                            Error::data(
+                                display_name(root, meta),
+                                None,
+                                None,
+                                format!("not a readable Parquet file ({e})"),
+                            )
+                        })?;
+                    rows += b.metadata().file_metadata().num_rows() as u64;
+                    if let Some(k) = kind {
+                        layout = Some(detect_layout(k, b.schema()).to_string());
+                    }
+                }
+                FileFormat::Jsonl => {
+                    use futures::StreamExt;
+                    let r = root.store().get(&meta.location).await.map_err(|e| {
+                        Error::storage(format!("cannot read {}", display_name(root, meta)), e)
+                    })?;
+                    let mut s = r.into_stream();
+                    let mut in_line = false;
+                    while let Some(chunk) = s.next().await {
+                        let chunk = chunk.map_err(|e| {
+                            Error::storage(format!("cannot read {}", display_name(root, meta)), e)
+                        })?;
+                        for b in chunk.iter() {
+                            match b {
+                                b'\n' => {
+                                    if in_line {
+                                        rows += 1;
+                                    }
+                                    in_line = false;
+                                }
+                                b' ' | b'\t' | b'\r' => {}
+                                _ => in_line = true,
+                            }
+                        }
+                    }
+                    if in_line {
+                        rows += 1;
+                    }
+                }
+            }
+        }
+        out.push(CheckpointInfo {
+            name: entry.name.clone(),
+            file: entry.file.clone(),
+            kind: kind.map(|k| k.to_string()),
+            format: entry.format.to_string(),
+            layout,
+            rows,
+            bytes: entry.bytes(),
+        });
+    }
+    Ok(out)
+}

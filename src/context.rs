@@ -1,0 +1,238 @@
+//! The DataFusion session of ckpt: checkpoint roots registered as schemas, object stores
+//! resolved from URLs, ckpt's SQL functions, the JSONL writer behind COPY, and a memory
+//! pool with spilling.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use object_store::ObjectStore;
+use url::Url;
+
+use crate::catalog::{CheckpointSchema, TableOptions};
+use crate::jsonl::DecodeOptions;
+use crate::storage::{Root, StorageOptions};
+use crate::table::SkipLog;
+use crate::{Error, Result};
+
+/// The catalog the roots' schemas live in.
+pub const CATALOG: &str = "ckpt";
+
+/// How a session is set up.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// Memory pool size in bytes; operators spill to disk beyond it.
+    pub memory_limit: Option<usize>,
+    /// Parallelism (defaults to the number of cores).
+    pub target_partitions: Option<usize>,
+    pub decode: DecodeOptions,
+    pub storage: StorageOptions,
+}
+
+/// A DataFusion session over one or more checkpoint roots.
+#[derive(Clone)]
+pub struct CheckpointSession {
+    ctx: SessionContext,
+    schemas: Vec<(String, Arc<CheckpointSchema>)>,
+    skips: SkipLog,
+    options: SessionOptions,
+}
+
+impl std::fmt::Debug for CheckpointSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointSession")
+            .field(
+                "roots",
+                &self
+                    .schemas
+                    .iter()
+                    .map(|(n, s)| (n, s.root().display()))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Resolves object stores by URL: the roots' stores first, then any other URL (a COPY
+/// target in another bucket, say) is opened on first use with the session's options.
+#[derive(Debug)]
+struct StoreRegistry {
+    known: DefaultObjectStoreRegistry,
+    options: StorageOptions,
+}
+
+impl ObjectStoreRegistry for StoreRegistry {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        self.known.register_store(url, store)
+    }
+
+    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        if let Ok(s) = self.known.get_store(url) {
+            return Ok(s);
+        }
+        let root = Root::with_options(url.as_str(), &self.options)?;
+        let store = root.store().clone();
+        self.known.register_store(&root.store_url(), store.clone());
+        Ok(store)
+    }
+}
+
+impl CheckpointSession {
+    /// A session over one root, which is also the default schema.
+    pub async fn open(location: &str) -> Result<Self> {
+        Self::new(
+            vec![("root".to_owned(), location.to_owned())],
+            SessionOptions::default(),
+        )
+        .await
+    }
+
+    /// A session over named roots (`run1` → `./a`, `run2` → `s3://b/x`). The first is the
+    /// default schema, so its checkpoints need no qualifier.
+    pub async fn new(roots: Vec<(String, String)>, options: SessionOptions) -> Result<Self> {
+        let mut opened = Vec::new();
+        for (name, location) in roots {
+            opened.push((name, Root::with_options(&location, &options.storage)?));
+        }
+        Self::with_roots(opened, options).await
+    }
+
+    pub async fn with_roots(roots: Vec<(String, Root)>, options: SessionOptions) -> Result<Self> {
+        if roots.is_empty() {
+            return Err(Error::config(
+                "no root given: name at least one directory or URL",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (n, _) in &roots {
+            if !seen.insert(n.clone()) {
+                return Err(Error::config(format!("the root name {n:?} is given twice")));
+            }
+        }
+        let registry = Arc::new(StoreRegistry {
+            known: DefaultObjectStoreRegistry::new(),
+            options: options.storage.clone(),
+        });
+        let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(registry);
+        if let Some(limit) = options.memory_limit {
+            runtime = runtime.with_memory_limit(limit, 1.0);
+        }
+        let runtime = runtime.build_arc()?;
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, &roots[0].0)
+            .with_create_default_catalog_and_schema(false);
+        if let Some(n) = options.target_partitions {
+            config = config.with_target_partitions(n.max(1));
+        }
+        // Parquet strings come back as Utf8, the type the kinds declare.
+        config
+            .options_mut()
+            .execution
+            .parquet
+            .schema_force_view_types = false;
+        let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+        crate::functions::register(&mut ctx)?;
+        crate::copy::register(&ctx, options.storage.clone())?;
+
+        let skips = SkipLog::default();
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        let mut schemas = Vec::new();
+        for (name, root) in roots {
+            ctx.register_object_store(&root.store_url(), root.store().clone());
+            let schema = CheckpointSchema::open(
+                root,
+                TableOptions {
+                    decode: options.decode,
+                    skips: skips.clone(),
+                },
+            )
+            .await?;
+            catalog.register_schema(&name, schema.clone())?;
+            schemas.push((name, schema));
+        }
+        ctx.register_catalog(CATALOG, catalog);
+        Ok(CheckpointSession {
+            ctx,
+            schemas,
+            skips,
+            options,
+        })
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn options(&self) -> &SessionOptions {
+        &self.options
+    }
+
+    /// The default root (the first one).
+    pub fn root(&self) -> &Root {
+        self.schemas[0].1.root()
+    }
+
+    pub fn schemas(&self) -> &[(String, Arc<CheckpointSchema>)] {
+        &self.schemas
+    }
+
+    /// The schema of the default root.
+    pub fn default_schema(&self) -> &Arc<CheckpointSchema> {
+        &self.schemas[0].1
+    }
+
+    /// Lines dropped under `--on-error skip` since the last call.
+    pub fn take_skipped(&self) -> Vec<(String, crate::jsonl::SkippedLine)> {
+        self.skips.take()
+    }
+
+    /// Lists every root again (tables also refresh themselves when a query names them).
+    pub async fn refresh(&self) -> Result<()> {
+        for (_, s) in &self.schemas {
+            s.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// A checkpoint of the default root as a DataFrame.
+    pub async fn table(&self, name: &str) -> Result<DataFrame> {
+        use datafusion::catalog::SchemaProvider;
+        let schema = self.default_schema();
+        let provider = schema.table(name).await?.ok_or_else(|| {
+            Error::config(format!(
+                "no checkpoint named {name:?} in {}",
+                schema.root().display()
+            ))
+        })?;
+        Ok(self.ctx.read_table(provider)?)
+    }
+
+    /// Runs SQL (one statement) and returns its DataFrame. Use [`crate::exec`] for
+    /// scripts and COPY targets relative to the root.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let mut frames = crate::exec::plan_statements(self, sql).await?;
+        match frames.len() {
+            1 => Ok(frames.remove(0).1),
+            n => Err(Error::config(format!("expected one statement, found {n}"))),
+        }
+    }
+}
+
+/// `table_names` of every root, for completion and `\d`.
+pub fn table_names(session: &CheckpointSession) -> HashMap<String, Vec<String>> {
+    use datafusion::catalog::SchemaProvider;
+    session
+        .schemas
+        .iter()
+        .map(|(n, s)| (n.clone(), s.table_names()))
+        .collect()
+}

@@ -1,0 +1,258 @@
+//! Format migration as DataFusion plans: `ckpt convert` and `ckpt sizes`.
+//!
+//! A conversion scans the source checkpoint's table (the same table SQL sees) and streams
+//! its batches into the sink every save uses, so it runs in bounded memory, keeps row
+//! order, and commits atomically.
+
+use std::sync::Arc;
+
+use crate::catalog::{Entry, TableOptions, list_checkpoints, table_for};
+use crate::context::{CheckpointSession, SessionOptions};
+use crate::format::{FileFormat, WriteOptions, strip_extension};
+use crate::kind::CheckpointKind;
+use crate::sink::{Progress, WriteStats, write_batches};
+use crate::storage::{Root, StorageOptions};
+use crate::{Error, Result};
+
+#[derive(Clone, Default)]
+pub struct ConvertOptions {
+    /// Target format; by default the other one (JSONL → Parquet, Parquet → JSONL), or the
+    /// destination file's extension.
+    pub to: Option<FileFormat>,
+    pub write: WriteOptions,
+    pub session: SessionOptions,
+    /// Called with (checkpoint, rows so far).
+    pub progress: Option<Arc<dyn Fn(&str, u64) + Send + Sync>>,
+}
+
+/// One converted checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converted {
+    pub name: String,
+    pub source: String,
+    pub target: String,
+    pub kind: Option<CheckpointKind>,
+    pub rows: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Converted {
+    /// bytes_in / bytes_out.
+    pub fn ratio(&self) -> f64 {
+        if self.bytes_out == 0 {
+            0.0
+        } else {
+            self.bytes_in as f64 / self.bytes_out as f64
+        }
+    }
+}
+
+/// Splits `location` into (root, file) when it names one checkpoint file.
+async fn as_file(location: &str, storage: &StorageOptions) -> Result<Option<(Root, String)>> {
+    let trimmed = location.trim_end_matches('/');
+    let (dir, file) = match trimmed.rsplit_once('/') {
+        Some((d, f)) => (
+            if d.is_empty() {
+                "/".to_owned()
+            } else {
+                d.to_owned()
+            },
+            f.to_owned(),
+        ),
+        None => (".".to_owned(), trimmed.to_owned()),
+    };
+    if strip_extension(&file).1.is_none() || location.ends_with('/') {
+        return Ok(None);
+    }
+    let root = Root::with_options(&dir, storage)?;
+    Ok(Some((root, file)))
+}
+
+/// Converts a checkpoint file or a whole root. `dst` is a file (when `src` is one and
+/// `dst` has an extension) or a root directory/prefix.
+pub async fn convert(src: &str, dst: &str, opts: &ConvertOptions) -> Result<Vec<Converted>> {
+    let storage = &opts.session.storage;
+    let (src_root, only): (Root, Option<String>) = match as_file(src, storage).await? {
+        Some((root, file)) if root.head(&file).await?.is_some() => (root, Some(file)),
+        Some((root, file)) => {
+            return Err(Error::config(format!(
+                "{} does not exist",
+                root.describe(&file)
+            )));
+        }
+        None => (Root::with_options(src, storage)?, None),
+    };
+    let entries = list_checkpoints(&src_root).await?;
+    let selected: Vec<Entry> = match &only {
+        Some(file) => entries.into_iter().filter(|e| &e.file == file).collect(),
+        None => entries,
+    };
+    if selected.is_empty() {
+        return Err(Error::config(format!(
+            "no checkpoints found in {}",
+            src_root.display()
+        )));
+    }
+    // The destination: a file when converting one file to a name with an extension.
+    let dst_file = match (&only, as_file(dst, storage).await?) {
+        (Some(_), Some((root, file))) => Some((root, file)),
+        _ => None,
+    };
+    let dst_root = match &dst_file {
+        Some((r, _)) => r.clone(),
+        None => Root::with_options(dst, storage)?,
+    };
+    let session = CheckpointSession::with_roots(
+        vec![("source".into(), src_root.clone())],
+        opts.session.clone(),
+    )
+    .await?;
+    let table_opts = TableOptions {
+        decode: opts.session.decode,
+        skips: Default::default(),
+    };
+    let mut out = Vec::new();
+    for entry in selected {
+        let target_format = opts
+            .to
+            .or_else(|| dst_file.as_ref().and_then(|(_, f)| strip_extension(f).1))
+            .unwrap_or(match entry.format {
+                FileFormat::Jsonl => FileFormat::Parquet,
+                FileFormat::Parquet => FileFormat::Jsonl,
+            });
+        let target = match &dst_file {
+            Some((_, f)) => f.clone(),
+            None => format!("{}.{}", entry.name, target_format.extension()),
+        };
+        if src_root.url() == dst_root.url() && target == entry.file {
+            return Err(Error::config(format!(
+                "{} would be converted onto itself; choose another destination",
+                src_root.describe(&entry.file)
+            )));
+        }
+        let kind = crate::catalog::resolve_kind(&src_root, &entry).await?;
+        let table = table_for(&src_root, &entry, &table_opts).await?;
+        let df = session.context().read_table(table)?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let stream = df.execute_stream().await?;
+        let progress: Option<Progress> = opts.progress.as_ref().map(|p| {
+            let p = p.clone();
+            let name = entry.name.clone();
+            Arc::new(move |rows: u64| p(&name, rows)) as Progress
+        });
+        let write = WriteOptions {
+            format: Some(target_format),
+            ..opts.write
+        };
+        let WriteStats { rows, bytes } = write_batches(
+            &dst_root,
+            &target,
+            kind,
+            &write,
+            schema,
+            Box::pin(stream),
+            progress,
+        )
+        .await?;
+        let skipped = session.take_skipped();
+        if !skipped.is_empty() {
+            tracing::warn!(checkpoint = %entry.name, skipped = skipped.len(), "lines skipped");
+        }
+        out.push(Converted {
+            name: entry.name.clone(),
+            source: src_root.describe(&entry.file),
+            target: dst_root.describe(&target),
+            kind,
+            rows,
+            bytes_in: entry.bytes(),
+            bytes_out: bytes,
+        });
+    }
+    Ok(out)
+}
+
+/// One row of the "Compression Benefits" table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SizeRow {
+    pub name: String,
+    pub jsonl_bytes: u64,
+    pub parquet_bytes: u64,
+    /// Whether a format was made by converting in a temporary location.
+    pub converted: bool,
+}
+
+impl SizeRow {
+    /// 1 - parquet/jsonl, as a percentage.
+    pub fn reduction_pct(&self) -> f64 {
+        if self.jsonl_bytes == 0 {
+            0.0
+        } else {
+            100.0 * (1.0 - self.parquet_bytes as f64 / self.jsonl_bytes as f64)
+        }
+    }
+    pub fn ratio(&self) -> f64 {
+        if self.parquet_bytes == 0 {
+            0.0
+        } else {
+            self.jsonl_bytes as f64 / self.parquet_bytes as f64
+        }
+    }
+}
+
+/// JSONL vs Parquet size per checkpoint of a root; the missing format is made by
+/// converting into a temporary directory (`opts.write` sets the Parquet codec).
+pub async fn sizes(root: &str, opts: &ConvertOptions) -> Result<Vec<SizeRow>> {
+    let src = Root::with_options(root, &opts.session.storage)?;
+    let entries = list_checkpoints(&src).await?;
+    let tmp =
+        tempfile::tempdir().map_err(|e| Error::io("cannot create a temporary directory", e))?;
+    let mut rows: Vec<SizeRow> = Vec::new();
+    let mut names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+    names.dedup();
+    for name in names {
+        let of = |f: FileFormat| entries.iter().find(|e| e.name == name && e.format == f);
+        let (j, p) = (of(FileFormat::Jsonl), of(FileFormat::Parquet));
+        let mut row = SizeRow {
+            name: name.clone(),
+            jsonl_bytes: 0,
+            parquet_bytes: 0,
+            converted: false,
+        };
+        for (have, missing) in [(j, FileFormat::Parquet), (p, FileFormat::Jsonl)] {
+            let Some(e) = have else { continue };
+            let size = e.bytes();
+            match missing {
+                FileFormat::Parquet => row.jsonl_bytes = size,
+                FileFormat::Jsonl => row.parquet_bytes = size,
+            }
+        }
+        for (present, want) in [
+            (j.is_some(), FileFormat::Jsonl),
+            (p.is_some(), FileFormat::Parquet),
+        ] {
+            if present {
+                continue;
+            }
+            let from = j.or(p).expect("one format exists");
+            let c = ConvertOptions {
+                to: Some(want),
+                ..opts.clone()
+            };
+            let converted = convert(
+                &src.describe(&from.file),
+                &tmp.path().display().to_string(),
+                &c,
+            )
+            .await?;
+            let bytes = converted.first().map(|c| c.bytes_out).unwrap_or(0);
+            match want {
+                FileFormat::Jsonl => row.jsonl_bytes = bytes,
+                FileFormat::Parquet => row.parquet_bytes = bytes,
+            }
+            row.converted = true;
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}

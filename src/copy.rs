@@ -1,0 +1,236 @@
+//! `COPY ... TO ... STORED AS JSON` (or to a `.jsonl`/`.json` target) through ckpt's JSONL
+//! writer: the lines Kura loads (metadata as an object, nulls written out), committed
+//! atomically like every save. Reading JSON stays DataFusion's.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::{GetExt, Statistics};
+use datafusion::datasource::file_format::FileFormat as DfFileFormat;
+use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::file_format::json::{JsonFormat, JsonFormatFactory};
+use datafusion::datasource::physical_plan::{FileScanConfig, FileSinkConfig, FileSource};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::LexRequirement;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+use object_store::{ObjectMeta, ObjectStore};
+
+use crate::format::{FileFormat, WriteOptions};
+use crate::kind::CheckpointKind;
+use crate::storage::{Root, StorageOptions};
+
+/// Registers the JSONL writer for `STORED AS JSON` and for `.jsonl` targets.
+pub fn register(
+    ctx: &datafusion::prelude::SessionContext,
+    storage: StorageOptions,
+) -> crate::Result<()> {
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    for ext in ["json", "jsonl"] {
+        state.register_file_format(
+            Arc::new(JsonlFormatFactory {
+                ext,
+                storage: storage.clone(),
+                inner: JsonFormatFactory::new(),
+            }),
+            true,
+        )?;
+    }
+    Ok(())
+}
+
+struct JsonlFormatFactory {
+    ext: &'static str,
+    storage: StorageOptions,
+    inner: JsonFormatFactory,
+}
+
+impl fmt::Debug for JsonlFormatFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JsonlFormatFactory({})", self.ext)
+    }
+}
+
+impl GetExt for JsonlFormatFactory {
+    fn get_ext(&self) -> String {
+        self.ext.to_owned()
+    }
+}
+
+impl FileFormatFactory for JsonlFormatFactory {
+    fn create(
+        &self,
+        state: &dyn Session,
+        options: &HashMap<String, String>,
+    ) -> DfResult<Arc<dyn DfFileFormat>> {
+        let inner = self.inner.create(state, options)?;
+        Ok(Arc::new(JsonlFileFormat {
+            ext: self.ext,
+            storage: self.storage.clone(),
+            inner,
+        }))
+    }
+
+    fn default(&self) -> Arc<dyn DfFileFormat> {
+        Arc::new(JsonlFileFormat {
+            ext: self.ext,
+            storage: self.storage.clone(),
+            inner: Arc::new(JsonFormat::default()),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct JsonlFileFormat {
+    ext: &'static str,
+    storage: StorageOptions,
+    inner: Arc<dyn DfFileFormat>,
+}
+
+#[async_trait]
+impl DfFileFormat for JsonlFileFormat {
+    fn get_ext(&self) -> String {
+        self.ext.to_owned()
+    }
+    fn get_ext_with_compression(&self, c: &FileCompressionType) -> DfResult<String> {
+        let base = self.inner.get_ext_with_compression(c)?;
+        Ok(base.replacen("json", self.ext, 1))
+    }
+    fn compression_type(&self) -> Option<FileCompressionType> {
+        self.inner.compression_type()
+    }
+    async fn infer_schema(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        objects: &[ObjectMeta],
+    ) -> DfResult<SchemaRef> {
+        self.inner.infer_schema(state, store, objects).await
+    }
+    async fn infer_stats(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        object: &ObjectMeta,
+    ) -> DfResult<Statistics> {
+        self.inner
+            .infer_stats(state, store, table_schema, object)
+            .await
+    }
+    async fn create_physical_plan(
+        &self,
+        state: &dyn Session,
+        conf: FileScanConfig,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.inner.create_physical_plan(state, conf).await
+    }
+    async fn create_writer_physical_plan(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        state: &dyn Session,
+        conf: FileSinkConfig,
+        order: Option<LexRequirement>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if !conf.table_partition_cols.is_empty() {
+            // Hive-partitioned output: DataFusion's own writer handles the directory layout.
+            return self
+                .inner
+                .create_writer_physical_plan(input, state, conf, order)
+                .await;
+        }
+        let sink = Arc::new(JsonlSink {
+            conf,
+            ext: self.ext,
+            storage: self.storage.clone(),
+        });
+        Ok(Arc::new(DataSinkExec::new(input, sink, order)))
+    }
+    fn file_source(
+        &self,
+        table_schema: datafusion::datasource::table_schema::TableSchema,
+    ) -> Arc<dyn FileSource> {
+        self.inner.file_source(table_schema)
+    }
+}
+
+struct JsonlSink {
+    conf: FileSinkConfig,
+    ext: &'static str,
+    storage: StorageOptions,
+}
+
+impl fmt::Debug for JsonlSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JsonlSink({})", self.conf.original_url)
+    }
+}
+
+impl DisplayAs for JsonlSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JsonlSink(file={})", self.conf.original_url)
+    }
+}
+
+/// The kind whose logical schema has exactly these columns, so `COPY summaries TO ...`
+/// writes Kura's lines (metadata as an object) even where DataFusion dropped field metadata.
+fn kind_of_schema(schema: &SchemaRef) -> Option<CheckpointKind> {
+    CheckpointKind::ALL.into_iter().find(|k| {
+        let ks = k.schema();
+        ks.fields().len() == schema.fields().len()
+            && ks
+                .fields()
+                .iter()
+                .zip(schema.fields())
+                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type())
+    })
+}
+
+#[async_trait]
+impl DataSink for JsonlSink {
+    fn schema(&self) -> &SchemaRef {
+        self.conf.output_schema()
+    }
+    async fn write_all(
+        &self,
+        data: SendableRecordBatchStream,
+        _ctx: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        let url = self
+            .conf
+            .table_paths
+            .first()
+            .map(|u| u.as_str().to_owned())
+            .unwrap_or_else(|| self.conf.original_url.clone());
+        // A target with an extension is one file; otherwise a directory gets one part.
+        let (dir, file) = match url.rsplit_once('/') {
+            Some((d, f)) if f.contains('.') => (format!("{d}/"), f.to_owned()),
+            _ => (
+                format!("{}/", url.trim_end_matches('/')),
+                format!("part-0.{}", self.ext),
+            ),
+        };
+        let root = Root::with_options(&dir, &self.storage)?;
+        let schema = self.conf.output_schema().clone();
+        let kind = kind_of_schema(&schema);
+        let opts = WriteOptions {
+            format: Some(FileFormat::Jsonl),
+            ..Default::default()
+        };
+        let stream = data.map(|b| b).boxed();
+        let stats = crate::sink::write_batches(&root, &file, kind, &opts, schema, stream, None)
+            .await
+            .map_err(DataFusionError::from)?;
+        Ok(stats.rows)
+    }
+}

@@ -1,0 +1,103 @@
+//! Running SQL against a [`CheckpointSession`]: scripts of several statements, COPY
+//! targets resolved against the root, and errors that name the failing statement.
+
+use datafusion::dataframe::DataFrame;
+use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+
+use crate::context::CheckpointSession;
+use crate::storage::Root;
+use crate::{Error, Result};
+
+/// Splits a script into statements (text for messages, and the parsed statement).
+pub fn parse(sql: &str) -> Result<Vec<(String, Statement)>> {
+    let stmts = DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| {
+        Error::config(format!(
+            "SQL syntax error: {}",
+            crate::error::Error::from(e)
+        ))
+    })?;
+    Ok(stmts.into_iter().map(|s| (s.to_string(), s)).collect())
+}
+
+/// Where a COPY target goes. A relative path is a name inside the default root (so
+/// `COPY summaries TO 'summaries.parquet'` writes beside the source, locally or in the
+/// bucket); a URL (`s3://...`, `file:///...`) is used as given. Absolute paths and `..`
+/// are refused: a write never lands outside the named root or target.
+pub fn resolve_target(root: &Root, target: &str) -> Result<String> {
+    if target.contains('\0') {
+        return Err(Error::invalid_name(target, "contains a NUL character"));
+    }
+    if let Ok(url) = url::Url::parse(target) {
+        if url.scheme().len() > 1 {
+            if url.path().split('/').any(|p| p == "..") {
+                return Err(Error::invalid_name(
+                    target,
+                    "'..' is not allowed in a target",
+                ));
+            }
+            return Ok(target.to_owned());
+        }
+    }
+    if target.starts_with('/') || target.starts_with('~') {
+        return Err(Error::invalid_name(
+            target,
+            format!(
+                "absolute paths are refused; to write outside the root say so with a URL: file://{target}"
+            ),
+        ));
+    }
+    let dir_target = target.ends_with('/');
+    let name = target.trim_end_matches('/');
+    crate::format::validate_name(name)?;
+    let url = root.url_of(name)?;
+    // Parent directories must exist for the local store, and must not be symlinks out.
+    root.prepare_target(name, dir_target)?;
+    Ok(if dir_target {
+        format!("{url}/")
+    } else {
+        url.to_string()
+    })
+}
+
+/// Plans (and for DDL, runs) one statement.
+pub async fn plan(session: &CheckpointSession, statement: Statement) -> Result<DataFrame> {
+    let statement = match statement {
+        Statement::CopyTo(mut c) => {
+            c.target = resolve_target(session.root(), &c.target)?;
+            Statement::CopyTo(c)
+        }
+        other => other,
+    };
+    let state = session.context().state();
+    let plan = state.statement_to_plan(statement).await?;
+    Ok(session.context().execute_logical_plan(plan).await?)
+}
+
+/// Plans every statement of a script in order, running each before planning the next
+/// (a later statement may use a view an earlier one created). For scripts whose results
+/// are wanted one by one, use [`parse`] and [`plan`].
+pub async fn plan_statements(
+    session: &CheckpointSession,
+    sql: &str,
+) -> Result<Vec<(String, DataFrame)>> {
+    let mut out = Vec::new();
+    for (text, stmt) in parse(sql)? {
+        let df = plan(session, stmt)
+            .await
+            .map_err(|e| statement_error(&text, e))?;
+        out.push((text, df));
+    }
+    Ok(out)
+}
+
+/// Wraps an error with the statement it came from.
+pub fn statement_error(text: &str, e: Error) -> Error {
+    let short: String = text.chars().take(120).collect();
+    let ellipsis = if text.chars().count() > 120 {
+        "..."
+    } else {
+        ""
+    };
+    Error::config(format!("{e}\n  in statement: {short}{ellipsis}"))
+}

@@ -1,0 +1,854 @@
+//! JSONL → Arrow for a declared schema.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBufferBuilder, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch,
+    StringArray, StructArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::kind::{DEFAULT_JSON, computed_len_of, is_json_text};
+use crate::layout::parse_timestamp_micros;
+use crate::{Error, Result};
+
+/// What to do with a line that does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Stop with an error naming file, line and field.
+    #[default]
+    Fail,
+    /// Drop the line, remember it in [`JsonlDecoder::skipped`], go on (salvage mode).
+    Skip,
+}
+
+impl std::str::FromStr for OnError {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fail" => Ok(OnError::Fail),
+            "skip" => Ok(OnError::Skip),
+            _ => Err(Error::config(format!(
+                "--on-error {s:?}: expected fail or skip"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    pub on_error: OnError,
+    /// Rows per batch.
+    pub batch_rows: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            on_error: OnError::Fail,
+            batch_rows: 8192,
+        }
+    }
+}
+
+/// A line dropped under [`OnError::Skip`]; `line` is relative to the decoder's first line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedLine {
+    pub line: u64,
+    pub message: String,
+}
+
+/// Decodes lines of one file into batches of `output` (a projection of a kind's schema).
+pub struct JsonlDecoder {
+    /// The stored fields decoded (output fields, with computed ones replaced by sources).
+    stored: Vec<Field>,
+    cols: Vec<Col>,
+    output: SchemaRef,
+    /// Field name → index in `stored`, for the few fields a kind has a linear scan is
+    /// faster than hashing.
+    names: Vec<String>,
+    file: String,
+    opts: DecodeOptions,
+    rows: usize,
+    skipped: Vec<SkippedLine>,
+}
+
+impl JsonlDecoder {
+    /// `output` is the schema of the batches produced; its computed columns are derived
+    /// from their source lists, which are decoded even when not in `output`.
+    pub fn new(
+        output: SchemaRef,
+        full: &Schema,
+        file: impl Into<String>,
+        opts: DecodeOptions,
+    ) -> Self {
+        let mut stored: Vec<Field> = Vec::new();
+        for f in output.fields() {
+            let src = match computed_len_of(f) {
+                Some(list) => full
+                    .field_with_name(list)
+                    .expect("computed from a field of the kind")
+                    .clone(),
+                None => f.as_ref().clone(),
+            };
+            if !stored.iter().any(|s| s.name() == src.name()) {
+                stored.push(src);
+            }
+        }
+        let cols = stored.iter().map(|f| Col::new(f)).collect();
+        let names = stored.iter().map(|f| f.name().clone()).collect();
+        JsonlDecoder {
+            stored,
+            cols,
+            output,
+            names,
+            file: file.into(),
+            opts,
+            rows: 0,
+            skipped: Vec::new(),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.rows >= self.opts.batch_rows
+    }
+
+    pub fn skipped(&self) -> &[SkippedLine] {
+        &self.skipped
+    }
+
+    pub fn take_skipped(&mut self) -> Vec<SkippedLine> {
+        std::mem::take(&mut self.skipped)
+    }
+
+    /// Decodes one line (without its `\n`). Blank lines and a trailing `\r` are accepted;
+    /// `line_no` is used in errors.
+    pub fn decode_line(&mut self, line: &[u8], line_no: u64) -> Result<()> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = if line_no == 1 {
+            line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line)
+        } else {
+            line
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let marks: Vec<Mark> = self.cols.iter().map(Col::mark).collect();
+        match self.decode_row(line) {
+            Ok(()) => {
+                self.rows += 1;
+                Ok(())
+            }
+            Err((field, message)) => {
+                for (c, m) in self.cols.iter_mut().zip(marks) {
+                    c.rollback(m);
+                }
+                match self.opts.on_error {
+                    OnError::Fail => Err(Error::data(
+                        self.file.clone(),
+                        Some(line_no),
+                        field.as_deref(),
+                        message,
+                    )),
+                    OnError::Skip => {
+                        let at = field.map(|f| format!("{f}: ")).unwrap_or_default();
+                        self.skipped.push(SkippedLine {
+                            line: line_no,
+                            message: format!("{at}{message}"),
+                        });
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    fn decode_row(&mut self, line: &[u8]) -> Result<(), (Option<String>, String)> {
+        let mut seen = vec![false; self.cols.len()];
+        let mut current: Option<usize> = None;
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let seed = RowSeed {
+            names: &self.names,
+            cols: &mut self.cols,
+            seen: &mut seen,
+            current: &mut current,
+        };
+        let res = seed.deserialize(&mut de).and_then(|()| de.end());
+        if let Err(e) = res {
+            let field = current.map(|i| self.names[i].clone());
+            return Err((field, describe(&e)));
+        }
+        for (i, seen) in seen.iter().enumerate() {
+            if !seen {
+                let f = &self.stored[i];
+                if let Some(default) = f.metadata().get(DEFAULT_JSON) {
+                    self.cols[i].push_text(default);
+                } else if f.is_nullable() {
+                    self.cols[i].push_null();
+                } else {
+                    return Err((Some(f.name().clone()), "required field is missing".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows decoded so far as one batch, or None when there are none.
+    pub fn flush(&mut self) -> Result<Option<RecordBatch>> {
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        let rows = std::mem::take(&mut self.rows);
+        let stored_cols: Vec<ArrayRef> = self
+            .cols
+            .iter_mut()
+            .zip(&self.stored)
+            .map(|(c, f)| {
+                let fresh = Col::new(f);
+                std::mem::replace(c, fresh).finish(f.data_type())
+            })
+            .collect();
+        let stored_schema = Arc::new(Schema::new(self.stored.clone()));
+        let stored = RecordBatch::try_new_with_options(
+            stored_schema,
+            stored_cols,
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?;
+        let columns = self
+            .output
+            .fields()
+            .iter()
+            .map(|f| crate::layout::logical_column(f, &stored, &self.file))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(RecordBatch::try_new_with_options(
+            self.output.clone(),
+            columns,
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?))
+    }
+}
+
+/// serde_json's message, with its "at line 1 column N" turned into "(column N)".
+fn describe(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg,
+    };
+    if e.column() > 0 {
+        format!("{msg} (column {})", e.column())
+    } else {
+        msg
+    }
+}
+
+// ---- columns -------------------------------------------------------------------------
+
+/// A column being built. Unlike arrow's builders these can be rolled back to a mark,
+/// so a bad line in skip mode leaves no half-row behind.
+enum Col {
+    Str(StrCol),
+    I32(PrimCol<i32>),
+    I64(PrimCol<i64>),
+    F64(PrimCol<f64>),
+    Bool(PrimCol<bool>),
+    Ts(PrimCol<i64>),
+    /// Raw JSON text of an object (metadata).
+    Json(StrCol),
+    StrList(ListCol<StrCol>),
+    F64List(ListCol<PrimCol<f64>>),
+    Messages(ListCol<MsgCol>),
+}
+
+#[derive(Clone, Copy)]
+struct Mark(usize, usize, usize, usize);
+
+#[derive(Default)]
+struct Validity {
+    bits: Vec<bool>,
+}
+
+impl Validity {
+    fn push(&mut self, v: bool) {
+        self.bits.push(v);
+    }
+    fn nulls(&self) -> Option<NullBuffer> {
+        if self.bits.iter().all(|b| *b) {
+            return None;
+        }
+        let mut b = BooleanBufferBuilder::new(self.bits.len());
+        for v in &self.bits {
+            b.append(*v);
+        }
+        Some(NullBuffer::new(b.finish()))
+    }
+}
+
+#[derive(Default)]
+struct StrCol {
+    offsets: Vec<i32>,
+    data: Vec<u8>,
+    valid: Validity,
+}
+
+impl StrCol {
+    fn new() -> Self {
+        StrCol {
+            offsets: vec![0],
+            data: Vec::new(),
+            valid: Validity::default(),
+        }
+    }
+    fn push(&mut self, s: &str) {
+        self.data.extend_from_slice(s.as_bytes());
+        self.offsets.push(self.data.len() as i32);
+        self.valid.push(true);
+    }
+    fn push_null(&mut self) {
+        self.offsets.push(self.data.len() as i32);
+        self.valid.push(false);
+    }
+    fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+    fn mark(&self) -> Mark {
+        Mark(self.len(), self.data.len(), 0, 0)
+    }
+    fn rollback(&mut self, m: Mark) {
+        self.offsets.truncate(m.0 + 1);
+        self.valid.bits.truncate(m.0);
+        self.data.truncate(m.1);
+    }
+    fn finish(self) -> StringArray {
+        // Offsets are built monotonic and data is valid UTF-8 (it came from &str).
+        StringArray::new(
+            OffsetBuffer::new(ScalarBuffer::from(self.offsets)),
+            self.data.into(),
+            self.valid.nulls(),
+        )
+    }
+}
+
+#[derive(Default)]
+struct PrimCol<T> {
+    values: Vec<T>,
+    valid: Validity,
+}
+
+impl<T: Default + Copy> PrimCol<T> {
+    fn push(&mut self, v: T) {
+        self.values.push(v);
+        self.valid.push(true);
+    }
+    fn push_null(&mut self) {
+        self.values.push(T::default());
+        self.valid.push(false);
+    }
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+    fn mark(&self) -> Mark {
+        Mark(self.len(), 0, 0, 0)
+    }
+    fn rollback(&mut self, m: Mark) {
+        self.values.truncate(m.0);
+        self.valid.bits.truncate(m.0);
+    }
+}
+
+struct MsgCol {
+    created_at: PrimCol<i64>,
+    role: StrCol,
+    content: StrCol,
+}
+
+impl MsgCol {
+    fn len(&self) -> usize {
+        self.created_at.len()
+    }
+    fn mark(&self) -> Mark {
+        Mark(self.len(), self.role.data.len(), self.content.data.len(), 0)
+    }
+    fn rollback(&mut self, m: Mark) {
+        self.created_at.rollback(m);
+        self.role.rollback(Mark(m.0, m.1, 0, 0));
+        self.content.rollback(Mark(m.0, m.2, 0, 0));
+    }
+}
+
+trait Child {
+    fn child_len(&self) -> usize;
+    fn child_mark(&self) -> Mark;
+    fn child_rollback(&mut self, m: Mark);
+}
+impl Child for StrCol {
+    fn child_len(&self) -> usize {
+        self.len()
+    }
+    fn child_mark(&self) -> Mark {
+        self.mark()
+    }
+    fn child_rollback(&mut self, m: Mark) {
+        self.rollback(m)
+    }
+}
+impl Child for PrimCol<f64> {
+    fn child_len(&self) -> usize {
+        self.len()
+    }
+    fn child_mark(&self) -> Mark {
+        self.mark()
+    }
+    fn child_rollback(&mut self, m: Mark) {
+        self.rollback(m)
+    }
+}
+impl Child for MsgCol {
+    fn child_len(&self) -> usize {
+        self.len()
+    }
+    fn child_mark(&self) -> Mark {
+        self.mark()
+    }
+    fn child_rollback(&mut self, m: Mark) {
+        self.rollback(m)
+    }
+}
+
+struct ListCol<C> {
+    offsets: Vec<i32>,
+    valid: Validity,
+    child: C,
+}
+
+impl<C: Child> ListCol<C> {
+    fn new(child: C) -> Self {
+        ListCol {
+            offsets: vec![0],
+            valid: Validity::default(),
+            child,
+        }
+    }
+    fn close(&mut self, valid: bool) {
+        self.offsets.push(self.child.child_len() as i32);
+        self.valid.push(valid);
+    }
+    fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+    fn mark(&self) -> Mark {
+        let c = self.child.child_mark();
+        Mark(self.len(), c.0, c.1, c.2)
+    }
+    fn rollback(&mut self, m: Mark) {
+        self.offsets.truncate(m.0 + 1);
+        self.valid.bits.truncate(m.0);
+        self.child.child_rollback(Mark(m.1, m.2, m.3, 0));
+    }
+    fn offsets(&mut self) -> (OffsetBuffer<i32>, Option<NullBuffer>) {
+        (
+            OffsetBuffer::new(ScalarBuffer::from(std::mem::take(&mut self.offsets))),
+            self.valid.nulls(),
+        )
+    }
+}
+
+fn list_item(dt: &DataType) -> Arc<Field> {
+    match dt {
+        DataType::List(f) => f.clone(),
+        _ => unreachable!("list column of a list type"),
+    }
+}
+
+impl Col {
+    fn new(field: &Field) -> Col {
+        if is_json_text(field) {
+            return Col::Json(StrCol::new());
+        }
+        match field.data_type() {
+            DataType::Utf8 => Col::Str(StrCol::new()),
+            DataType::Int32 => Col::I32(PrimCol::default()),
+            DataType::Int64 => Col::I64(PrimCol::default()),
+            DataType::Float64 => Col::F64(PrimCol::default()),
+            DataType::Boolean => Col::Bool(PrimCol::default()),
+            DataType::Timestamp(..) => Col::Ts(PrimCol::default()),
+            DataType::List(item) => match item.data_type() {
+                DataType::Utf8 => Col::StrList(ListCol::new(StrCol::new())),
+                DataType::Float64 => Col::F64List(ListCol::new(PrimCol::default())),
+                DataType::Struct(_) => Col::Messages(ListCol::new(MsgCol {
+                    created_at: PrimCol::default(),
+                    role: StrCol::new(),
+                    content: StrCol::new(),
+                })),
+                other => unreachable!("no kind has a list of {other}"),
+            },
+            other => unreachable!("no kind has a column of {other}"),
+        }
+    }
+
+    fn mark(&self) -> Mark {
+        match self {
+            Col::Str(c) | Col::Json(c) => c.mark(),
+            Col::I32(c) => c.mark(),
+            Col::I64(c) | Col::Ts(c) => c.mark(),
+            Col::F64(c) => c.mark(),
+            Col::Bool(c) => c.mark(),
+            Col::StrList(c) => c.mark(),
+            Col::F64List(c) => c.mark(),
+            Col::Messages(c) => c.mark(),
+        }
+    }
+
+    fn rollback(&mut self, m: Mark) {
+        match self {
+            Col::Str(c) | Col::Json(c) => c.rollback(m),
+            Col::I32(c) => c.rollback(m),
+            Col::I64(c) | Col::Ts(c) => c.rollback(m),
+            Col::F64(c) => c.rollback(m),
+            Col::Bool(c) => c.rollback(m),
+            Col::StrList(c) => c.rollback(m),
+            Col::F64List(c) => c.rollback(m),
+            Col::Messages(c) => c.rollback(m),
+        }
+    }
+
+    fn push_null(&mut self) {
+        match self {
+            Col::Str(c) | Col::Json(c) => c.push_null(),
+            Col::I32(c) => c.push_null(),
+            Col::I64(c) | Col::Ts(c) => c.push_null(),
+            Col::F64(c) => c.push_null(),
+            Col::Bool(c) => c.push_null(),
+            Col::StrList(c) => c.close(false),
+            Col::F64List(c) => c.close(false),
+            Col::Messages(c) => c.close(false),
+        }
+    }
+
+    fn push_text(&mut self, s: &str) {
+        match self {
+            Col::Str(c) | Col::Json(c) => c.push(s),
+            _ => unreachable!("defaults are JSON text"),
+        }
+    }
+
+    fn finish(self, dt: &DataType) -> ArrayRef {
+        match self {
+            Col::Str(c) | Col::Json(c) => Arc::new(c.finish()),
+            Col::I32(c) => Arc::new(Int32Array::new(c.values.into(), c.valid.nulls())),
+            Col::I64(c) => Arc::new(Int64Array::new(c.values.into(), c.valid.nulls())),
+            Col::F64(c) => Arc::new(Float64Array::new(c.values.into(), c.valid.nulls())),
+            Col::Bool(c) => {
+                let nulls = c.valid.nulls();
+                Arc::new(datafusion::arrow::array::BooleanArray::new(
+                    c.values.into_iter().collect(),
+                    nulls,
+                ))
+            }
+            Col::Ts(c) => Arc::new(TimestampMicrosecondArray::new(
+                c.values.into(),
+                c.valid.nulls(),
+            )),
+            Col::StrList(mut c) => {
+                let (offsets, nulls) = c.offsets();
+                Arc::new(ListArray::new(
+                    list_item(dt),
+                    offsets,
+                    Arc::new(c.child.finish()),
+                    nulls,
+                ))
+            }
+            Col::F64List(mut c) => {
+                let (offsets, nulls) = c.offsets();
+                let child = Float64Array::new(
+                    std::mem::take(&mut c.child.values).into(),
+                    c.child.valid.nulls(),
+                );
+                Arc::new(ListArray::new(
+                    list_item(dt),
+                    offsets,
+                    Arc::new(child),
+                    nulls,
+                ))
+            }
+            Col::Messages(mut c) => {
+                let (offsets, nulls) = c.offsets();
+                let item = list_item(dt);
+                let DataType::Struct(fields) = item.data_type() else {
+                    unreachable!("messages are structs")
+                };
+                let fields: Fields = fields.clone();
+                let m = c.child;
+                let children: Vec<ArrayRef> = vec![
+                    Arc::new(TimestampMicrosecondArray::new(
+                        m.created_at.values.into(),
+                        None,
+                    )),
+                    Arc::new(m.role.finish()),
+                    Arc::new(m.content.finish()),
+                ];
+                let structs = StructArray::new(fields, children, None);
+                Arc::new(ListArray::new(item, offsets, Arc::new(structs), nulls))
+            }
+        }
+    }
+}
+
+// ---- serde visitors ------------------------------------------------------------------
+
+struct RowSeed<'a> {
+    names: &'a [String],
+    cols: &'a mut [Col],
+    seen: &'a mut [bool],
+    current: &'a mut Option<usize>,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match self.names.iter().position(|n| n == key.as_ref()) {
+                Some(i) => {
+                    if self.seen[i] {
+                        *self.current = Some(i);
+                        return Err(de::Error::custom("duplicate key"));
+                    }
+                    self.seen[i] = true;
+                    *self.current = Some(i);
+                    let col = &mut self.cols[i];
+                    map.next_value_seed(ValueSeed { col })?;
+                    *self.current = None;
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ValueSeed<'a> {
+    col: &'a mut Col,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        match self.col {
+            Col::Json(c) => {
+                let raw: &'de serde_json::value::RawValue = serde::Deserialize::deserialize(d)?;
+                let text = raw.get();
+                match text.as_bytes().first() {
+                    Some(b'{') => c.push(text),
+                    Some(b'n') => c.push("{}"),
+                    _ => {
+                        return Err(de::Error::custom(format!(
+                            "expected a JSON object, found {}",
+                            short(text)
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            col => d.deserialize_any(ScalarVisitor { col }),
+        }
+    }
+}
+
+fn short(s: &str) -> String {
+    if s.len() > 40 {
+        let mut end = 40;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &s[..end])
+    } else {
+        s.to_owned()
+    }
+}
+
+struct ScalarVisitor<'a> {
+    col: &'a mut Col,
+}
+
+impl ScalarVisitor<'_> {
+    fn expected(&self) -> &'static str {
+        match self.col {
+            Col::Str(_) => "a string",
+            Col::I32(_) | Col::I64(_) => "an integer",
+            Col::F64(_) => "a number",
+            Col::Bool(_) => "a boolean",
+            Col::Ts(_) => "an ISO-8601 datetime string",
+            Col::Json(_) => "a JSON object",
+            Col::StrList(_) => "a list of strings",
+            Col::F64List(_) => "a list of numbers",
+            Col::Messages(_) => "a list of messages",
+        }
+    }
+    fn wrong<E: de::Error>(&self, found: &str) -> E {
+        E::custom(format!("expected {}, found {found}", self.expected()))
+    }
+    fn int<E: de::Error>(self, v: i128) -> Result<(), E> {
+        match self.col {
+            Col::I32(c) => c.push(
+                i32::try_from(v)
+                    .map_err(|_| E::custom(format!("integer {v} out of range for int32")))?,
+            ),
+            Col::I64(c) => c.push(
+                i64::try_from(v)
+                    .map_err(|_| E::custom(format!("integer {v} out of range for int64")))?,
+            ),
+            Col::F64(c) => c.push(v as f64),
+            _ => return Err(self.wrong(&format!("integer {v}"))),
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for ScalarVisitor<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.expected())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.col.push_null();
+        Ok(())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        match self.col {
+            Col::Bool(c) => {
+                c.push(v);
+                Ok(())
+            }
+            _ => Err(self.wrong(&format!("boolean {v}"))),
+        }
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.int(v as i128)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.int(v as i128)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        match self.col {
+            Col::F64(c) => {
+                c.push(v);
+                Ok(())
+            }
+            // Pydantic's lax mode takes 3.0 for an int; so do we, and nothing else.
+            Col::I32(_) | Col::I64(_) if v.fract() == 0.0 && v.abs() < 9.0e15 => {
+                self.int(v as i128)
+            }
+            _ => Err(self.wrong(&format!("number {v}"))),
+        }
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        match self.col {
+            Col::Str(c) => {
+                c.push(v);
+                Ok(())
+            }
+            Col::Ts(c) => {
+                let us = parse_timestamp_micros(v).ok_or_else(|| {
+                    E::custom(format!(
+                        "expected an ISO-8601 datetime, found {:?}",
+                        short(v)
+                    ))
+                })?;
+                c.push(us);
+                Ok(())
+            }
+            _ => Err(self.wrong(&format!("string {:?}", short(v)))),
+        }
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        match self.col {
+            Col::StrList(l) => {
+                while let Some(s) = seq.next_element::<Option<std::borrow::Cow<'de, str>>>()? {
+                    match s {
+                        Some(s) => l.child.push(&s),
+                        None => l.child.push_null(),
+                    }
+                }
+                l.close(true);
+                Ok(())
+            }
+            Col::F64List(l) => {
+                while let Some(v) = seq.next_element::<f64>()? {
+                    l.child.push(v);
+                }
+                l.close(true);
+                Ok(())
+            }
+            Col::Messages(l) => {
+                while seq
+                    .next_element_seed(MessageSeed { col: &mut l.child })?
+                    .is_some()
+                {}
+                l.close(true);
+                Ok(())
+            }
+            _ => Err(self.wrong("a list")),
+        }
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<(), A::Error> {
+        Err(self.wrong("an object"))
+    }
+}
+
+struct MessageSeed<'a> {
+    col: &'a mut MsgCol,
+}
+
+impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Msg<'a> {
+            #[serde(borrow)]
+            created_at: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            role: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            content: std::borrow::Cow<'a, str>,
+        }
+        let m: Msg<'de> = serde::Deserialize::deserialize(d)?;
+        let us = parse_timestamp_micros(&m.created_at).ok_or_else(|| {
+            de::Error::custom(format!(
+                "message created_at: expected an ISO-8601 datetime, found {:?}",
+                short(&m.created_at)
+            ))
+        })?;
+        if m.role != "user" && m.role != "assistant" {
+            return Err(de::Error::custom(format!(
+                "message role: expected \"user\" or \"assistant\", found {:?}",
+                short(&m.role)
+            )));
+        }
+        self.col.created_at.push(us);
+        self.col.role.push(&m.role);
+        self.col.content.push(&m.content);
+        Ok(())
+    }
+}

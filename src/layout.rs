@@ -1,0 +1,397 @@
+//! Column layouts: bringing any batch of a known kind to its logical schema
+//! ([`conform`]), and Kura's Parquet layout (JSON text columns) in both directions.
+//!
+//! Kura 0.5.4's ParquetCheckpointManager stores lists, messages and metadata as JSON text
+//! and timestamps as ISO text. [`to_kura`] writes that layout so Kura loads our files;
+//! [`logical_column`] reads it back into real types, so one SQL query works on both.
+//! Null lists are written as the JSON text `null` (Kura's `json.loads` accepts it, while a
+//! Parquet null makes Kura fail), and `[]` as `[]`: both come back exactly.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
+    StructBuilder, TimestampMicrosecondBuilder, new_null_array,
+};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
+use datafusion::arrow::util::display::FormatOptions;
+
+use crate::format::Layout;
+use crate::kind::{CheckpointKind, computed_len_of, is_json_text, message_fields};
+use crate::{Error, Result};
+
+/// The columns Kura's Parquet manager writes, in its order, all nullable as pyarrow makes them.
+pub fn kura_schema(kind: CheckpointKind) -> SchemaRef {
+    let logical = kind.schema();
+    let mut names: Vec<&str> = logical
+        .fields()
+        .iter()
+        .filter(|f| computed_len_of(f).is_none())
+        .map(|f| f.name().as_str())
+        .collect();
+    if kind == CheckpointKind::Summaries {
+        // Kura's layout puts chat_id first.
+        names.retain(|n| *n != "chat_id");
+        names.insert(0, "chat_id");
+    }
+    let fields: Vec<Field> = names
+        .into_iter()
+        .map(|n| {
+            let f = logical.field_with_name(n).expect("own schema");
+            let dt = match f.data_type() {
+                DataType::List(item) if item.data_type() == &DataType::Float64 => {
+                    f.data_type().clone()
+                }
+                DataType::List(_) | DataType::Timestamp(..) => DataType::Utf8,
+                other => other.clone(),
+            };
+            Field::new(n, dt, true)
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// Which layout a stored schema of a known kind is in.
+pub fn detect_layout(kind: CheckpointKind, stored: &Schema) -> Layout {
+    let list_col = match kind {
+        CheckpointKind::Summaries => "languages",
+        CheckpointKind::Conversations => "messages",
+        _ => "chat_ids",
+    };
+    match stored.field_with_name(list_col).map(|f| f.data_type()) {
+        Ok(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => Layout::Kura,
+        _ => Layout::Native,
+    }
+}
+
+/// A logical batch in Kura's Parquet layout.
+pub fn to_kura(kind: CheckpointKind, batch: &RecordBatch) -> Result<RecordBatch> {
+    let target = kura_schema(kind);
+    let logical = kind.schema();
+    let columns = target
+        .fields()
+        .iter()
+        .map(|f| {
+            let col = batch
+                .column_by_name(f.name())
+                .expect("a logical batch has every column");
+            let lf = logical.field_with_name(f.name()).expect("own schema");
+            Ok(match lf.data_type() {
+                DataType::List(item) if item.data_type() == &DataType::Float64 => col.clone(),
+                DataType::List(_) => list_to_json_text(col)?,
+                DataType::Timestamp(..) => timestamps_to_text(col),
+                _ => col.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(target, columns)?)
+}
+
+/// Pydantic's form of a naive datetime: microseconds only when there are any.
+pub fn format_timestamp_micros(us: i64, out: &mut String) {
+    use std::fmt::Write;
+    let t = chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.naive_utc())
+        .unwrap_or_default();
+    if us.rem_euclid(1_000_000) == 0 {
+        let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S"));
+    } else {
+        let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%.6f"));
+    }
+}
+
+/// Parses an ISO-8601 datetime as Kura writes it (naive), also accepting an offset or `Z`
+/// (converted to UTC) and a space instead of `T`.
+pub fn parse_timestamp_micros(s: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    let s = s.trim();
+    if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Some(t.and_utc().timestamp_micros());
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f") {
+        return Some(t.and_utc().timestamp_micros());
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_micros());
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
+    }
+    None
+}
+
+fn timestamps_to_text(col: &ArrayRef) -> ArrayRef {
+    let ts = col.as_primitive::<TimestampMicrosecondType>();
+    let mut b = StringBuilder::new();
+    let mut s = String::new();
+    for i in 0..ts.len() {
+        if ts.is_null(i) {
+            b.append_null();
+        } else {
+            s.clear();
+            format_timestamp_micros(ts.value(i), &mut s);
+            b.append_value(&s);
+        }
+    }
+    Arc::new(b.finish())
+}
+
+fn list_to_json_text(col: &ArrayRef) -> Result<ArrayRef> {
+    let list = col.as_list::<i32>();
+    let mut b = StringBuilder::new();
+    let mut line = Vec::new();
+    for i in 0..list.len() {
+        line.clear();
+        if list.is_null(i) {
+            line.extend_from_slice(b"null");
+        } else {
+            crate::jsonl::encode::write_value(
+                &mut line,
+                col,
+                i,
+                &list_item_field(col.data_type()),
+            )?;
+        }
+        b.append_value(std::str::from_utf8(&line).expect("JSON is UTF-8"));
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+fn list_item_field(dt: &DataType) -> Field {
+    // The encoder writes a list value given the list's own field.
+    Field::new("value", dt.clone(), true)
+}
+
+/// Brings a batch of a known kind to the kind's logical schema, whatever layout or
+/// physical types it was stored with: columns matched by name, Kura JSON text parsed,
+/// view/large types cast, `count` computed, absent nullable columns filled with nulls.
+/// A column that cannot be brought is named in the error.
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema() == *schema {
+        return Ok(batch.clone());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| logical_column(f, batch, "batch"))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+/// One logical column from a stored batch. `file` names the source in errors.
+pub fn logical_column(field: &Field, batch: &RecordBatch, file: &str) -> Result<ArrayRef> {
+    let name = field.name();
+    let col_err = |msg: String| Error::data(file, None, Some(name), msg);
+    if let Some(list) = computed_len_of(field) {
+        let src = batch
+            .column_by_name(list)
+            .ok_or_else(|| col_err(format!("cannot compute: column {list} is missing")))?;
+        let src = logical_column(
+            &Field::new(list, crate::kind::string_list_type(), true),
+            batch,
+            file,
+        )
+        .or_else(|_| Ok::<_, Error>(src.clone()))?;
+        let counts: Int64Array = match src.data_type() {
+            DataType::List(_) => {
+                let l = src.as_list::<i32>();
+                (0..l.len())
+                    .map(|i| {
+                        if l.is_null(i) {
+                            0
+                        } else {
+                            l.value_length(i) as i64
+                        }
+                    })
+                    .collect()
+            }
+            _ => {
+                return Err(col_err(format!(
+                    "cannot compute from column {list} of type {}",
+                    src.data_type()
+                )));
+            }
+        };
+        return Ok(Arc::new(counts));
+    }
+    let Some(col) = batch.column_by_name(name) else {
+        if let Some(default) = field.metadata().get(crate::kind::DEFAULT_JSON) {
+            return Ok(Arc::new(StringArray::from(vec![
+                default.as_str();
+                batch.num_rows()
+            ])));
+        }
+        if field.is_nullable() {
+            return Ok(new_null_array(field.data_type(), batch.num_rows()));
+        }
+        return Err(col_err("required column is missing".into()));
+    };
+    let out = if col.data_type() == field.data_type() {
+        col.clone()
+    } else {
+        let text_like = matches!(
+            col.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        );
+        match field.data_type() {
+            DataType::List(_) if text_like => json_text_to_list(col, field, file)?,
+            DataType::Timestamp(..) if text_like => text_to_timestamps(col, name, file)?,
+            dt => {
+                let opts = CastOptions {
+                    safe: false,
+                    format_options: FormatOptions::default(),
+                };
+                cast_with_options(col, dt, &opts).map_err(|e| {
+                    col_err(format!("expected {dt}, found {} ({e})", col.data_type()))
+                })?
+            }
+        }
+    };
+    if !field.is_nullable() && out.null_count() > 0 {
+        return Err(col_err("null values in a required column".into()));
+    }
+    if is_json_text(field) {
+        // Metadata must be a JSON object; Kura's files store it as JSON text already.
+        let s = out.as_string::<i32>();
+        for i in 0..s.len() {
+            if s.is_valid(i) && !s.value(i).trim_start().starts_with('{') {
+                return Err(col_err(format!("row {i}: expected a JSON object")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn as_utf8(col: &ArrayRef) -> Result<ArrayRef> {
+    Ok(datafusion::arrow::compute::cast(col, &DataType::Utf8)?)
+}
+
+fn text_to_timestamps(col: &ArrayRef, name: &str, file: &str) -> Result<ArrayRef> {
+    let text = as_utf8(col)?;
+    let s = text.as_string::<i32>();
+    let mut b = TimestampMicrosecondBuilder::new();
+    for i in 0..s.len() {
+        if s.is_null(i) {
+            b.append_null();
+        } else {
+            let v = parse_timestamp_micros(s.value(i)).ok_or_else(|| {
+                Error::data(
+                    file,
+                    None,
+                    Some(name),
+                    format!(
+                        "row {i}: expected an ISO-8601 datetime, found {:?}",
+                        s.value(i)
+                    ),
+                )
+            })?;
+            b.append_value(v);
+        }
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+fn json_text_to_list(col: &ArrayRef, field: &Field, file: &str) -> Result<ArrayRef> {
+    let text = as_utf8(col)?;
+    let s = text.as_string::<i32>();
+    let name = field.name();
+    let bad =
+        |i: usize, msg: String| Error::data(file, None, Some(name), format!("row {i}: {msg}"));
+    let DataType::List(item) = field.data_type() else {
+        unreachable!("called for list fields")
+    };
+    match item.data_type() {
+        DataType::Utf8 => {
+            let mut b = ListBuilder::new(StringBuilder::new()).with_field(item.clone());
+            for i in 0..s.len() {
+                let v: Option<Vec<Option<String>>> = if s.is_null(i) {
+                    None
+                } else {
+                    serde_json::from_str(s.value(i))
+                        .map_err(|e| bad(i, format!("expected a JSON list of strings ({e})")))?
+                };
+                match v {
+                    Some(items) => {
+                        for it in items {
+                            b.values().append_option(it);
+                        }
+                        b.append(true)
+                    }
+                    None => b.append(false),
+                }
+            }
+            Ok(Arc::new(b.finish()))
+        }
+        DataType::Struct(_) => {
+            #[derive(serde::Deserialize)]
+            struct Msg {
+                created_at: String,
+                role: String,
+                content: String,
+            }
+            let mut b = ListBuilder::new(StructBuilder::from_fields(message_fields(), 0))
+                .with_field(item.clone());
+            for i in 0..s.len() {
+                let v: Option<Vec<Msg>> = if s.is_null(i) {
+                    None
+                } else {
+                    serde_json::from_str(s.value(i))
+                        .map_err(|e| bad(i, format!("expected a JSON list of messages ({e})")))?
+                };
+                match v {
+                    Some(msgs) => {
+                        for m in msgs {
+                            let us = parse_timestamp_micros(&m.created_at).ok_or_else(|| {
+                                bad(
+                                    i,
+                                    format!(
+                                        "message created_at {:?} is not a datetime",
+                                        m.created_at
+                                    ),
+                                )
+                            })?;
+                            let sb = b.values();
+                            sb.field_builder::<TimestampMicrosecondBuilder>(0)
+                                .expect("created_at")
+                                .append_value(us);
+                            sb.field_builder::<StringBuilder>(1)
+                                .expect("role")
+                                .append_value(&m.role);
+                            sb.field_builder::<StringBuilder>(2)
+                                .expect("content")
+                                .append_value(&m.content);
+                            sb.append(true);
+                        }
+                        b.append(true)
+                    }
+                    None => b.append(false),
+                }
+            }
+            Ok(Arc::new(b.finish()))
+        }
+        other => Err(bad(
+            0,
+            format!("cannot read a list of {other} from JSON text"),
+        )),
+    }
+}
+
+/// The stored columns needed to produce the given logical columns (a computed column
+/// needs its source list).
+pub fn stored_columns_for(kind: CheckpointKind, logical: &[usize]) -> Vec<String> {
+    let schema = kind.schema();
+    let mut out: Vec<String> = Vec::new();
+    for &i in logical {
+        let f = schema.field(i);
+        let name = computed_len_of(f).unwrap_or(f.name()).to_owned();
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}

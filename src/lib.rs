@@ -1,0 +1,85 @@
+//! # ckpt — checkpoints of ML data pipelines as DataFusion tables
+//!
+//! ckpt reads and writes the checkpoints [Kura](https://github.com/567-labs/kura) saves at
+//! each pipeline step (conversation summaries, clusters, meta clusters, 2-D projections,
+//! conversations) as JSONL or Parquet, on local disk or any object store, and makes every
+//! checkpoint a SQL table.
+//!
+//! Where things live:
+//! - [`kind`]: the checkpoint kinds and their one Arrow schema each; [`types`]: the Rust
+//!   values and their conversion to record batches.
+//! - [`format`]: formats, compression, layouts, checkpoint names; [`layout`]: Kura's
+//!   Parquet layout and schema conformance; [`jsonl`]: the JSONL codec.
+//! - [`storage`]: roots on object stores and atomic writes; [`sink`]: the one write path.
+//! - [`catalog`], [`table`], [`context`], [`exec`], [`copy`], [`functions`]: the SQL side.
+//! - [`manager`]: Kura's checkpoint manager API; [`convert`]: format migration;
+//!   [`generate`]: sample data; [`cli`]: the `ckpt` command.
+//!
+//! ## Save and load with a manager
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use ckpt::{CheckpointManager, ConversationSummary};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let manager = CheckpointManager::jsonl(dir.path().to_str().unwrap()).unwrap();
+//! let summaries = vec![ConversationSummary {
+//!     chat_id: "abc123".into(),
+//!     summary: "User seeks Python help".into(),
+//!     embedding: Some(vec![0.1, 0.2, 0.3]),
+//!     ..Default::default()
+//! }];
+//! manager.save("summaries", &summaries).await.unwrap();
+//! let loaded: Vec<ConversationSummary> = manager.load("summaries").await.unwrap().unwrap();
+//! assert_eq!(loaded, summaries);
+//! assert!(manager.load::<ConversationSummary>("clusters").await.unwrap().is_none());
+//! # });
+//! ```
+//!
+//! ## Query with SQL
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use ckpt::{CheckpointSession, generate::{generate, GenerateOptions}, storage::Root};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let root = Root::local(dir.path()).unwrap();
+//! generate(&root, &GenerateOptions { summaries: 100, ..Default::default() }).await.unwrap();
+//!
+//! let session = CheckpointSession::open(dir.path().to_str().unwrap()).await.unwrap();
+//! let df = session.sql("SELECT count(*) AS n FROM summaries WHERE user_frustration >= 4").await.unwrap();
+//! let batches = df.collect().await.unwrap();
+//! assert_eq!(batches[0].num_rows(), 1);
+//! # });
+//! ```
+
+pub mod catalog;
+pub mod cli;
+pub mod context;
+pub mod convert;
+pub mod copy;
+pub mod error;
+pub mod exec;
+pub mod format;
+pub mod functions;
+pub mod generate;
+pub mod jsonl;
+pub mod kind;
+pub mod layout;
+pub mod manager;
+pub mod print;
+pub mod sink;
+pub mod storage;
+pub mod table;
+pub mod types;
+
+pub use context::{CheckpointSession, SessionOptions};
+pub use error::{Error, Result};
+pub use format::{Compression, FileFormat, Layout, WriteOptions};
+pub use kind::CheckpointKind;
+pub use manager::{CheckpointManager, LoadStrategy, MultiCheckpointManager, SaveStrategy, migrate};
+pub use storage::{Root, StorageOptions};
+pub use types::{
+    Checkpoint, Cluster, Conversation, ConversationSummary, Message, Metadata, ProjectedCluster,
+    Role,
+};

@@ -1,0 +1,453 @@
+//! Typed checkpoint managers with Kura's API: save, load, list, delete, exists, size,
+//! on a root that is a local directory (the default) or any object store URL.
+//!
+//! A manager is a thin layer over the SQL path: `load` scans the same table the catalog
+//! gives SQL (`catalog::table_for`), `save` writes through the same sink as COPY and
+//! `ckpt convert` (`sink::write_batches`). Values become record batches and back
+//! ([`Checkpoint`]); nothing else is added.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
+
+use crate::catalog::{Entry, TableOptions, table_for};
+use crate::context::{CheckpointSession, SessionOptions};
+use crate::format::{Compression, FileFormat, Layout, WriteOptions, file_name};
+use crate::kind::CheckpointKind;
+use crate::sink::{BatchStream, WriteStats, write_batches};
+use crate::storage::{Root, StorageOptions};
+use crate::types::Checkpoint;
+use crate::{Error, Result};
+
+/// Rows per batch when saving typed values.
+const SAVE_BATCH_ROWS: usize = 4096;
+
+/// Saves and loads checkpoints of one format in one root.
+#[derive(Clone)]
+pub struct CheckpointManager {
+    root: Root,
+    write: WriteOptions,
+    format: FileFormat,
+    enabled: bool,
+    table_options: TableOptions,
+    session: Arc<OnceCell<CheckpointSession>>,
+}
+
+impl std::fmt::Debug for CheckpointManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointManager")
+            .field("root", &self.root)
+            .field("format", &self.format)
+            .field("compression", &self.write.compression)
+            .field("layout", &self.write.layout)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+impl CheckpointManager {
+    /// A JSONL manager (Kura's `CheckpointManager`) on a local path or URL.
+    pub fn jsonl(root: &str) -> Result<Self> {
+        Self::new(Root::parse(root)?, FileFormat::Jsonl)
+    }
+
+    /// A Parquet manager (Kura's `ParquetCheckpointManager`), snappy by default.
+    pub fn parquet(root: &str) -> Result<Self> {
+        Self::new(Root::parse(root)?, FileFormat::Parquet)
+    }
+
+    pub fn new(root: Root, format: FileFormat) -> Result<Self> {
+        Ok(CheckpointManager {
+            root,
+            write: WriteOptions {
+                format: Some(format),
+                ..Default::default()
+            },
+            format,
+            enabled: true,
+            table_options: TableOptions::default(),
+            session: Arc::new(OnceCell::new()),
+        })
+    }
+
+    /// A manager on a root URL with explicit storage options (endpoint, credentials...).
+    pub fn with_storage(root: &str, format: FileFormat, options: &StorageOptions) -> Result<Self> {
+        Self::new(Root::with_options(root, options)?, format)
+    }
+
+    /// `enabled = false` makes `save` a no-op and `load` return None, as in Kura.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// Parquet compression (ignored for JSONL).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.write.compression = compression;
+        self
+    }
+
+    /// Parquet layout: native types, or Kura's JSON-text columns (ignored for JSONL).
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.write.layout = layout;
+        self
+    }
+
+    /// Decoding options (e.g. skip bad lines) for loads.
+    pub fn decode_options(mut self, decode: crate::jsonl::DecodeOptions) -> Self {
+        self.table_options.decode = decode;
+        self
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    pub fn format(&self) -> FileFormat {
+        self.format
+    }
+
+    /// The file a checkpoint name is saved under: `summaries` → `summaries.jsonl`.
+    pub fn file_name(&self, name: &str) -> Result<String> {
+        file_name(name, self.format)
+    }
+
+    /// Where a checkpoint lives, for messages: a path or URL.
+    pub fn checkpoint_path(&self, name: &str) -> Result<String> {
+        Ok(self.root.describe(&self.file_name(name)?))
+    }
+
+    async fn session(&self) -> Result<&CheckpointSession> {
+        self.session
+            .get_or_try_init(|| async {
+                CheckpointSession::with_roots(
+                    vec![("root".to_owned(), self.root.clone())],
+                    SessionOptions {
+                        decode: self.table_options.decode,
+                        ..Default::default()
+                    },
+                )
+                .await
+            })
+            .await
+    }
+
+    /// Saves `items` as checkpoint `name`, replacing any previous one atomically.
+    pub async fn save<T: Checkpoint + Clone>(&self, name: &str, items: &[T]) -> Result<WriteStats> {
+        let batches: Vec<Result<RecordBatch>> =
+            items.chunks(SAVE_BATCH_ROWS).map(T::to_batch).collect();
+        let stream = futures::stream::iter(batches)
+            .map_err(datafusion::error::DataFusionError::from)
+            .boxed();
+        self.save_batches::<T>(name, stream).await
+    }
+
+    /// Saves from a stream of values without collecting it: memory holds one batch.
+    pub async fn save_stream<T, S>(&self, name: &str, items: S) -> Result<WriteStats>
+    where
+        T: Checkpoint,
+        S: futures::Stream<Item = T> + Send + 'static,
+    {
+        let stream = items
+            .chunks(SAVE_BATCH_ROWS)
+            .map(|chunk| T::to_batch(&chunk).map_err(datafusion::error::DataFusionError::from))
+            .boxed();
+        self.save_batches::<T>(name, stream).await
+    }
+
+    async fn save_batches<T: Checkpoint>(
+        &self,
+        name: &str,
+        stream: BatchStream,
+    ) -> Result<WriteStats> {
+        let file = self.file_name(name)?;
+        if !self.enabled {
+            return Ok(WriteStats::default());
+        }
+        let kind = kind_for::<T>(name);
+        write_batches(
+            &self.root,
+            &file,
+            Some(kind),
+            &self.write,
+            kind.schema(),
+            stream,
+            None,
+        )
+        .await
+    }
+
+    /// Loads checkpoint `name`; None when it does not exist or the manager is disabled.
+    pub async fn load<T: Checkpoint>(&self, name: &str) -> Result<Option<Vec<T>>> {
+        match self.load_stream::<T>(name).await? {
+            None => Ok(None),
+            Some(s) => Ok(Some(s.try_collect().await?)),
+        }
+    }
+
+    /// Loads as a stream of values: memory holds one batch at a time.
+    pub async fn load_stream<T: Checkpoint>(
+        &self,
+        name: &str,
+    ) -> Result<Option<BoxStream<'static, Result<T>>>> {
+        let Some(batches) = self.load_batches(name, Some(kind_for::<T>(name))).await? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            batches
+                .map_err(Error::from)
+                .map_ok(|b| {
+                    futures::stream::iter(
+                        T::from_batch(&b)
+                            .map(|v| v.into_iter().map(Ok).collect::<Vec<_>>())
+                            .unwrap_or_else(|e| vec![Err(e)]),
+                    )
+                })
+                .try_flatten()
+                .boxed(),
+        ))
+    }
+
+    /// The checkpoint's rows as record batches of its kind's schema (or its own schema
+    /// for a checkpoint of no known kind).
+    pub async fn load_batches(
+        &self,
+        name: &str,
+        kind: Option<CheckpointKind>,
+    ) -> Result<Option<BatchStream>> {
+        let file = self.file_name(name)?;
+        if !self.enabled {
+            return Ok(None);
+        }
+        let Some(meta) = self.root.head(&file).await? else {
+            return Ok(None);
+        };
+        let kind = kind.or_else(|| CheckpointKind::from_name(name));
+        let entry = Entry {
+            name: crate::format::strip_extension(&file).0.to_owned(),
+            file: file.clone(),
+            format: self.format,
+            kind,
+            files: vec![meta],
+        };
+        let session = self.session().await?;
+        let table = table_for(&self.root, &entry, &self.table_options).await?;
+        let df = session.context().read_table(table)?;
+        Ok(Some(df.execute_stream().await?.boxed()))
+    }
+
+    /// Checkpoint names (with extension) of this manager's format, sorted.
+    pub async fn list(&self) -> Result<Vec<String>> {
+        let (files, _) = self.root.list().await?;
+        let ext = format!(".{}", self.format.extension());
+        let mut names: Vec<String> = files
+            .iter()
+            .filter_map(|m| self.root.name_of(&m.location))
+            .filter(|n| n.ends_with(&ext))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub async fn exists(&self, name: &str) -> Result<bool> {
+        Ok(self.root.head(&self.file_name(name)?).await?.is_some())
+    }
+
+    /// Size in bytes, or None when the checkpoint does not exist.
+    pub async fn size(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self
+            .root
+            .head(&self.file_name(name)?)
+            .await?
+            .map(|m| m.size))
+    }
+
+    /// Deletes a checkpoint; returns whether it existed.
+    pub async fn delete(&self, name: &str) -> Result<bool> {
+        let file = self.file_name(name)?;
+        if self.root.head(&file).await?.is_none() {
+            return Ok(false);
+        }
+        self.root.delete(&file).await
+    }
+
+    /// The resume pattern: the checkpoint if present, else `compute()`, saved, returned.
+    pub async fn load_or_compute<T, F, Fut>(&self, name: &str, compute: F) -> Result<Vec<T>>
+    where
+        T: Checkpoint + Clone,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<T>>>,
+    {
+        if let Some(v) = self.load::<T>(name).await? {
+            tracing::info!(checkpoint = name, rows = v.len(), "resumed from checkpoint");
+            return Ok(v);
+        }
+        let v = compute().await?;
+        self.save(name, &v).await?;
+        Ok(v)
+    }
+}
+
+/// The kind to read and write `name` as: the name's kind when the type fits it
+/// (`meta_clusters` for a `Cluster`), else the type's.
+fn kind_for<T: Checkpoint>(name: &str) -> CheckpointKind {
+    CheckpointKind::from_name(name)
+        .filter(|k| k.schema() == T::KIND.schema())
+        .unwrap_or(T::KIND)
+}
+
+/// Copies checkpoint `name` from one manager to another (JSONL ↔ Parquet, local ↔ S3),
+/// streaming record batches: no typed values, no full load. Returns None when the source
+/// has no such checkpoint.
+pub async fn migrate(
+    from: &CheckpointManager,
+    to: &CheckpointManager,
+    name: &str,
+) -> Result<Option<WriteStats>> {
+    let kind = CheckpointKind::from_name(name);
+    let Some(stream) = from.load_batches(name, kind).await? else {
+        return Ok(None);
+    };
+    if !to.enabled {
+        return Ok(Some(WriteStats::default()));
+    }
+    let file = to.file_name(crate::format::strip_extension(name).0)?;
+    let schema = match kind {
+        Some(k) => k.schema(),
+        None => {
+            return Err(Error::config(format!(
+                "{name}: migrate needs a known checkpoint kind; use `ckpt convert` for other files"
+            )));
+        }
+    };
+    Ok(Some(
+        write_batches(&to.root, &file, kind, &to.write, schema, stream, None).await?,
+    ))
+}
+
+/// How a [`MultiCheckpointManager`] saves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SaveStrategy {
+    /// To every enabled manager.
+    #[default]
+    AllEnabled,
+    /// To the first enabled manager only.
+    PrimaryOnly,
+}
+
+/// How a [`MultiCheckpointManager`] loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadStrategy {
+    /// From the first enabled manager (in order) that has the checkpoint.
+    #[default]
+    FirstFound,
+    /// From the first enabled manager only.
+    Priority,
+}
+
+/// Several managers as one (Kura's `MultiCheckpointManager`): e.g. JSONL locally for
+/// debugging plus Parquet in a bucket for the record.
+#[derive(Debug, Clone)]
+pub struct MultiCheckpointManager {
+    managers: Vec<CheckpointManager>,
+    pub save_strategy: SaveStrategy,
+    pub load_strategy: LoadStrategy,
+}
+
+impl MultiCheckpointManager {
+    pub fn new(managers: Vec<CheckpointManager>) -> Result<Self> {
+        if managers.is_empty() {
+            return Err(Error::config(
+                "a MultiCheckpointManager needs at least one manager",
+            ));
+        }
+        Ok(MultiCheckpointManager {
+            managers,
+            save_strategy: SaveStrategy::default(),
+            load_strategy: LoadStrategy::default(),
+        })
+    }
+
+    pub fn with_strategies(mut self, save: SaveStrategy, load: LoadStrategy) -> Self {
+        self.save_strategy = save;
+        self.load_strategy = load;
+        self
+    }
+
+    pub fn managers(&self) -> &[CheckpointManager] {
+        &self.managers
+    }
+
+    fn enabled(&self) -> impl Iterator<Item = &CheckpointManager> {
+        self.managers.iter().filter(|m| m.enabled)
+    }
+
+    /// Saves to the managers the strategy names; one stats entry per manager written.
+    pub async fn save<T: Checkpoint + Clone>(
+        &self,
+        name: &str,
+        items: &[T],
+    ) -> Result<Vec<WriteStats>> {
+        let base = crate::format::strip_extension(name).0;
+        let mut out = Vec::new();
+        for m in self.enabled() {
+            out.push(m.save(base, items).await?);
+            if self.save_strategy == SaveStrategy::PrimaryOnly {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn load<T: Checkpoint>(&self, name: &str) -> Result<Option<Vec<T>>> {
+        let base = crate::format::strip_extension(name).0;
+        for m in self.enabled() {
+            let found = m.load::<T>(base).await?;
+            if found.is_some() || self.load_strategy == LoadStrategy::Priority {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    pub async fn exists(&self, name: &str) -> Result<bool> {
+        let base = crate::format::strip_extension(name).0;
+        for m in self.enabled() {
+            if m.exists(base).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Deletes from every manager; returns whether any had it.
+    pub async fn delete(&self, name: &str) -> Result<bool> {
+        let base = crate::format::strip_extension(name).0;
+        let mut any = false;
+        for m in &self.managers {
+            any |= m.delete(base).await?;
+        }
+        Ok(any)
+    }
+
+    pub async fn load_or_compute<T, F, Fut>(&self, name: &str, compute: F) -> Result<Vec<T>>
+    where
+        T: Checkpoint + Clone,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<T>>>,
+    {
+        if let Some(v) = self.load::<T>(name).await? {
+            return Ok(v);
+        }
+        let v = compute().await?;
+        self.save(name, &v).await?;
+        Ok(v)
+    }
+}

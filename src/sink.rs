@@ -1,0 +1,204 @@
+//! Writing a stream of record batches as one checkpoint file: the single write path of
+//! ckpt. Typed saves, `ckpt convert` and the JSON side of COPY all end here, so encoding,
+//! Parquet tuning and atomic commit live once.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
+use datafusion::parquet::basic::Type as PhysicalType;
+use datafusion::parquet::file::metadata::KeyValue;
+use datafusion::parquet::file::properties::{WriterProperties, WriterVersion};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::format::{FileFormat, Layout, WriteOptions};
+use crate::jsonl::JsonlEncoder;
+use crate::kind::CheckpointKind;
+use crate::layout::{conform, kura_schema, to_kura};
+use crate::storage::Root;
+use crate::{Error, Result};
+
+/// A stream of batches, as DataFusion produces them.
+pub type BatchStream = BoxStream<'static, datafusion::error::Result<RecordBatch>>;
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Called with the rows written so far (for progress bars).
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Parquet row groups are cut at this many buffered bytes, so memory stays bounded
+/// whatever the row width (a summary with a 384-d embedding is ~4 KB).
+const ROW_GROUP_BYTES: usize = 96 << 20;
+
+/// Writes `stream` to `file` (a name within `root`, with its extension) atomically.
+/// `kind` brings batches to the kind's logical schema first (and enables the Kura layout).
+pub async fn write_batches(
+    root: &Root,
+    file: &str,
+    kind: Option<CheckpointKind>,
+    opts: &WriteOptions,
+    schema: SchemaRef,
+    stream: BatchStream,
+    progress: Option<Progress>,
+) -> Result<WriteStats> {
+    let format = opts
+        .format
+        .or_else(|| crate::format::strip_extension(file).1)
+        .ok_or_else(|| {
+            Error::invalid_name(file, "no format: give a .jsonl or .parquet name, or --to")
+        })?;
+    let mut out = root.writer(file)?;
+    let what = root.describe(file);
+    let schema = match kind {
+        Some(k) => k.schema(),
+        None => schema,
+    };
+    let stream = stream.map_err(Error::from).and_then(move |b| {
+        let r = match kind {
+            Some(k) => conform(&b, &k.schema()),
+            None => Ok(b),
+        };
+        futures::future::ready(r)
+    });
+    let res = match format {
+        FileFormat::Jsonl => write_jsonl(&mut out, stream.boxed(), progress).await,
+        FileFormat::Parquet => {
+            write_parquet(&mut out, kind, opts, schema, stream.boxed(), progress).await
+        }
+    };
+    match res {
+        Ok(rows) => {
+            let bytes = out.commit().await?;
+            tracing::debug!(file = %what, rows, bytes, "checkpoint written");
+            Ok(WriteStats { rows, bytes })
+        }
+        Err(e) => {
+            out.abort().await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_jsonl(
+    out: &mut crate::storage::AtomicWriter,
+    stream: BoxStream<'static, Result<RecordBatch>>,
+    progress: Option<Progress>,
+) -> Result<u64> {
+    // Encoding is CPU work: batches are encoded on blocking threads, two at a time, and
+    // written in order.
+    let mut encoded = stream
+        .map(|batch| async move {
+            let batch = batch?;
+            tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
+                JsonlEncoder.encode(&batch, &mut buf)?;
+                Ok::<_, Error>((batch.num_rows() as u64, buf))
+            })
+            .await
+            .map_err(|e| Error::config(format!("encoder task failed: {e}")))?
+        })
+        .buffered(2);
+    let mut rows = 0u64;
+    while let Some(item) = encoded.next().await {
+        let (n, buf) = item?;
+        rows += n;
+        out.write(Bytes::from(buf)).await?;
+        if let Some(p) = &progress {
+            p(rows);
+        }
+    }
+    Ok(rows)
+}
+
+/// Writer settings: the codec, dictionary encoding only where it pays (not for floats:
+/// embeddings and coordinates are all distinct), and statistics for pruning.
+pub fn writer_properties(
+    schema: &SchemaRef,
+    opts: &WriteOptions,
+    kind: Option<CheckpointKind>,
+) -> Result<WriterProperties> {
+    let mut b = WriterProperties::builder()
+        .set_compression(opts.compression.to_parquet()?)
+        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_max_row_group_row_count(Some(1 << 20))
+        .set_created_by(format!("ckpt {}", env!("CARGO_PKG_VERSION")));
+    let descr = ArrowSchemaConverter::new().convert(schema)?;
+    for col in descr.columns() {
+        if matches!(
+            col.physical_type(),
+            PhysicalType::DOUBLE | PhysicalType::FLOAT
+        ) {
+            b = b.set_column_dictionary_enabled(col.path().clone(), false);
+        }
+    }
+    let mut kv = vec![KeyValue::new("ckpt.layout".into(), opts.layout.to_string())];
+    if let Some(k) = kind {
+        kv.push(KeyValue::new("ckpt.kind".into(), k.to_string()));
+    }
+    Ok(b.set_key_value_metadata(Some(kv)).build())
+}
+
+async fn write_parquet(
+    out: &mut crate::storage::AtomicWriter,
+    kind: Option<CheckpointKind>,
+    opts: &WriteOptions,
+    schema: SchemaRef,
+    mut stream: BoxStream<'static, Result<RecordBatch>>,
+    progress: Option<Progress>,
+) -> Result<u64> {
+    let kura = match (kind, opts.layout) {
+        (Some(k), Layout::Kura) => Some(k),
+        (None, Layout::Kura) => {
+            return Err(Error::config(
+                "the kura layout is for the known checkpoint kinds; this data has no kind",
+            ));
+        }
+        _ => None,
+    };
+    let file_schema = match kura {
+        Some(k) => kura_schema(k),
+        None => schema,
+    };
+    let props = writer_properties(&file_schema, opts, kind)?;
+    let mut writer = ArrowWriter::try_new(Vec::<u8>::new(), file_schema, Some(props))?;
+    let mut rows = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let batch = match kura {
+            Some(k) => to_kura(k, &batch)?,
+            None => batch,
+        };
+        rows += batch.num_rows() as u64;
+        // Encoding runs on this task; the upload of earlier row groups overlaps with it.
+        writer.write(&batch)?;
+        if writer.in_progress_size() > ROW_GROUP_BYTES {
+            writer.flush()?;
+        }
+        drain(&mut writer, out).await?;
+        if let Some(p) = &progress {
+            p(rows);
+        }
+    }
+    writer.finish()?;
+    drain(&mut writer, out).await?;
+    Ok(rows)
+}
+
+async fn drain(
+    writer: &mut ArrowWriter<Vec<u8>>,
+    out: &mut crate::storage::AtomicWriter,
+) -> Result<()> {
+    let buf = std::mem::take(writer.inner_mut());
+    if !buf.is_empty() {
+        out.write(Bytes::from(buf)).await?;
+    }
+    Ok(())
+}
