@@ -86,7 +86,7 @@ pub async fn convert(src: &str, dst: &str, opts: &ConvertOptions) -> Result<Vec<
     let entries = list_checkpoints(&src_root).await?;
     let selected: Vec<Entry> = match &only {
         Some(file) => entries.into_iter().filter(|e| &e.file == file).collect(),
-        None => entries,
+        None => one_per_name(entries, opts.to),
     };
     if selected.is_empty() {
         return Err(Error::config(format!(
@@ -170,6 +170,25 @@ pub async fn convert(src: &str, dst: &str, opts: &ConvertOptions) -> Result<Vec<
         });
     }
     Ok(out)
+}
+
+/// A root may hold a checkpoint in both formats; convert each name once, from the format
+/// that is not the target (JSONL when no target is given).
+fn one_per_name(entries: Vec<Entry>, to: Option<FileFormat>) -> Vec<Entry> {
+    let mut out: Vec<Entry> = Vec::new();
+    for e in entries {
+        let source_rank = |x: &Entry| match to {
+            Some(t) if x.format == t => 1,
+            Some(_) => 0,
+            None => (x.format != FileFormat::Jsonl) as u8,
+        };
+        match out.iter_mut().find(|o| o.name == e.name) {
+            Some(o) if source_rank(&e) < source_rank(o) => *o = e,
+            Some(_) => {}
+            None => out.push(e),
+        }
+    }
+    out
 }
 
 /// One row of the "Compression Benefits" table.

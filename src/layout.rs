@@ -80,7 +80,7 @@ pub fn to_kura(kind: CheckpointKind, batch: &RecordBatch) -> Result<RecordBatch>
             Ok(match lf.data_type() {
                 DataType::List(item) if item.data_type() == &DataType::Float64 => col.clone(),
                 DataType::List(_) => list_to_json_text(col)?,
-                DataType::Timestamp(..) => timestamps_to_text(col),
+                DataType::Timestamp(..) => timestamps_to_text(col, ' '),
                 _ => col.clone(),
             })
         })
@@ -121,7 +121,8 @@ pub fn parse_timestamp_micros(s: &str) -> Option<i64> {
     None
 }
 
-fn timestamps_to_text(col: &ArrayRef) -> ArrayRef {
+/// Kura writes a conversation's `created_at` with Python's `str(datetime)`: a space, not `T`.
+fn timestamps_to_text(col: &ArrayRef, sep: char) -> ArrayRef {
     let ts = col.as_primitive::<TimestampMicrosecondType>();
     let mut b = StringBuilder::new();
     let mut s = String::new();
@@ -131,6 +132,9 @@ fn timestamps_to_text(col: &ArrayRef) -> ArrayRef {
         } else {
             s.clear();
             format_timestamp_micros(ts.value(i), &mut s);
+            if sep != 'T' {
+                s = s.replacen('T', &sep.to_string(), 1);
+            }
             b.append_value(&s);
         }
     }

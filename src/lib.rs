@@ -10,7 +10,8 @@
 //!   values and their conversion to record batches.
 //! - [`format`]: formats, compression, layouts, checkpoint names; [`layout`]: Kura's
 //!   Parquet layout and schema conformance; [`jsonl`]: the JSONL codec.
-//! - [`storage`]: roots on object stores and atomic writes; [`sink`]: the one write path.
+//! - [`storage`]: roots on object stores and atomic writes ([`durable`]: fsync on local
+//!   disk); [`sink`]: the one write path.
 //! - [`catalog`], [`table`], [`context`], [`exec`], [`copy`], [`functions`]: the SQL side.
 //! - [`manager`]: Kura's checkpoint manager API; [`convert`]: format migration;
 //!   [`generate`]: sample data; [`cli`]: the `ckpt` command.
@@ -58,6 +59,7 @@ pub mod cli;
 pub mod context;
 pub mod convert;
 pub mod copy;
+pub mod durable;
 pub mod error;
 pub mod exec;
 pub mod format;

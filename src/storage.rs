@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::buffered::BufWriter;
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
@@ -549,12 +548,12 @@ fn unknown_key(key: &str, shown: &str, prefix: &str) -> Error {
     ))
 }
 
-/// Local disk through object_store: writes are staged in the same directory and renamed
-/// into place (object_store's LocalFileSystem), which is atomic on POSIX file systems.
+/// Local disk: writes are staged beside the target, fsynced and renamed into place
+/// (see [`crate::durable`]).
 fn local_store() -> Arc<dyn ObjectStore> {
     static LOCAL: OnceLock<Arc<dyn ObjectStore>> = OnceLock::new();
     LOCAL
-        .get_or_init(|| Arc::new(LocalFileSystem::new()))
+        .get_or_init(|| Arc::new(crate::durable::DurableLocalFileSystem::new()))
         .clone()
 }
 

@@ -1,0 +1,253 @@
+//! Local disk with durable atomic replacement.
+//!
+//! object_store's `LocalFileSystem` already writes to a staging file beside the target
+//! (`name#N`, which its listings hide) and renames it into place, but it never calls
+//! fsync: after a power cut the renamed file can be empty. A checkpoint tool must not lose
+//! the previous checkpoint that way, so writes here stage, fsync the file, rename, and
+//! fsync the directory. Everything else is delegated to `LocalFileSystem`.
+//!
+//! Written by hand because object_store has no durability option and this is the one
+//! place the guarantee lives; every local write (typed saves, convert, COPY) passes here.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    UploadPart,
+};
+
+#[derive(Debug)]
+pub struct DurableLocalFileSystem {
+    inner: LocalFileSystem,
+}
+
+impl DurableLocalFileSystem {
+    pub fn new() -> Self {
+        DurableLocalFileSystem {
+            inner: LocalFileSystem::new(),
+        }
+    }
+}
+
+impl Default for DurableLocalFileSystem {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for DurableLocalFileSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DurableLocalFileSystem")
+    }
+}
+
+fn io_err(path: &FsPath, source: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!("{}: {source}", path.display()).into(),
+    }
+}
+
+/// Creates `dest#N` (first free N), creating parent directories as needed.
+fn stage(dest: &FsPath) -> Result<(File, PathBuf)> {
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+    }
+    for n in 1u64.. {
+        let mut p = dest.as_os_str().to_owned();
+        p.push(format!("#{n}"));
+        let p = PathBuf::from(p);
+        match OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(f) => return Ok((f, p)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err(&p, e)),
+        }
+    }
+    unreachable!("an unbounded counter finds a free name")
+}
+
+/// fsync the staged file, rename it over the destination, fsync the directory.
+fn commit(file: &File, staged: &FsPath, dest: &FsPath) -> Result<()> {
+    file.sync_all().map_err(|e| io_err(staged, e))?;
+    std::fs::rename(staged, dest).map_err(|e| io_err(dest, e))?;
+    if let Some(dir) = dest.parent() {
+        // A directory fsync makes the rename itself durable.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ObjectStore for DurableLocalFileSystem {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        if !matches!(opts.mode, PutMode::Overwrite) {
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        let dest = self.inner.path_to_filesystem(location)?;
+        tokio::task::spawn_blocking(move || {
+            let (mut file, staged) = stage(&dest)?;
+            let res = (|| {
+                for chunk in payload.iter() {
+                    file.write_all(chunk).map_err(|e| io_err(&staged, e))?;
+                }
+                commit(&file, &staged, &dest)
+            })();
+            if res.is_err() {
+                let _ = std::fs::remove_file(&staged);
+            }
+            res.map(|()| PutResult {
+                e_tag: None,
+                version: None,
+            })
+        })
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        })?
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        _opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        let dest = self.inner.path_to_filesystem(location)?;
+        let (file, staged) = stage(&dest)?;
+        Ok(Box::new(DurableUpload {
+            state: Arc::new(Mutex::new(Some((file, staged)))),
+            dest,
+        }))
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<bytes::Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+/// Parts are appended in the order `put_part` is called (the write happens in the call,
+/// not in the returned future), which is the order object_store's writers use.
+#[derive(Debug)]
+struct DurableUpload {
+    state: Arc<Mutex<Option<(File, PathBuf)>>>,
+    dest: PathBuf,
+}
+
+#[async_trait]
+impl MultipartUpload for DurableUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let res = {
+            let mut guard = self.state.lock().expect("upload state");
+            match guard.as_mut() {
+                Some((file, staged)) => data
+                    .iter()
+                    .try_for_each(|c| file.write_all(c))
+                    .map_err(|e| io_err(staged, e)),
+                None => Err(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: "upload already finished".into(),
+                }),
+            }
+        };
+        Box::pin(futures::future::ready(res))
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        let taken = self.state.lock().expect("upload state").take();
+        let Some((file, staged)) = taken else {
+            return Err(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: "upload already finished".into(),
+            });
+        };
+        let dest = self.dest.clone();
+        tokio::task::spawn_blocking(move || {
+            let res = commit(&file, &staged, &dest);
+            if res.is_err() {
+                let _ = std::fs::remove_file(&staged);
+            }
+            res.map(|()| PutResult {
+                e_tag: None,
+                version: None,
+            })
+        })
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        })?
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        if let Some((_, staged)) = self.state.lock().expect("upload state").take() {
+            std::fs::remove_file(&staged).map_err(|e| io_err(&staged, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DurableUpload {
+    fn drop(&mut self) {
+        // Dropped without complete or abort (an error or a cancelled task): the staged
+        // file is garbage.
+        if let Ok(mut guard) = self.state.lock() {
+            if let Some((_, staged)) = guard.take() {
+                let _ = std::fs::remove_file(staged);
+            }
+        }
+    }
+}
