@@ -85,3 +85,8 @@ pub use types::{
     Checkpoint, Cluster, Conversation, ConversationSummary, Message, Metadata, ProjectedCluster,
     Role,
 };
+
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
