@@ -371,9 +371,18 @@ impl Root {
     /// The full URL of a file within the root.
     pub fn url_of(&self, name: &str) -> Result<Url> {
         validate_name(name)?;
-        self.url
-            .join(name)
-            .map_err(|e| Error::config(format!("{name}: {e}")))
+        // Segment by segment, percent-encoded: `Url::join` would read `%2e%2e` as `..`.
+        let mut url = self.url.clone();
+        {
+            let mut segments = url.path_segments_mut().map_err(|_| {
+                Error::config(format!("{}: not a hierarchical URL", self.display()))
+            })?;
+            segments.pop_if_empty();
+            for part in name.split('/') {
+                segments.push(part);
+            }
+        }
+        Ok(url)
     }
 
     /// The name of a store path relative to the root.
