@@ -119,10 +119,18 @@ impl StorageOptions {
         }
     }
 
-    fn client_options(&self) -> ClientOptions {
-        ClientOptions::new()
-            .with_timeout(self.retry.request_timeout)
-            .with_connect_timeout(Duration::from_secs(10))
+    /// The user's options after ckpt's timeout defaults, as config keys: applying options
+    /// one by one keeps `allow_http` and friends (a whole `ClientOptions` would reset them).
+    fn with_timeouts(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            (
+                "timeout".to_owned(),
+                format!("{}ms", self.retry.request_timeout.as_millis()),
+            ),
+            ("connect_timeout".to_owned(), "10s".to_owned()),
+        ];
+        v.extend(self.options.iter().cloned());
+        v
     }
 }
 
@@ -251,13 +259,11 @@ impl Root {
             ObjectStoreScheme::Memory => memory_store(url.host_str().unwrap_or("")),
             ObjectStoreScheme::AmazonS3 => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url.as_str());
-                for (k, v) in &options.options {
-                    let key = k.parse().map_err(|_| unknown_key(k, &shown, "aws_"))?;
+                for (k, v) in options.with_timeouts() {
+                    let key = k.parse().map_err(|_| unknown_key(&k, &shown, "aws_"))?;
                     b = b.with_config(key, v);
                 }
-                let b = b
-                    .with_retry(options.retry_config())
-                    .with_client_options(options.client_options());
+                let b = b.with_retry(options.retry_config());
                 Arc::new(
                     b.build()
                         .map_err(|e| Error::storage(format!("cannot open {shown}"), e))?,
@@ -266,13 +272,11 @@ impl Root {
             ObjectStoreScheme::GoogleCloudStorage => {
                 let mut b =
                     object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
-                for (k, v) in &options.options {
-                    let key = k.parse().map_err(|_| unknown_key(k, &shown, "google_"))?;
+                for (k, v) in options.with_timeouts() {
+                    let key = k.parse().map_err(|_| unknown_key(&k, &shown, "google_"))?;
                     b = b.with_config(key, v);
                 }
-                let b = b
-                    .with_retry(options.retry_config())
-                    .with_client_options(options.client_options());
+                let b = b.with_retry(options.retry_config());
                 Arc::new(
                     b.build()
                         .map_err(|e| Error::storage(format!("cannot open {shown}"), e))?,
@@ -281,13 +285,11 @@ impl Root {
             ObjectStoreScheme::MicrosoftAzure => {
                 let mut b =
                     object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
-                for (k, v) in &options.options {
-                    let key = k.parse().map_err(|_| unknown_key(k, &shown, "azure_"))?;
+                for (k, v) in options.with_timeouts() {
+                    let key = k.parse().map_err(|_| unknown_key(&k, &shown, "azure_"))?;
                     b = b.with_config(key, v);
                 }
-                let b = b
-                    .with_retry(options.retry_config())
-                    .with_client_options(options.client_options());
+                let b = b.with_retry(options.retry_config());
                 Arc::new(
                     b.build()
                         .map_err(|e| Error::storage(format!("cannot open {shown}"), e))?,
@@ -295,13 +297,13 @@ impl Root {
             }
             ObjectStoreScheme::Http => {
                 let base = format!("{}://{}", url.scheme(), url.authority());
-                let mut b = object_store::http::HttpBuilder::new().with_url(base);
-                let mut client = options.client_options();
-                for (k, v) in &options.options {
-                    let key = k.parse().map_err(|_| unknown_key(k, &shown, ""))?;
+                let mut client = ClientOptions::new();
+                for (k, v) in options.with_timeouts() {
+                    let key = k.parse().map_err(|_| unknown_key(&k, &shown, ""))?;
                     client = client.with_config(key, v);
                 }
-                b = b
+                let b = object_store::http::HttpBuilder::new()
+                    .with_url(base)
                     .with_retry(options.retry_config())
                     .with_client_options(client);
                 Arc::new(
@@ -593,7 +595,8 @@ impl AtomicWriter {
     pub async fn commit(mut self) -> Result<u64> {
         let mut w = self.inner.take().expect("not committed");
         if let Err(e) = w.shutdown().await {
-            let _ = w.abort().await;
+            // The upload was not completed, so nothing became visible; the writer is spent
+            // and must not be aborted again (object_store panics on that).
             return Err(Error::io(
                 format!("cannot complete the write of {}", self.what),
                 e,
