@@ -125,7 +125,14 @@ impl Error {
 }
 
 fn storage_hint(err: &object_store::Error) -> Option<String> {
-    let text = err.to_string();
+    // The cause is often further down the chain (reqwest -> hyper -> io).
+    let mut text = err.to_string();
+    let mut cur = std::error::Error::source(err);
+    while let Some(e) = cur {
+        text.push_str(" / ");
+        text.push_str(&e.to_string());
+        cur = e.source();
+    }
     let lower = text.to_ascii_lowercase();
     if lower.contains("nosuchbucket")
         || lower.contains("bucket does not exist")
