@@ -209,6 +209,10 @@ pub struct WriteOptions {
     pub format: Option<FileFormat>,
     pub compression: Compression,
     pub layout: Layout,
+    /// Parquet only: store embeddings as float32. Models emit float32 numbers, so this is
+    /// usually lossless and halves the column; a value that is not float32-exact makes the
+    /// write fail (nothing is stored) rather than round it.
+    pub float32_embeddings: bool,
 }
 
 /// Splits a known extension off a name: `summaries.jsonl` → (`summaries`, Some(Jsonl)).

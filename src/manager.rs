@@ -96,6 +96,13 @@ impl CheckpointManager {
         self
     }
 
+    /// Parquet: store embeddings as float32 (lossless for model output; a value that is
+    /// not float32-exact fails the save and stores nothing).
+    pub fn float32_embeddings(mut self, on: bool) -> Self {
+        self.write.float32_embeddings = on;
+        self
+    }
+
     /// Decoding options (e.g. skip bad lines) for loads.
     pub fn decode_options(mut self, decode: crate::jsonl::DecodeOptions) -> Self {
         self.table_options.decode = decode;

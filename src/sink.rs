@@ -8,7 +8,7 @@ use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
-use datafusion::parquet::basic::Type as PhysicalType;
+use datafusion::parquet::basic::{Encoding, Type as PhysicalType};
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::{WriterProperties, WriterVersion};
 use futures::stream::BoxStream;
@@ -136,7 +136,12 @@ pub fn writer_properties(
             col.physical_type(),
             PhysicalType::DOUBLE | PhysicalType::FLOAT
         ) {
-            b = b.set_column_dictionary_enabled(col.path().clone(), false);
+            // Floats (embeddings, coordinates) are nearly all distinct: no dictionary.
+            // BYTE_STREAM_SPLIT groups the bytes of each position, so the zero low bytes of
+            // float32-valued doubles and the shared exponents compress well, and fast.
+            b = b
+                .set_column_dictionary_enabled(col.path().clone(), false)
+                .set_column_encoding(col.path().clone(), Encoding::BYTE_STREAM_SPLIT);
         }
     }
     let mut kv = vec![KeyValue::new("ckpt.layout".into(), opts.layout.to_string())];
@@ -167,14 +172,24 @@ async fn write_parquet(
         Some(k) => kura_schema(k),
         None => schema,
     };
+    let file_schema = if opts.float32_embeddings {
+        float32_embedding_schema(&file_schema)?
+    } else {
+        file_schema
+    };
     let props = writer_properties(&file_schema, opts, kind)?;
-    let mut writer = ArrowWriter::try_new(Vec::<u8>::new(), file_schema, Some(props))?;
+    let mut writer = ArrowWriter::try_new(Vec::<u8>::new(), file_schema.clone(), Some(props))?;
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let batch = match kura {
             Some(k) => to_kura(k, &batch)?,
             None => batch,
+        };
+        let batch = if opts.float32_embeddings {
+            to_float32_embedding(&batch, &file_schema)?
+        } else {
+            batch
         };
         rows += batch.num_rows() as u64;
         // Encoding runs on this task; the upload of earlier row groups overlaps with it.
@@ -201,4 +216,41 @@ async fn drain(
         out.write(Bytes::from(buf)).await?;
     }
     Ok(())
+}
+
+/// The schema with `embedding` as a list of float32.
+fn float32_embedding_schema(schema: &SchemaRef) -> Result<SchemaRef> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let idx = schema.index_of("embedding").map_err(|_| {
+        Error::config("float32 embeddings: this checkpoint has no embedding column")
+    })?;
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let f = &fields[idx];
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    fields[idx] = Field::new(f.name(), DataType::List(item), f.is_nullable())
+        .with_metadata(f.metadata().clone());
+    Ok(Arc::new(
+        Schema::new(fields).with_metadata(schema.metadata().clone()),
+    ))
+}
+
+/// Casts `embedding` to float32, refusing any value that float32 cannot hold exactly.
+fn to_float32_embedding(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::Float64Type;
+    let idx = schema.index_of("embedding")?;
+    let col = batch.column(idx);
+    let list = col.as_list::<i32>();
+    let values = list.values().as_primitive::<Float64Type>();
+    for (i, v) in values.values().iter().enumerate() {
+        if values.is_valid(i) && (*v as f32) as f64 != *v && !v.is_nan() {
+            return Err(Error::config(format!(
+                "embedding value {v} is not exactly representable as float32; write without float32 embeddings to keep it"
+            )));
+        }
+    }
+    let cast = datafusion::arrow::compute::cast(col, schema.field(idx).data_type())?;
+    let mut cols = batch.columns().to_vec();
+    cols[idx] = cast;
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }

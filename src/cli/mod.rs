@@ -172,6 +172,10 @@ pub struct ConvertArgs {
     /// Parquet layout: native (real types) or kura (what Kura's Parquet manager reads).
     #[arg(long, default_value = "native")]
     pub layout: String,
+    /// Parquet: store embeddings as float32 (fails, storing nothing, if a value is not
+    /// exactly a float32).
+    #[arg(long)]
+    pub float32_embeddings: bool,
     #[arg(long, value_name = "SIZE")]
     pub memory_limit: Option<String>,
     #[arg(long, default_value = "fail")]
@@ -366,6 +370,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     format: None,
                     compression: args.compression.parse()?,
                     layout: args.layout.parse()?,
+                    float32_embeddings: args.float32_embeddings,
                 },
                 session: SessionOptions {
                     memory_limit: args.memory_limit.as_deref().map(parse_size).transpose()?,
@@ -419,6 +424,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 rin += c.bytes_in;
                 rout += c.bytes_out;
                 rows += c.rows;
+                print_skipped(&c.skipped);
             }
             if done.len() > 1 {
                 writeln!(
@@ -592,7 +598,10 @@ pub async fn run_script(
 }
 
 fn report_skipped(session: &CheckpointSession) {
-    let skipped = session.take_skipped();
+    print_skipped(&session.take_skipped());
+}
+
+fn print_skipped(skipped: &[(String, crate::jsonl::SkippedLine)]) {
     if skipped.is_empty() {
         return;
     }
