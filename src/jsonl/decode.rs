@@ -63,9 +63,13 @@ pub struct SkippedLine {
 
 /// Decodes lines of one file into batches of `output` (a projection of a kind's schema).
 pub struct JsonlDecoder {
-    /// The stored fields decoded (output fields, with computed ones replaced by sources).
+    /// The stored fields decoded (output fields, with computed ones replaced by sources),
+    /// then every other field of the kind: a line is validated whole whatever the
+    /// projection, so `count(*)` counts exactly the rows a full read (or Kura) accepts.
     stored: Vec<Field>,
     cols: Vec<Col>,
+    /// How many of `stored` (the first ones) the output needs; the rest are checked only.
+    kept: usize,
     output: SchemaRef,
     /// Field name → index in `stored`, for the few fields a kind has a linear scan is
     /// faster than hashing.
@@ -98,11 +102,18 @@ impl JsonlDecoder {
                 stored.push(src);
             }
         }
+        let kept = stored.len();
+        for f in full.fields() {
+            if computed_len_of(f).is_none() && !stored.iter().any(|s| s.name() == f.name()) {
+                stored.push(f.as_ref().clone());
+            }
+        }
         let cols = stored.iter().map(|f| Col::new(f)).collect();
         let names = stored.iter().map(|f| f.name().clone()).collect();
         JsonlDecoder {
             stored,
             cols,
+            kept,
             output,
             names,
             file: file.into(),
@@ -143,6 +154,10 @@ impl JsonlDecoder {
         let marks: Vec<Mark> = self.cols.iter().map(Col::mark).collect();
         match self.decode_row(line) {
             Ok(()) => {
+                // Fields decoded only to validate the line are dropped at once.
+                for c in &mut self.cols[self.kept..] {
+                    c.rollback(Mark(0, 0, 0, 0));
+                }
                 self.rows += 1;
                 Ok(())
             }
@@ -177,13 +192,21 @@ impl JsonlDecoder {
         let seed = RowSeed {
             names: &self.names,
             cols: &mut self.cols,
+            kept: self.kept,
             seen: &mut seen,
             current: &mut current,
         };
         let res = seed.deserialize(&mut de).and_then(|()| de.end());
         if let Err(e) = res {
             let field = current.map(|i| self.names[i].clone());
-            return Err((field, describe(&e)));
+            let message = match non_finite_at(line, e.column()) {
+                Some(literal) => format!(
+                    "{literal} is not a JSON number; write null for a missing value (column {})",
+                    e.column()
+                ),
+                None => describe(&e),
+            };
+            return Err((field, message));
         }
         for (i, seen) in seen.iter().enumerate() {
             if !seen {
@@ -206,16 +229,16 @@ impl JsonlDecoder {
             return Ok(None);
         }
         let rows = std::mem::take(&mut self.rows);
-        let stored_cols: Vec<ArrayRef> = self
-            .cols
+        let kept = self.kept;
+        let stored_cols: Vec<ArrayRef> = self.cols[..kept]
             .iter_mut()
-            .zip(&self.stored)
+            .zip(&self.stored[..kept])
             .map(|(c, f)| {
                 let fresh = Col::new(f);
                 std::mem::replace(c, fresh).finish(f.data_type())
             })
             .collect();
-        let stored_schema = Arc::new(Schema::new(self.stored.clone()));
+        let stored_schema = Arc::new(Schema::new(self.stored[..kept].to_vec()));
         let stored = RecordBatch::try_new_with_options(
             stored_schema,
             stored_cols,
@@ -232,6 +255,22 @@ impl JsonlDecoder {
             columns,
             &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
         )?))
+    }
+}
+
+/// The `NaN`, `Infinity` or `-Infinity` literal (which Python's json module writes, and
+/// JSON does not allow) at a 1-based error column, if that is what stopped the parser.
+fn non_finite_at(line: &[u8], column: usize) -> Option<&'static str> {
+    let at = line.get(column.checked_sub(1)?..)?;
+    if at.starts_with(b"NaN") {
+        Some("NaN")
+    } else if at.starts_with(b"Infinity") {
+        let minus = column >= 2 && line.get(column - 2) == Some(&b'-');
+        Some(if minus { "-Infinity" } else { "Infinity" })
+    } else if at.starts_with(b"-Infinity") {
+        Some("-Infinity")
+    } else {
+        None
     }
 }
 
@@ -606,6 +645,8 @@ impl Col {
 struct RowSeed<'a> {
     names: &'a [String],
     cols: &'a mut [Col],
+    /// Columns from this index on are only checked, not kept (see `JsonlDecoder::kept`).
+    kept: usize,
     seen: &'a mut [bool],
     current: &'a mut Option<usize>,
 }
@@ -633,7 +674,10 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                     self.seen[i] = true;
                     *self.current = Some(i);
                     let col = &mut self.cols[i];
-                    map.next_value_seed(ValueSeed { col })?;
+                    map.next_value_seed(ValueSeed {
+                        col,
+                        check_only: i >= self.kept,
+                    })?;
                     *self.current = None;
                 }
                 None => {
@@ -647,12 +691,23 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
 
 struct ValueSeed<'a> {
     col: &'a mut Col,
+    /// Validate the value's type without storing it (a column outside the projection).
+    check_only: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         match self.col {
+            Col::F64List(l) => {
+                // Embeddings dominate checkpoint bytes. Taking the array's raw text and
+                // parsing it with fast-float (exact, like float_roundtrip, but several times
+                // faster) is the decoder's hot path; a column outside the projection is only
+                // scanned for its shape.
+                let raw: &'de serde_json::value::RawValue = serde::Deserialize::deserialize(d)?;
+                parse_number_list(raw.get(), if self.check_only { None } else { Some(l) })
+                    .map_err(de::Error::custom)
+            }
             Col::Json(c) => {
                 let raw: &'de serde_json::value::RawValue = serde::Deserialize::deserialize(d)?;
                 let text = raw.get();
@@ -851,4 +906,65 @@ impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
         self.col.content.push(&m.content);
         Ok(())
     }
+}
+
+/// Parses the JSON text of a list of numbers (already validated as JSON by serde_json)
+/// into `out`, or only checks its shape when `out` is None. `null` is a null list.
+fn parse_number_list(text: &str, out: Option<&mut ListCol<PrimCol<f64>>>) -> Result<(), String> {
+    let b = text.as_bytes();
+    if b.first() == Some(&b'n') {
+        if let Some(l) = out {
+            l.close(false);
+        }
+        return Ok(());
+    }
+    if b.first() != Some(&b'[') {
+        return Err(format!("expected a list of numbers, found {}", short(text)));
+    }
+    let mut out = out;
+    let mut i = 1;
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    skip_ws(&mut i);
+    if b.get(i) == Some(&b']') {
+        if let Some(l) = out {
+            l.close(true);
+        }
+        return Ok(());
+    }
+    loop {
+        skip_ws(&mut i);
+        let start = i;
+        while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+            i += 1;
+        }
+        if start == i {
+            let rest = &text[start..];
+            let found = rest.split([',', ']']).next().unwrap_or(rest);
+            return Err(format!(
+                "expected a list of numbers, found {} in it",
+                short(found.trim())
+            ));
+        }
+        if let Some(l) = out.as_deref_mut() {
+            // The text is a valid JSON number (serde_json checked it); fast-float parses it
+            // to the nearest f64, as float_roundtrip does.
+            let v: f64 = fast_float2::parse(&b[start..i])
+                .map_err(|_| format!("bad number {}", &text[start..i]))?;
+            l.child.push(v);
+        }
+        skip_ws(&mut i);
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(b']') => break,
+            _ => return Err(format!("expected a list of numbers, found {}", short(text))),
+        }
+    }
+    if let Some(l) = out {
+        l.close(true);
+    }
+    Ok(())
 }
