@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -236,7 +236,7 @@ fn check_native_columns(kind: CheckpointKind, stored: &Schema, file: &str) -> Re
                     format!("required column is missing for a {kind} checkpoint"),
                 ));
             }
-            Ok(s) if !datafusion::arrow::compute::can_cast_types(s.data_type(), f.data_type()) => {
+            Ok(s) if !compatible_column(s.data_type(), f.data_type()) => {
                 return Err(Error::data(
                     file,
                     None,
@@ -250,6 +250,43 @@ fn check_native_columns(kind: CheckpointKind, stored: &Schema, file: &str) -> Re
     Ok(())
 }
 
+/// Whether a stored column can be read as the kind's type: castable, and not text where a
+/// number or boolean is expected (or the reverse), which a cast would only fail on (or
+/// silently accept) row by row, without naming the column.
+fn compatible_column(stored: &DataType, wanted: &DataType) -> bool {
+    fn text(dt: &DataType) -> bool {
+        match dt {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+            DataType::Dictionary(_, v) => text(v),
+            _ => false,
+        }
+    }
+    fn scalar(dt: &DataType) -> bool {
+        dt.is_numeric() || *dt == DataType::Boolean
+    }
+    fn list(dt: &DataType) -> bool {
+        matches!(
+            dt,
+            DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+        )
+    }
+    if !datafusion::arrow::compute::can_cast_types(stored, wanted) {
+        return false;
+    }
+    // A cast would turn a list into its text ("[1.0]") or a value into a one-item list.
+    if list(stored) != list(wanted) {
+        return false;
+    }
+    match (stored, wanted) {
+        (s, w) if text(s) && scalar(w) || scalar(s) && text(w) => false,
+        (
+            DataType::List(s) | DataType::LargeList(s) | DataType::FixedSizeList(s, _),
+            DataType::List(w),
+        ) => compatible_column(s.data_type(), w.data_type()),
+        _ => true,
+    }
+}
+
 fn listing(
     root: &Root,
     entry: &Entry,
@@ -257,8 +294,13 @@ fn listing(
     schema: SchemaRef,
     ext: &str,
 ) -> Result<Arc<dyn TableProvider>> {
-    let url = root.url_of(&entry.file)?;
-    let table_url = ListingTableUrl::parse(url.as_str())?;
+    // A directory's URL ends in '/', so the listing reads its parts.
+    let url = root.url_of(entry.file.trim_end_matches('/'))?;
+    let url = match entry.is_dir() {
+        true => format!("{url}/"),
+        false => url.to_string(),
+    };
+    let table_url = ListingTableUrl::parse(&url)?;
     let ext = if entry.is_dir() {
         entry.format_ext()
     } else {
@@ -348,20 +390,24 @@ impl CheckpointSchema {
 
     /// The entry a table name stands for (see the module docs for the rule).
     pub fn lookup(&self, name: &str) -> Option<Entry> {
-        let entries = self.entries.read().expect("entries");
-        if let Some(e) = entries
-            .iter()
-            .find(|e| e.file == name || e.file.trim_end_matches('/') == name)
-        {
-            return Some(e.clone());
-        }
-        let mut matches: Vec<&Entry> = entries.iter().filter(|e| e.name == name).collect();
-        matches.sort_by_key(|e| match e.format {
-            FileFormat::Parquet => 0,
-            FileFormat::Jsonl => 1,
-        });
-        matches.first().map(|e| (*e).clone())
+        pick(&self.entries.read().expect("entries"), name).cloned()
     }
+}
+
+/// The entry a table name stands for: a file name, else the checkpoint name (Parquet first).
+fn pick<'a>(entries: &'a [Entry], name: &str) -> Option<&'a Entry> {
+    entries
+        .iter()
+        .find(|e| e.file == name || e.file.trim_end_matches('/') == name)
+        .or_else(|| {
+            entries
+                .iter()
+                .filter(|e| e.name == name)
+                .min_by_key(|e| match e.format {
+                    FileFormat::Parquet => 0,
+                    FileFormat::Jsonl => 1,
+                })
+        })
 }
 
 #[async_trait]
@@ -370,11 +416,14 @@ impl SchemaProvider for CheckpointSchema {
         let entries = self.entries.read().expect("entries");
         let mut names: Vec<String> = Vec::new();
         for e in entries.iter() {
-            if !names.contains(&e.name) {
-                names.push(e.name.clone());
-            } else {
-                // The bare name is taken by the Parquet file; the other keeps its file name.
-                names.push(e.file.trim_end_matches('/').to_owned());
+            // The bare name is the entry `lookup` gives for it (the Parquet file when both
+            // formats exist); the other keeps its file name.
+            let name = match pick(&entries, &e.name) {
+                Some(p) if std::ptr::eq(p, e) => e.name.clone(),
+                _ => e.file.trim_end_matches('/').to_owned(),
+            };
+            if !names.contains(&name) {
+                names.push(name);
             }
         }
         names.extend(self.extra.read().expect("extra").keys().cloned());

@@ -35,6 +35,8 @@ pub struct Converted {
     pub rows: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Lines dropped under `--on-error skip`: (file, line).
+    pub skipped: Vec<(String, crate::jsonl::SkippedLine)>,
 }
 
 impl Converted {
@@ -103,14 +105,20 @@ pub async fn convert(src: &str, dst: &str, opts: &ConvertOptions) -> Result<Vec<
         Some((r, _)) => r.clone(),
         None => Root::with_options(dst, storage)?,
     };
-    let session = CheckpointSession::with_roots(
-        vec![("source".into(), src_root.clone())],
-        opts.session.clone(),
-    )
-    .await?;
+    // One partition: the rows are written in the source's order (a Parquet file of several
+    // row groups would otherwise be read in pieces and merged as they come). JSONL decoding
+    // stays parallel inside its single partition.
+    let session_options = SessionOptions {
+        target_partitions: Some(1),
+        ..opts.session.clone()
+    };
+    let session =
+        CheckpointSession::with_roots(vec![("source".into(), src_root.clone())], session_options)
+            .await?;
+    // The session's skip log, so the lines dropped under `--on-error skip` are reported.
     let table_opts = TableOptions {
         decode: opts.session.decode,
-        skips: Default::default(),
+        skips: session.default_schema().options().skips.clone(),
     };
     let mut out = Vec::new();
     for entry in selected {
@@ -167,6 +175,7 @@ pub async fn convert(src: &str, dst: &str, opts: &ConvertOptions) -> Result<Vec<
             rows,
             bytes_in: entry.bytes(),
             bytes_out: bytes,
+            skipped,
         });
     }
     Ok(out)

@@ -138,6 +138,10 @@ impl CheckpointManager {
                     vec![("root".to_owned(), self.root.clone())],
                     SessionOptions {
                         decode: self.table_options.decode,
+                        // One partition per scan: a load gives the rows in the file's order.
+                        // With more, DataFusion splits a large Parquet file by row groups
+                        // over partitions and merges them as they come.
+                        target_partitions: Some(1),
                         ..Default::default()
                     },
                 )

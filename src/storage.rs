@@ -250,7 +250,7 @@ impl Root {
             return Root::local(path);
         }
         let shown = redact_url(&url);
-        let (scheme, _) = ObjectStoreScheme::parse(&url).map_err(|e| {
+        let (scheme, _) = parse_scheme(&url).map_err(|e| {
             Error::config(format!(
                 "{shown}: {e}; supported: local paths, file://, s3://, gs://, az://, abfss://, http(s)://, memory://"
             ))
@@ -327,7 +327,7 @@ impl Root {
         let path = base.path().trim_end_matches('/').to_owned();
         base.set_path(&format!("{path}/"));
         let (_, prefix) =
-            ObjectStoreScheme::parse(&base).map_err(|e| Error::config(format!("{shown}: {e}")))?;
+            parse_scheme(&base).map_err(|e| Error::config(format!("{shown}: {e}")))?;
         Ok(Root {
             url: base,
             store,
@@ -542,6 +542,16 @@ impl Root {
             None => format!("{}{name}", redact_url(&self.url)),
         }
     }
+}
+
+/// object_store's URL parsing, plus `memory://name/...`: object_store only knows `memory:///`,
+/// while ckpt keeps one in-memory store per name (see [`memory_store`]).
+fn parse_scheme(url: &Url) -> std::result::Result<(ObjectStoreScheme, Path), String> {
+    if url.scheme() == "memory" {
+        let path = Path::from_url_path(url.path()).map_err(|e| e.to_string())?;
+        return Ok((ObjectStoreScheme::Memory, path));
+    }
+    ObjectStoreScheme::parse(url).map_err(|e| e.to_string())
 }
 
 fn is_visible(name: &str) -> bool {

@@ -124,7 +124,11 @@ impl TableProvider for JsonlTable {
             files: self.files.clone(),
             decode: self.decode,
             skips: self.skips.clone(),
-            parallelism: state.config().target_partitions().max(1),
+            // Decoding threads follow the machine, not target_partitions: an order-keeping
+            // read (convert, typed load) runs with one partition but still decodes in parallel.
+            parallelism: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(state.config().target_partitions()),
         });
         Ok(Arc::new(StreamingTableExec::try_new(
             output,
@@ -250,9 +254,11 @@ impl JsonlPartition {
 fn blocks(
     bytes: futures::stream::BoxStream<'static, Result<Bytes>>,
 ) -> impl futures::Stream<Item = Result<Block>> + Send {
+    // `scanned`: how much of `carry` is known to hold no newline, so that a line longer
+    // than a block (a 50 MB summary) is scanned once, not again for every chunk.
     futures::stream::unfold(
-        (bytes, BytesMut::new(), 1u64, false),
-        move |(mut bytes, mut carry, mut line, eof)| async move {
+        (bytes, BytesMut::new(), 1u64, false, 0usize),
+        move |(mut bytes, mut carry, mut line, eof, mut scanned)| async move {
             if eof {
                 return None;
             }
@@ -263,10 +269,12 @@ fn blocks(
                         if carry.len() < BLOCK {
                             continue;
                         }
-                        let Some(i) = memchr::memrchr(b'\n', &carry) else {
+                        let Some(j) = memchr::memrchr(b'\n', &carry[scanned..]) else {
+                            scanned = carry.len();
                             continue;
                         };
-                        let block = carry.split_to(i + 1).freeze();
+                        let block = carry.split_to(scanned + j + 1).freeze();
+                        scanned = carry.len();
                         let first = line;
                         line += memchr::memchr_iter(b'\n', &block).count() as u64;
                         return Some((
@@ -274,10 +282,10 @@ fn blocks(
                                 bytes: block,
                                 first_line: first,
                             }),
-                            (bytes, carry, line, false),
+                            (bytes, carry, line, false, scanned),
                         ));
                     }
-                    Some(Err(e)) => return Some((Err(e), (bytes, carry, line, true))),
+                    Some(Err(e)) => return Some((Err(e), (bytes, carry, line, true, scanned))),
                     None => {
                         if carry.is_empty() {
                             return None;
@@ -288,7 +296,7 @@ fn blocks(
                                 bytes: block,
                                 first_line: line,
                             }),
-                            (bytes, carry, line, true),
+                            (bytes, carry, line, true, 0),
                         ));
                     }
                 }
@@ -417,6 +425,24 @@ impl PartitionStream for MappedPartition {
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let output = self.output.clone();
         let display = self.display.clone();
+        // The stored-layout scan is no child in the plan, so DataFusion never resets its
+        // state between executions (a recursive CTE scans once per iteration); without
+        // file work stealing the scan keeps no state and reads its files in full each time.
+        let mut config = ctx.session_config().clone();
+        config
+            .options_mut()
+            .execution
+            .enable_file_stream_work_stealing = false;
+        let ctx = Arc::new(TaskContext::new(
+            ctx.task_id(),
+            ctx.session_id(),
+            config,
+            ctx.scalar_functions().clone(),
+            ctx.higher_order_functions().clone(),
+            ctx.aggregate_functions().clone(),
+            ctx.window_functions().clone(),
+            ctx.runtime_env(),
+        ));
         let input = self.input.execute(self.partition, ctx);
         let stream = futures::stream::once(async move { input })
             .flat_map(move |input| match input {
@@ -479,9 +505,4 @@ pub async fn parquet_schema(
         })
         .unwrap_or_default();
     Ok((builder.schema().as_ref().clone(), kv))
-}
-
-/// Path helper for tables built from a root listing.
-pub fn source(meta: ObjectMeta, display: String) -> SourceFile {
-    SourceFile { meta, display }
 }
