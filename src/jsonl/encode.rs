@@ -199,6 +199,23 @@ fn write_str(out: &mut Vec<u8>, s: &str, field: &Field) {
 }
 
 fn write_list(out: &mut Vec<u8>, values: &ArrayRef, item: &Field) -> Result<()> {
+    // Embeddings are most of the bytes: write a float list straight from its buffer.
+    if values.data_type() == &DataType::Float64 && values.null_count() == 0 {
+        let mut buf = ryu::Buffer::new();
+        out.push(b'[');
+        for (i, v) in values.as_primitive::<Float64Type>().values().iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if v.is_finite() {
+                out.extend_from_slice(buf.format_finite(*v).as_bytes());
+            } else {
+                out.extend_from_slice(b"null");
+            }
+        }
+        out.push(b']');
+        return Ok(());
+    }
     out.push(b'[');
     for i in 0..values.len() {
         if i > 0 {
