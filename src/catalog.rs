@@ -19,7 +19,6 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::file_format::json::JsonFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
@@ -87,6 +86,16 @@ pub async fn list_checkpoints(root: &Root) -> Result<Vec<Entry>> {
             continue;
         };
         if formats.iter().any(|f| *f != format) || formats.len() != parts.len() {
+            continue;
+        }
+        // Files named as different kinds (parquet/summaries.parquet, parquet/clusters.parquet)
+        // are a root of their own, not one checkpoint in parts.
+        let mut kinds: Vec<CheckpointKind> = parts
+            .iter()
+            .filter_map(|m| m.location.filename().and_then(CheckpointKind::from_name))
+            .collect();
+        kinds.dedup();
+        if kinds.len() > 1 {
             continue;
         }
         let name = dir.trim_end_matches('/').to_owned();
@@ -200,7 +209,8 @@ pub async fn table_for(
             let (stored, _) =
                 parquet_schema(root.store(), first, &display_name(root, first)).await?;
             let stored = Arc::new(stored);
-            let format = Arc::new(ParquetFormat::default());
+            // Reads that never mix two versions of a file a save replaces meanwhile.
+            let format = Arc::new(crate::table::SnapshotParquetFormat::new());
             match kind {
                 Some(kind) if detect_layout(kind, &stored) == Layout::Kura => {
                     let inner = listing(root, entry, format, stored, ".parquet")?;
@@ -460,7 +470,18 @@ impl SchemaProvider for CheckpointSchema {
     }
 
     fn deregister_table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Ok(self.extra.write().expect("extra").remove(name))
+        if let Some(t) = self.extra.write().expect("extra").remove(name) {
+            return Ok(Some(t));
+        }
+        match self.lookup(name) {
+            // Else `DROP TABLE summaries` would report success and change nothing.
+            Some(e) => Err(DataFusionError::Plan(format!(
+                "{name} is the checkpoint {} in {}; SQL does not delete checkpoint files",
+                e.file,
+                self.root.display()
+            ))),
+            None => Ok(None),
+        }
     }
 
     fn table_exist(&self, name: &str) -> bool {

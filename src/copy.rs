@@ -1,6 +1,10 @@
 //! `COPY ... TO ... STORED AS JSON` (or to a `.jsonl`/`.json` target) through ckpt's JSONL
 //! writer: the lines Kura loads (metadata as an object, nulls written out), committed
 //! atomically like every save. Reading JSON stays DataFusion's.
+//!
+//! COPY to one Parquet, CSV or Arrow file keeps DataFusion's writers, staged: they close
+//! the file they write when the query fails and report the error after, so the target is
+//! written under a hidden name beside it and renamed over it only once every row is in.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,18 +16,24 @@ use datafusion::catalog::Session;
 use datafusion::common::{GetExt, Statistics};
 use datafusion::datasource::file_format::FileFormat as DfFileFormat;
 use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::datasource::file_format::arrow::ArrowFormatFactory;
+use datafusion::datasource::file_format::csv::CsvFormatFactory;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::json::{JsonFormat, JsonFormatFactory};
+use datafusion::datasource::file_format::parquet::ParquetFormatFactory;
+use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::datasource::physical_plan::{FileScanConfig, FileSinkConfig, FileSource};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::physical_expr::LexRequirement;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, SendableRecordBatchStream,
 };
 use futures::StreamExt;
-use object_store::{ObjectMeta, ObjectStore};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::format::{FileFormat, WriteOptions};
 use crate::kind::CheckpointKind;
@@ -36,6 +46,14 @@ pub fn register(
 ) -> crate::Result<()> {
     let state = ctx.state_ref();
     let mut state = state.write();
+    let staged: [Arc<dyn FileFormatFactory>; 3] = [
+        Arc::new(ParquetFormatFactory::new()),
+        Arc::new(CsvFormatFactory::new()),
+        Arc::new(ArrowFormatFactory::new()),
+    ];
+    for inner in staged {
+        state.register_file_format(Arc::new(StagedFormatFactory { inner }), true)?;
+    }
     for ext in ["json", "jsonl"] {
         state.register_file_format(
             Arc::new(JsonlFormatFactory {
@@ -232,5 +250,244 @@ impl DataSink for JsonlSink {
             .await
             .map_err(DataFusionError::from)?;
         Ok(stats.rows)
+    }
+}
+
+/// One of DataFusion's file formats, with single-file COPY targets staged (see the module
+/// docs). Reading, and directory or partitioned targets, are the inner format's own.
+#[derive(Debug)]
+struct StagedFormatFactory {
+    inner: Arc<dyn FileFormatFactory>,
+}
+
+impl GetExt for StagedFormatFactory {
+    fn get_ext(&self) -> String {
+        self.inner.get_ext()
+    }
+}
+
+impl FileFormatFactory for StagedFormatFactory {
+    fn create(
+        &self,
+        state: &dyn Session,
+        options: &HashMap<String, String>,
+    ) -> DfResult<Arc<dyn DfFileFormat>> {
+        Ok(Arc::new(StagedFileFormat {
+            inner: self.inner.create(state, options)?,
+        }))
+    }
+
+    fn default(&self) -> Arc<dyn DfFileFormat> {
+        Arc::new(StagedFileFormat {
+            inner: self.inner.default(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct StagedFileFormat {
+    inner: Arc<dyn DfFileFormat>,
+}
+
+#[async_trait]
+impl DfFileFormat for StagedFileFormat {
+    fn get_ext(&self) -> String {
+        self.inner.get_ext()
+    }
+    fn get_ext_with_compression(&self, c: &FileCompressionType) -> DfResult<String> {
+        self.inner.get_ext_with_compression(c)
+    }
+    fn compression_type(&self) -> Option<FileCompressionType> {
+        self.inner.compression_type()
+    }
+    async fn infer_schema(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        objects: &[ObjectMeta],
+    ) -> DfResult<SchemaRef> {
+        self.inner.infer_schema(state, store, objects).await
+    }
+    async fn infer_stats(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        object: &ObjectMeta,
+    ) -> DfResult<Statistics> {
+        self.inner
+            .infer_stats(state, store, table_schema, object)
+            .await
+    }
+    async fn infer_ordering(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        object: &ObjectMeta,
+    ) -> DfResult<Option<datafusion::physical_expr::LexOrdering>> {
+        self.inner
+            .infer_ordering(state, store, table_schema, object)
+            .await
+    }
+    async fn infer_stats_and_ordering(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        object: &ObjectMeta,
+    ) -> DfResult<datafusion::datasource::file_format::FileMeta> {
+        self.inner
+            .infer_stats_and_ordering(state, store, table_schema, object)
+            .await
+    }
+    async fn create_physical_plan(
+        &self,
+        state: &dyn Session,
+        conf: FileScanConfig,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.inner.create_physical_plan(state, conf).await
+    }
+    async fn create_writer_physical_plan(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        state: &dyn Session,
+        conf: FileSinkConfig,
+        order: Option<LexRequirement>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let single = match conf.table_paths.as_slice() {
+            [t] => {
+                conf.table_partition_cols.is_empty() && conf.file_output_mode.single_file_output(t)
+            }
+            _ => false,
+        };
+        let Some((target, staging, staged_url)) =
+            single.then(|| staging_of(&conf.table_paths[0])).flatten()
+        else {
+            return self
+                .inner
+                .create_writer_physical_plan(input, state, conf, order)
+                .await;
+        };
+        let store_url = conf.object_store_url.clone();
+        let staged_conf = FileSinkConfig {
+            original_url: staged_url.as_str().to_owned(),
+            table_paths: vec![staged_url],
+            file_output_mode: datafusion::datasource::physical_plan::FileOutputMode::SingleFile,
+            ..conf
+        };
+        let plan = self
+            .inner
+            .create_writer_physical_plan(input.clone(), state, staged_conf, order.clone())
+            .await?;
+        if plan.downcast_ref::<DataSinkExec>().is_none() {
+            return Err(DataFusionError::Internal(format!(
+                "the {} writer did not plan a DataSinkExec",
+                self.inner.get_ext()
+            )));
+        }
+        let sink = Arc::new(StagedSink {
+            writer: plan,
+            store_url,
+            staging,
+            target,
+        });
+        Ok(Arc::new(DataSinkExec::new(input, sink, order)))
+    }
+    fn file_source(
+        &self,
+        table_schema: datafusion::datasource::table_schema::TableSchema,
+    ) -> Arc<dyn FileSource> {
+        self.inner.file_source(table_schema)
+    }
+}
+
+/// (target path, staging path, staging URL) for a single-file target: the staging file
+/// is hidden (a dot name, which listings skip) in the target's directory.
+fn staging_of(target: &ListingTableUrl) -> Option<(Path, Path, ListingTableUrl)> {
+    let path = target.prefix().clone();
+    let name = path.filename()?.to_owned();
+    let (dir_url, _) = target.as_str().rsplit_once('/')?;
+    let unique = format!(
+        ".{name}.ckpt-staging-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    let staging = Path::from_iter(
+        path.parts()
+            .take(path.parts().count() - 1)
+            .chain(std::iter::once(unique.as_str().into())),
+    );
+    let url = ListingTableUrl::parse(format!("{dir_url}/{unique}")).ok()?;
+    Some((path, staging, url))
+}
+
+/// Runs the inner writer into the staging file, then renames it over the target; on
+/// failure the staging file is removed and the target is left as it was.
+struct StagedSink {
+    /// The inner format's DataSinkExec, writing to `staging`.
+    writer: Arc<dyn ExecutionPlan>,
+    store_url: ObjectStoreUrl,
+    staging: Path,
+    target: Path,
+}
+
+impl StagedSink {
+    fn inner(&self) -> &dyn DataSink {
+        self.writer
+            .downcast_ref::<DataSinkExec>()
+            .expect("checked when planned")
+            .sink()
+    }
+}
+
+impl fmt::Debug for StagedSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StagedSink({})", self.target)
+    }
+}
+
+impl DisplayAs for StagedSink {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StagedSink(target={}, ", self.target)?;
+        self.inner().fmt_as(t, f)?;
+        write!(f, ")")
+    }
+}
+
+#[async_trait]
+impl DataSink for StagedSink {
+    fn schema(&self) -> &SchemaRef {
+        self.inner().schema()
+    }
+    fn metrics(&self) -> Option<datafusion::physical_plan::metrics::MetricsSet> {
+        self.inner().metrics()
+    }
+    async fn write_all(
+        &self,
+        data: SendableRecordBatchStream,
+        ctx: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        let store = ctx.runtime_env().object_store(&self.store_url)?;
+        let written = self.inner().write_all(data, ctx).await;
+        let committed = match written {
+            Ok(rows) => store
+                .rename(&self.staging, &self.target)
+                .await
+                .map(|()| rows)
+                .map_err(|e| DataFusionError::ObjectStore(Box::new(e))),
+            Err(e) => Err(e),
+        };
+        if committed.is_err() {
+            if let Err(e) = store.delete(&self.staging).await {
+                if !matches!(e, object_store::Error::NotFound { .. }) {
+                    tracing::warn!("cannot remove the staging file {}: {e}", self.staging);
+                }
+            }
+        }
+        committed
     }
 }

@@ -1,7 +1,11 @@
 //! Running SQL against a [`CheckpointSession`]: scripts of several statements, COPY
 //! targets resolved against the root, and errors that name the failing statement.
 
+use datafusion::arrow::datatypes::FieldRef;
+use datafusion::common::Column;
 use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::dml::CopyTo;
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 
@@ -30,7 +34,13 @@ pub fn resolve_target(root: &Root, target: &str) -> Result<String> {
     }
     if let Ok(url) = url::Url::parse(target) {
         if url.scheme().len() > 1 {
-            if url.path().split('/').any(|p| p == "..") {
+            // The parsed URL has its dot segments (`..`, `%2e%2e`) already applied: look at
+            // the text as written.
+            let path = target.split(['?', '#']).next().unwrap_or(target);
+            if path
+                .split('/')
+                .any(|p| p.to_ascii_lowercase().replace("%2e", ".") == "..")
+            {
                 return Err(Error::invalid_name(
                     target,
                     "'..' is not allowed in a target",
@@ -60,18 +70,73 @@ pub fn resolve_target(root: &Root, target: &str) -> Result<String> {
     })
 }
 
-/// Plans (and for DDL, runs) one statement.
-pub async fn plan(session: &CheckpointSession, statement: Statement) -> Result<DataFrame> {
-    let statement = match statement {
+/// Resolves the COPY target of a statement, also under EXPLAIN (EXPLAIN ANALYZE runs it).
+fn resolve_targets(root: &Root, statement: Statement) -> Result<Statement> {
+    Ok(match statement {
         Statement::CopyTo(mut c) => {
-            c.target = resolve_target(session.root(), &c.target)?;
+            c.target = resolve_target(root, &c.target)?;
             Statement::CopyTo(c)
         }
+        Statement::Explain(mut e) => {
+            e.statement = Box::new(resolve_targets(root, *e.statement)?);
+            Statement::Explain(e)
+        }
+        // Read-only: a relative LOCATION is in the root too (not the working directory).
+        Statement::CreateExternalTable(mut c) => {
+            for loc in c.locations.iter_mut() {
+                let is_url = url::Url::parse(loc).is_ok_and(|u| u.scheme().len() > 1);
+                if !is_url && !loc.starts_with('/') && !loc.starts_with('~') {
+                    if let Ok(u) = root.url().join(loc) {
+                        *loc = u.to_string();
+                    }
+                }
+            }
+            Statement::CreateExternalTable(c)
+        }
         other => other,
-    };
+    })
+}
+
+/// Plans (and for DDL, runs) one statement.
+pub async fn plan(session: &CheckpointSession, statement: Statement) -> Result<DataFrame> {
+    let statement = resolve_targets(session.root(), statement)?;
     let state = session.context().state();
-    let plan = state.statement_to_plan(statement).await?;
+    let plan = json_values_as_text(state.statement_to_plan(statement).await?)?;
     Ok(session.context().execute_logical_plan(plan).await?)
+}
+
+/// COPY writes the JSON values of datafusion-functions-json (`metadata->'tags'`, an Arrow
+/// union, which no file format stores) as their JSON text.
+fn json_values_as_text(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+    let LogicalPlan::Copy(copy) = plan else {
+        return Ok(plan);
+    };
+    let is_union =
+        |f: &FieldRef| *f.data_type() == *datafusion_functions_json::JSON_UNION_DATA_TYPE;
+    if !copy.input.schema().fields().iter().any(is_union) {
+        return Ok(LogicalPlan::Copy(copy));
+    }
+    let columns: Vec<Expr> =
+        copy.input
+            .schema()
+            .iter()
+            .map(|(q, f)| {
+                let col = Expr::Column(Column::new(q.cloned(), f.name()));
+                match is_union(f) {
+                    true => datafusion_functions_json::functions::json_union_to_text(col)
+                        .alias(f.name()),
+                    false => col,
+                }
+            })
+            .collect();
+    let input = LogicalPlanBuilder::from(copy.input.clone())
+        .project(columns)?
+        .build()?;
+    Ok(LogicalPlan::Copy(CopyTo {
+        input: std::sync::Arc::new(input),
+        ..copy
+    }))
 }
 
 /// Plans every statement of a script in order, running each before planning the next

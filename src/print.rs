@@ -75,7 +75,15 @@ impl Printer {
         mut stream: SendableRecordBatchStream,
         out: &mut dyn Write,
     ) -> Result<Printed> {
-        let schema = stream.schema();
+        let schema = display_schema(&stream.schema());
+        if schema.fields().is_empty() && self.format != OutputFormat::Json {
+            // DDL (CREATE VIEW, DROP VIEW) answers with no columns: nothing to show.
+            let mut rows = 0;
+            while let Some(batch) = stream.next().await {
+                rows += batch?.num_rows();
+            }
+            return Ok(Printed { rows, shown: rows });
+        }
         let limit = self.max_rows.unwrap_or(usize::MAX);
         let mut kept: Vec<RecordBatch> = Vec::new();
         let mut total = 0usize;
@@ -94,7 +102,7 @@ impl Printer {
                 continue;
             }
             let take = batch.num_rows().min(limit - shown);
-            let batch = batch.slice(0, take);
+            let batch = json_unions_as_text(&schema, batch.slice(0, take))?;
             shown += take;
             match self.format {
                 // Streaming formats print as they go.
@@ -134,6 +142,70 @@ impl Printer {
         }
         Ok(Printed { rows: total, shown })
     }
+}
+
+fn is_json_union(dt: &DataType) -> bool {
+    *dt == *datafusion_functions_json::JSON_UNION_DATA_TYPE
+}
+
+/// The schema as printed: the JSON values of datafusion-functions-json (`metadata->'tags'`,
+/// a union of JSON types) become their JSON text, marked as JSON so that the JSON formats
+/// embed the value itself rather than a string.
+fn display_schema(schema: &SchemaRef) -> SchemaRef {
+    if !schema.fields().iter().any(|f| is_json_union(f.data_type())) {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match is_json_union(f.data_type()) {
+            true => Field::new(f.name(), DataType::Utf8, true)
+                .with_metadata([(crate::kind::JSON_TEXT.to_owned(), "value".to_owned())].into()),
+            false => f.as_ref().clone(),
+        })
+        .collect();
+    std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// A batch in its [`display_schema`]: JSON unions as JSON text (a JSON null is a null).
+fn json_unions_as_text(schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| is_json_union(f.data_type()))
+    {
+        return Ok(batch);
+    }
+    use datafusion::arrow::array::UnionArray;
+    use datafusion_functions_json::{JsonUnionEncoder, JsonUnionValue};
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|col| {
+            let Some(union) = col.as_any().downcast_ref::<UnionArray>() else {
+                return col.clone();
+            };
+            let Some(values) = JsonUnionEncoder::from_union(union.clone()) else {
+                return col.clone();
+            };
+            let text: StringArray = (0..values.len())
+                .map(|i| match values.get_value(i) {
+                    JsonUnionValue::JsonNull => None,
+                    JsonUnionValue::Bool(b) => Some(b.to_string()),
+                    JsonUnionValue::Int(n) => Some(n.to_string()),
+                    JsonUnionValue::Float(x) => Some(
+                        serde_json::Number::from_f64(x)
+                            .map_or_else(|| "null".to_owned(), |n| n.to_string()),
+                    ),
+                    JsonUnionValue::Str(s) => Some(serde_json::Value::from(s).to_string()),
+                    JsonUnionValue::Array(t) | JsonUnionValue::Object(t) => Some(t.to_owned()),
+                })
+                .collect();
+            std::sync::Arc::new(text) as ArrayRef
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 fn with_schema(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Vec<RecordBatch> {
@@ -178,12 +250,33 @@ fn write_csv_header(schema: &SchemaRef, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
+fn json_cells(col: &ArrayRef, field: &Field) -> Result<Vec<Option<String>>> {
+    (0..col.len())
+        .map(|i| {
+            if col.is_null(i) {
+                return Ok(None);
+            }
+            let mut buf = Vec::new();
+            crate::jsonl::encode::write_value(&mut buf, col, i, field)?;
+            Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+        })
+        .collect()
+}
+
 fn write_csv_rows(batch: &RecordBatch, out: &mut dyn Write) -> Result<()> {
-    // Nested values (lists, structs) are written in their display form.
+    // Nested values (lists, structs, maps) are written as JSON, which reads back.
     let cols: Vec<ArrayRef> = batch
         .columns()
         .iter()
-        .map(|c| Ok(std::sync::Arc::new(StringArray::from(cell_strings(c)?)) as ArrayRef))
+        .zip(batch.schema().fields())
+        .map(|(c, f)| {
+            let cells = if c.data_type().is_nested() {
+                json_cells(c, f)?
+            } else {
+                cell_strings(c)?
+            };
+            Ok(std::sync::Arc::new(StringArray::from(cells)) as ArrayRef)
+        })
         .collect::<Result<_>>()?;
     let fields: Vec<Field> = batch
         .schema()

@@ -121,7 +121,7 @@ pub enum GenerateFormat {
     Both,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SessionArgs {
     /// Directory or URL whose checkpoints become tables (the default schema).
     pub root: Option<String>,
@@ -336,6 +336,19 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Query(args) => {
+            // `ckpt query --root a=X --root b=Y "SQL"`: clap gives the lone positional to
+            // ROOT; when it is SQL, it is the statement (a path never parses as SQL).
+            let (mut session_args, mut sql_arg) = (args.session.clone(), args.sql.clone());
+            if let (Some(r), None, None) = (&session_args.root, &sql_arg, &args.file) {
+                if !session_args.roots.is_empty() && exec::parse(r).is_ok_and(|s| !s.is_empty()) {
+                    sql_arg = session_args.root.take();
+                }
+            }
+            let args = QueryArgs {
+                session: session_args,
+                sql: sql_arg,
+                file: args.file.clone(),
+            };
             let sql = match (&args.sql, &args.file) {
                 (Some(s), None) => s.clone(),
                 (None, Some(f)) => std::fs::read_to_string(f)

@@ -45,7 +45,13 @@ pub async fn run(session: CheckpointSession, mut printer: Printer, mut timing: b
                 buffer.clear();
                 continue;
             }
-            Err(ReadlineError::Eof) => break,
+            Err(ReadlineError::Eof) => {
+                // Piped input whose last statement has no ';' still runs it.
+                if !buffer.trim().is_empty() {
+                    run_statements(&session, &buffer, printer, timing).await;
+                }
+                break;
+            }
             Err(e) => return Err(Error::config(format!("line editor: {e}"))),
         };
         let trimmed = line.trim();
@@ -68,23 +74,29 @@ pub async fn run(session: CheckpointSession, mut printer: Printer, mut timing: b
         }
         let sql = std::mem::take(&mut buffer);
         let _ = rl.add_history_entry(sql.trim());
-        let started = Instant::now();
-        let mut out = std::io::stdout();
-        tokio::select! {
-            res = super::run_script(&session, &sql, printer, false, &mut out) => {
-                match res {
-                    Ok(()) if timing => eprintln!("({:.3}s)", started.elapsed().as_secs_f64()),
-                    Ok(()) => {}
-                    Err(e) => eprintln!("error: {e}"),
-                }
-            }
-            _ = tokio::signal::ctrl_c() => eprintln!("cancelled"),
-        }
+        run_statements(&session, &sql, printer, timing).await;
     }
     if let Some(h) = history_path() {
         let _ = rl.save_history(&h);
     }
     Ok(())
+}
+
+/// Runs the statements of one input, printing results, errors and (with `\timing`) the
+/// time taken; Ctrl-C cancels them.
+async fn run_statements(session: &CheckpointSession, sql: &str, printer: Printer, timing: bool) {
+    let started = Instant::now();
+    let mut out = std::io::stdout();
+    tokio::select! {
+        res = super::run_script(session, sql, printer, false, &mut out) => {
+            match res {
+                Ok(()) if timing => eprintln!("({:.3}s)", started.elapsed().as_secs_f64()),
+                Ok(()) => {}
+                Err(e) => eprintln!("error: {e}"),
+            }
+        }
+        _ = tokio::signal::ctrl_c() => eprintln!("cancelled"),
+    }
 }
 
 /// A backslash command; returns true to quit.
@@ -113,36 +125,48 @@ pub async fn command(
         },
         "\\d" => {
             session.refresh().await?;
-            let sql = match arg {
-                None => "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema <> 'information_schema' ORDER BY 1, 2".to_owned(),
-                Some(name) => {
-                    let (schema, table) = match name.split_once('.') {
-                        Some((s, t)) => (Some(s), t),
-                        None => (None, name),
-                    };
-                    let esc = |s: &str| s.replace('\'', "''");
-                    let mut q = format!(
-                        "SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_name = '{}'",
-                        esc(table)
-                    );
-                    if let Some(s) = schema {
-                        q.push_str(&format!(" AND table_schema = '{}'", esc(s)));
-                    }
-                    q.push_str(" ORDER BY ordinal_position");
-                    q
-                }
+            let table = Printer {
+                format: OutputFormat::Table,
+                max_rows: None,
             };
-            super::run_script(
-                session,
-                &sql,
-                Printer {
-                    format: OutputFormat::Table,
-                    max_rows: None,
-                },
-                false,
-                &mut std::io::stdout(),
-            )
-            .await?;
+            let Some(name) = arg else {
+                let sql = "SELECT table_schema, table_name FROM information_schema.tables \
+                           WHERE table_schema <> 'information_schema' ORDER BY 1, 2";
+                super::run_script(session, sql, table, false, &mut std::io::stdout()).await?;
+                return Ok(false);
+            };
+            // `summaries.jsonl` is a table name; `run1.summaries` is schema.table.
+            let name = name.trim_matches('"');
+            let esc = |s: &str| s.replace('\'', "''");
+            let mut filter = format!("table_name = '{}'", esc(name));
+            if let Some((schema, t)) = name.split_once('.') {
+                filter.push_str(&format!(
+                    " OR (table_schema = '{}' AND table_name = '{}')",
+                    esc(schema),
+                    esc(t)
+                ));
+            }
+            let found = session
+                .sql(&format!(
+                    "SELECT DISTINCT table_schema, table_name FROM information_schema.tables WHERE {filter}"
+                ))
+                .await?
+                .count()
+                .await?;
+            if found == 0 {
+                println!("no table named {name}; \\d lists the tables");
+                return Ok(false);
+            }
+            let sql = format!(
+                "SELECT {}column_name, data_type, is_nullable FROM information_schema.columns \
+                 WHERE {filter} ORDER BY table_schema, table_name, ordinal_position",
+                if found > 1 {
+                    "table_schema, table_name, "
+                } else {
+                    ""
+                }
+            );
+            super::run_script(session, &sql, table, false, &mut std::io::stdout()).await?;
         }
         other => {
             return Err(Error::config(format!(

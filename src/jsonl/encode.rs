@@ -191,7 +191,8 @@ pub fn write_value(out: &mut Vec<u8>, col: &ArrayRef, row: usize, field: &Field)
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str, field: &Field) {
-    if is_json_text(field) {
+    // Also Arrow's canonical JSON extension (what the SQL JSON functions return).
+    if is_json_text(field) || field.extension_type_name() == Some("arrow.json") {
         out.extend_from_slice(s.as_bytes());
     } else {
         write_json(out, s);
@@ -203,7 +204,12 @@ fn write_list(out: &mut Vec<u8>, values: &ArrayRef, item: &Field) -> Result<()> 
     if values.data_type() == &DataType::Float64 && values.null_count() == 0 {
         let mut buf = ryu::Buffer::new();
         out.push(b'[');
-        for (i, v) in values.as_primitive::<Float64Type>().values().iter().enumerate() {
+        for (i, v) in values
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .enumerate()
+        {
             if i > 0 {
                 out.push(b',');
             }

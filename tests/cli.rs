@@ -1,0 +1,1508 @@
+//! The `ckpt` command line end to end (plus the library where a test needs a
+//! CheckpointSession that outlives one command): query output formats, scripts, COPY,
+//! convert, sizes, ls, several roots, the live catalog, declared schemas, memory limits and
+//! the shell. Expected values come from the sample's JSONL files, read here with serde_json.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::{Map, Value};
+
+type Row = Map<String, Value>;
+
+fn ckpt() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ckpt"));
+    c.env_remove("CKPT_LOG");
+    c
+}
+
+/// Runs `ckpt ARGS`, asserts success, returns stdout.
+fn stdout_of<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = ckpt().args(args).assert().success().get_output().clone();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Copies `data/` (only its JSONL files when `jsonl_only`) into `dst`.
+fn copy_data(dst: &Path, jsonl_only: bool) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(data_dir()).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        if jsonl_only && path.extension().is_some_and(|x| x != "jsonl") {
+            continue;
+        }
+        std::fs::copy(&path, dst.join(name)).unwrap();
+    }
+}
+
+fn read_jsonl(path: &Path) -> Vec<Row> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn summaries() -> Vec<Row> {
+    read_jsonl(&data_dir().join("summaries.jsonl"))
+}
+
+/// The answer to [`TOPICS`], from the JSONL: (topic or "(none)", count), by count then topic.
+fn topic_counts() -> Vec<(String, i64)> {
+    let mut m: BTreeMap<String, i64> = BTreeMap::new();
+    for r in summaries() {
+        let t = r["topic"].as_str().unwrap_or("(none)").to_owned();
+        *m.entry(t).or_default() += 1;
+    }
+    let mut v: Vec<(String, i64)> = m.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+const TOPICS: &str = "SELECT coalesce(topic, '(none)') AS topic, count(*) AS n FROM summaries \
+                      GROUP BY 1 ORDER BY n DESC, topic";
+
+fn rows_of_json_array(text: &str) -> Vec<Row> {
+    let v: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not one JSON value ({e}):\n{text}"));
+    v.as_array()
+        .expect("one JSON array")
+        .iter()
+        .map(|r| r.as_object().expect("rows are objects").clone())
+        .collect()
+}
+
+fn topic_pairs(rows: &[Row]) -> Vec<(String, i64)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r["topic"].as_str().unwrap().to_owned(),
+                r["n"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn parquet_meta(path: &Path) -> datafusion::parquet::file::metadata::ParquetMetaData {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let f = std::fs::File::open(path).unwrap();
+    SerializedFileReader::new(f).unwrap().metadata().clone()
+}
+
+fn all_zstd(path: &Path) -> bool {
+    use datafusion::parquet::basic::Compression;
+    let meta = parquet_meta(path);
+    meta.num_row_groups() > 0
+        && meta.row_groups().iter().all(|rg| {
+            rg.columns()
+                .iter()
+                .all(|c| matches!(c.compression(), Compression::ZSTD(_)))
+        })
+}
+
+/// Every file in `dir` (hidden ones too) with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            let bytes = if e.path().is_file() {
+                std::fs::read(e.path()).unwrap()
+            } else {
+                Vec::new()
+            };
+            (name, bytes)
+        })
+        .collect()
+}
+
+async fn count(session: &ckpt::CheckpointSession, sql: &str) -> i64 {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let batches = session.sql(sql).await.unwrap().collect().await.unwrap();
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+#[test]
+fn help_shows_examples() {
+    ckpt().arg("--help").assert().success().stdout(
+        predicate::str::contains("Examples:")
+            .and(predicate::str::contains("ckpt query data \"SELECT"))
+            .and(predicate::str::contains("ckpt convert"))
+            .and(predicate::str::contains("--root run1=")),
+    );
+    for cmd in ["query", "convert", "ls"] {
+        ckpt()
+            .args([cmd, "--help"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Example"));
+    }
+}
+
+#[test]
+fn query_prints_every_output_format() {
+    let data = data_dir();
+    let expected = topic_counts();
+
+    // table: a bordered grid with a header and one line per row.
+    let table = stdout_of(["query", p(&data), TOPICS, "--format", "table"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("+-") && lines[1].contains("| topic"));
+    assert!(lines[1].contains("| n "));
+    let body: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with('|'))
+        .skip(1)
+        .copied()
+        .collect();
+    assert_eq!(body.len(), expected.len());
+    for (line, (t, n)) in body.iter().zip(&expected) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells, [t.as_str(), &n.to_string()]);
+    }
+
+    // csv: header, then the rows.
+    let csv = stdout_of(["query", p(&data), TOPICS, "--format", "csv"]);
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("topic,n"));
+    let got: Vec<(String, i64)> = lines
+        .map(|l| {
+            let (t, n) = l.rsplit_once(',').unwrap();
+            (t.to_owned(), n.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(got, expected);
+
+    // json: one array of row objects.
+    let json = stdout_of(["query", p(&data), TOPICS, "--format", "json"]);
+    assert_eq!(topic_pairs(&rows_of_json_array(&json)), expected);
+
+    // ndjson: one object per line.
+    let nd = stdout_of(["query", p(&data), TOPICS, "--format", "ndjson"]);
+    let rows: Vec<Row> = nd
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(topic_pairs(&rows), expected);
+
+    // markdown: a pipe table.
+    let md = stdout_of(["query", p(&data), TOPICS, "--format", "markdown"]);
+    let lines: Vec<&str> = md.lines().collect();
+    assert_eq!(lines[0], "| topic | n |");
+    assert_eq!(lines[1], "|---|---|");
+    let want: Vec<String> = expected
+        .iter()
+        .map(|(t, n)| format!("| {t} | {n} |"))
+        .collect();
+    assert_eq!(&lines[2..], want.as_slice());
+
+    // An empty result is still one (empty) JSON array.
+    let empty = stdout_of([
+        "query",
+        p(&data),
+        "SELECT chat_id FROM summaries WHERE false",
+        "--format",
+        "json",
+    ]);
+    assert!(rows_of_json_array(&empty).is_empty());
+
+    ckpt()
+        .args(["query", p(&data), "SELECT 1", "--format", "yaml"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("unknown output format"));
+}
+
+#[test]
+fn json_output_keeps_values_as_json() {
+    let data = data_dir();
+    let first = &summaries()[0];
+    let id = first["chat_id"].as_str().unwrap();
+    let sql = format!(
+        "SELECT chat_id, languages, metadata, embedding, user_frustration, \
+         metadata->'model' AS model, metadata->'tags' AS tags, metadata->'winner' AS winner, \
+         json_get_int(metadata, 'conversation_turns') AS turns \
+         FROM summaries WHERE chat_id = '{id}'"
+    );
+    let rows = rows_of_json_array(&stdout_of(["query", p(&data), &sql, "--format", "json"]));
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    // Lists are arrays, metadata is the object itself, embeddings read back bit for bit.
+    assert_eq!(r["languages"], first["languages"]);
+    assert!(r["metadata"].is_object());
+    assert_eq!(r["metadata"], first["metadata"]);
+    assert_eq!(r["embedding"], first["embedding"]);
+    assert_eq!(r["user_frustration"], first["user_frustration"]);
+    // JSON values picked out of metadata are JSON values too, not their debug form.
+    let m = first["metadata"].as_object().unwrap();
+    assert_eq!(r["model"], m["model"]);
+    assert_eq!(r["winner"], m["winner"]);
+    assert_eq!(r["tags"], m.get("tags").cloned().unwrap_or(Value::Null));
+    assert_eq!(r["turns"], m["conversation_turns"]);
+    // The same in the text formats: JSON text, not `{str=...}`.
+    let csv = stdout_of(["query", p(&data), &sql, "--format", "csv"]);
+    assert!(!csv.contains("{str=") && !csv.contains("{bool="), "{csv}");
+    // CSV writes lists as JSON, so they read back.
+    let many = summaries()
+        .into_iter()
+        .find(|r| r["languages"].as_array().is_some_and(|a| a.len() > 1))
+        .unwrap();
+    let id = many["chat_id"].as_str().unwrap();
+    let csv = stdout_of([
+        "query",
+        p(&data),
+        &format!("SELECT chat_id, languages FROM summaries WHERE chat_id = '{id}'"),
+        "--format",
+        "csv",
+    ]);
+    let quoted = format!("\"{}\"", many["languages"].to_string().replace('"', "\"\""));
+    assert_eq!(csv, format!("chat_id,languages\n{id},{quoted}\n"));
+}
+
+#[test]
+fn max_rows_cuts_the_output_and_says_so() {
+    ckpt()
+        .args([
+            "query",
+            p(&data_dir()),
+            "SELECT chat_id FROM summaries ORDER BY chat_id",
+            "--format",
+            "csv",
+            "--max-rows",
+            "3",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::function(|s: &str| s.lines().count() == 4))
+        .stderr(predicate::str::contains("250 rows, 3 shown"));
+    let mut ids: Vec<String> = summaries()
+        .iter()
+        .map(|r| r["chat_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    let out = stdout_of([
+        "query",
+        p(&data_dir()),
+        "SELECT chat_id FROM summaries ORDER BY chat_id",
+        "--format",
+        "csv",
+        "--max-rows",
+        "3",
+    ]);
+    assert_eq!(out.lines().skip(1).collect::<Vec<_>>(), ids[..3].to_vec());
+}
+
+#[test]
+fn timing_reports_each_statement() {
+    let assert = ckpt()
+        .args([
+            "query",
+            p(&data_dir()),
+            "SELECT count(*) FROM summaries; SELECT chat_id FROM summaries LIMIT 7",
+            "--timing",
+        ])
+        .assert()
+        .success();
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    let re = predicate::str::is_match(r"^\d+ rows in \d+\.\d{3}s$").unwrap();
+    let timings: Vec<&str> = stderr.lines().filter(|l| re.eval(l)).collect();
+    assert_eq!(timings.len(), 2, "{stderr}");
+    assert!(timings[0].starts_with("1 rows in "));
+    assert!(timings[1].starts_with("7 rows in "));
+    // Without --timing: nothing on stderr.
+    ckpt()
+        .args(["query", p(&data_dir()), "SELECT 1"])
+        .assert()
+        .success()
+        .stderr(predicate::str::is_empty());
+}
+
+#[test]
+fn sql_from_a_file_and_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("topics.sql");
+    std::fs::write(&file, format!("-- counts by topic\n{TOPICS};\n")).unwrap();
+    let expected = topic_counts();
+    let from_file = stdout_of(["query", p(&data_dir()), "-f", p(&file), "--format", "json"]);
+    assert_eq!(topic_pairs(&rows_of_json_array(&from_file)), expected);
+    let out = ckpt()
+        .args(["query", p(&data_dir()), "--format", "json"])
+        .write_stdin(format!("{TOPICS};\n"))
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let from_stdin = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(from_stdin, from_file);
+    // Both at once is refused.
+    ckpt()
+        .args(["query", p(&data_dir()), "SELECT 1", "-f", p(&file)])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not both"));
+}
+
+#[test]
+fn several_statements_in_one_call() {
+    let out = stdout_of([
+        "query",
+        p(&data_dir()),
+        "SELECT count(*) AS n FROM summaries; SELECT count(*) AS n FROM clusters;\n\
+         CREATE VIEW angry AS SELECT * FROM summaries WHERE user_frustration = 5;\n\
+         SELECT count(*) AS n FROM angry",
+        "--format",
+        "json",
+    ]);
+    // One array per statement that returns rows, in order (CREATE VIEW returns none).
+    let values: Vec<Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter::<Value>()
+        .map(Result::unwrap)
+        .collect();
+    let ns: Vec<i64> = values
+        .iter()
+        .filter_map(|v| v.as_array()?.first()?.get("n")?.as_i64())
+        .collect();
+    let angry = summaries()
+        .iter()
+        .filter(|r| r["user_frustration"] == 5)
+        .count() as i64;
+    let clusters = read_jsonl(&data_dir().join("clusters.jsonl")).len() as i64;
+    assert_eq!(ns, [250, clusters, angry]);
+}
+
+#[test]
+fn a_failing_statement_stops_the_script_and_is_named() {
+    let assert = ckpt()
+        .args([
+            "query",
+            p(&data_dir()),
+            "SELECT 1 AS first_one; SELECT nope FROM summaries; SELECT 3 AS never_run",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "in statement: SELECT nope FROM summaries",
+        ));
+    let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    assert!(stdout.contains("first_one"));
+    assert!(!stdout.contains("never_run"));
+    // A runtime error (a cast that fails on some row) is named the same way.
+    ckpt()
+        .args([
+            "query",
+            p(&data_dir()),
+            "SELECT CAST(chat_id AS INT) AS broken FROM summaries",
+        ])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("Cast error").and(predicate::str::contains(
+                "in statement: SELECT CAST(chat_id",
+            )),
+        );
+    // A syntax error too.
+    ckpt()
+        .args(["query", p(&data_dir()), "SELEC 1"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("syntax error"));
+}
+
+#[test]
+fn copy_to_parquet_with_compression() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    copy_data(&root, true);
+    let out = stdout_of([
+        "query",
+        p(&root),
+        "COPY summaries TO 'out/summaries.parquet' STORED AS PARQUET OPTIONS (compression 'zstd(3)')",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(out, "count\n250\n");
+    let file = root.join("out/summaries.parquet");
+    assert!(all_zstd(&file), "every column chunk is zstd");
+    assert_eq!(parquet_meta(&file).file_metadata().num_rows(), 250);
+    // Snappy when asked: a different codec, so the option is not ignored.
+    stdout_of([
+        "query",
+        p(&root),
+        "COPY clusters TO 'out/clusters.parquet' STORED AS PARQUET OPTIONS (compression 'snappy')",
+    ]);
+    assert!(!all_zstd(&root.join("out/clusters.parquet")));
+    // The copy answers like the source, with the summaries' declared types.
+    let json = stdout_of(["query", p(&root.join("out")), TOPICS, "--format", "json"]);
+    assert_eq!(topic_pairs(&rows_of_json_array(&json)), topic_counts());
+    let cols = stdout_of([
+        "query",
+        p(&root.join("out")),
+        "SELECT data_type FROM information_schema.columns WHERE table_name = 'summaries' \
+         AND column_name = 'embedding'",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(cols, "data_type\nList(Float64)\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_to_json_is_what_kura_loads() {
+    use ckpt::{CheckpointManager, ConversationSummary};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    copy_data(&root, false);
+    // From the Parquet file (the bare name), to JSONL by extension and by STORED AS JSON.
+    stdout_of([
+        "query",
+        p(&root),
+        "COPY summaries TO 'export/summaries.jsonl'; \
+         COPY summaries TO 'export/again.json' STORED AS JSON",
+    ]);
+    let original: Vec<ConversationSummary> = CheckpointManager::jsonl(p(&root))
+        .unwrap()
+        .load("summaries")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(original.len(), 250);
+    let exported: Vec<ConversationSummary> = CheckpointManager::jsonl(p(&root.join("export")))
+        .unwrap()
+        .load("summaries")
+        .await
+        .unwrap()
+        .expect("summaries.jsonl was written");
+    assert_eq!(exported, original);
+    for file in ["summaries.jsonl", "again.json"] {
+        let lines = read_jsonl(&root.join("export").join(file));
+        assert_eq!(lines.len(), 250, "{file}");
+        for (line, src) in lines.iter().zip(summaries()) {
+            assert!(
+                line["metadata"].is_object(),
+                "{file}: metadata is an object"
+            );
+            assert_eq!(line["metadata"], src["metadata"]);
+            // Nulls are written out, as pydantic does.
+            assert!(line.contains_key("embedding") && line.contains_key("topic"));
+        }
+    }
+}
+
+#[test]
+fn copy_of_a_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    copy_data(&root, true);
+    stdout_of([
+        "query",
+        p(&root),
+        "COPY (SELECT chat_id, user_frustration, metadata FROM summaries \
+               WHERE user_frustration >= 4 ORDER BY chat_id) TO 'frustrated.jsonl'; \
+         COPY (SELECT coalesce(topic, '(none)') AS topic, count(*) AS n FROM summaries GROUP BY 1) \
+              TO 'reports/topics.parquet' STORED AS PARQUET OPTIONS (compression 'zstd(3)')",
+    ]);
+    let mut want: Vec<Row> = summaries()
+        .into_iter()
+        .filter(|r| r["user_frustration"].as_i64().unwrap_or(0) >= 4)
+        .collect();
+    want.sort_by(|a, b| a["chat_id"].as_str().cmp(&b["chat_id"].as_str()));
+    let got = read_jsonl(&root.join("frustrated.jsonl"));
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(
+            g.keys().collect::<Vec<_>>(),
+            ["chat_id", "user_frustration", "metadata"]
+        );
+        assert_eq!(g["chat_id"], w["chat_id"]);
+        assert_eq!(g["user_frustration"], w["user_frustration"]);
+        assert_eq!(g["metadata"], w["metadata"]);
+    }
+    let file = root.join("reports/topics.parquet");
+    assert!(all_zstd(&file));
+    // JSON values picked out of metadata (an Arrow union in DataFusion) are written as
+    // JSON: embedded in JSONL, as JSON text in Parquet.
+    stdout_of([
+        "query",
+        p(&root),
+        "COPY (SELECT chat_id, metadata->'tags' AS tags FROM summaries ORDER BY chat_id) \
+              TO 'json_values/tags.jsonl'; \
+         COPY (SELECT chat_id, metadata->'tags' AS tags FROM summaries) \
+              TO 'json_values/tags.parquet' STORED AS PARQUET",
+    ]);
+    let mut by_id = summaries();
+    by_id.sort_by(|a, b| a["chat_id"].as_str().cmp(&b["chat_id"].as_str()));
+    let lines = read_jsonl(&root.join("json_values/tags.jsonl"));
+    assert_eq!(lines.len(), 250);
+    let mut tagged = 0;
+    for (line, src) in lines.iter().zip(&by_id) {
+        let want = src["metadata"].get("tags").cloned().unwrap_or(Value::Null);
+        tagged += want.is_array() as i64;
+        assert_eq!(line["tags"], want, "{line:?}");
+    }
+    assert!(tagged > 0);
+    let n = stdout_of([
+        "query",
+        p(&root.join("json_values")),
+        "SELECT count(*) AS n FROM \"tags.parquet\" WHERE tags LIKE '[%]'",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(n, format!("n\n{tagged}\n"));
+    let json = stdout_of([
+        "query",
+        p(&root.join("reports")),
+        "SELECT topic, n FROM topics ORDER BY n DESC, topic",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(topic_pairs(&rows_of_json_array(&json)), topic_counts());
+}
+
+#[test]
+fn a_failed_copy_leaves_the_previous_file_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    copy_data(&root, false);
+    stdout_of([
+        "query",
+        p(&root),
+        "COPY (SELECT chat_id, user_frustration FROM summaries) TO 'report.csv'",
+    ]);
+    // Fails at run time, part-way: the cast only breaks on rows with user_frustration 5.
+    let failing = "SELECT chat_id, CAST(CASE WHEN user_frustration = 5 THEN 'x' ELSE '1' END AS INT) AS x \
+                   FROM \"summaries.jsonl\"";
+    for (target, stored) in [
+        ("summaries.parquet", "STORED AS PARQUET"),
+        ("clusters.jsonl", ""),
+        ("report.csv", "STORED AS CSV"),
+        ("brand_new.parquet", "STORED AS PARQUET"),
+    ] {
+        let before = snapshot(&root);
+        ckpt()
+            .args([
+                "query",
+                p(&root),
+                &format!("COPY ({failing}) TO '{target}' {stored}"),
+            ])
+            .assert()
+            .failure()
+            .stderr(
+                predicate::str::contains("Cast error")
+                    .and(predicate::str::contains("in statement: COPY")),
+            );
+        // Same files, same bytes: no truncated target, no staging file left behind.
+        assert_eq!(snapshot(&root), before, "COPY to {target}");
+    }
+    // The table still reads.
+    let n = stdout_of([
+        "query",
+        p(&root),
+        "SELECT count(*) AS n FROM summaries",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(n, "n\n250\n");
+}
+
+#[test]
+fn copy_outside_the_root_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    copy_data(&root, true);
+    let outside = dir.path();
+    let url_up = format!("file://{}/../up.parquet", root.display());
+    let url_encoded = format!("file://{}/%2e%2e/up.parquet", root.display());
+    let absolute = format!("{}/abs.parquet", outside.display());
+    for target in [
+        absolute.as_str(),
+        "../up.parquet",
+        "sub/../../up.parquet",
+        url_up.as_str(),
+        url_encoded.as_str(),
+    ] {
+        ckpt()
+            .args([
+                "query",
+                p(&root),
+                &format!("COPY clusters TO '{target}' STORED AS PARQUET"),
+            ])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("invalid checkpoint name"));
+    }
+    // EXPLAIN ANALYZE runs the COPY: its target is resolved the same way.
+    ckpt()
+        .args([
+            "query",
+            p(&root),
+            "EXPLAIN ANALYZE COPY clusters TO '../up.parquet' STORED AS PARQUET",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("invalid checkpoint name"));
+    let mut left: Vec<String> = std::fs::read_dir(outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["root"], "nothing was written outside the root");
+    // A relative EXPLAIN ANALYZE COPY lands inside the root, not in the working directory.
+    ckpt()
+        .current_dir(outside)
+        .args([
+            "query",
+            p(&root),
+            "EXPLAIN ANALYZE COPY clusters TO 'explained.parquet'",
+        ])
+        .assert()
+        .success();
+    assert!(root.join("explained.parquet").is_file());
+    assert!(!outside.join("explained.parquet").exists());
+    // Writing outside is possible when said explicitly, with a URL.
+    let url = format!("file://{}/outside.parquet", outside.display());
+    stdout_of([
+        "query",
+        p(&root),
+        &format!("COPY clusters TO '{url}' STORED AS PARQUET"),
+    ]);
+    assert_eq!(
+        parquet_meta(&outside.join("outside.parquet"))
+            .file_metadata()
+            .num_rows(),
+        16
+    );
+}
+
+/// Parses a `ckpt convert` line: (rows, bytes in, bytes out, ratio).
+fn convert_line(line: &str) -> (u64, u64, u64, f64) {
+    let parse = || -> Option<(u64, u64, u64, f64)> {
+        let (_, rest) = line.split_once(": ")?;
+        let parts: Vec<&str> = rest.split(", ").collect();
+        let num = |s: &str, suffix: &str| s.strip_suffix(suffix)?.parse::<u64>().ok();
+        Some((
+            num(parts.first()?, " rows")?,
+            num(parts.get(1)?, " bytes in")?,
+            num(parts.get(2)?, " bytes out")?,
+            parts
+                .get(3)?
+                .strip_prefix("ratio ")?
+                .strip_suffix('x')?
+                .parse()
+                .ok()?,
+        ))
+    };
+    parse().unwrap_or_else(|| panic!("not a convert line: {line}"))
+}
+
+#[test]
+fn convert_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = data_dir().join("summaries.jsonl");
+    let dst = dir.path().join("out/s.parquet");
+    let out = stdout_of([
+        "convert",
+        p(&src),
+        p(&dst),
+        "--compression",
+        "zstd(3)",
+        "--quiet",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(lines[0].contains(" -> ") && lines[0].contains("s.parquet"));
+    let (rows, bytes_in, bytes_out, ratio) = convert_line(lines[0]);
+    assert_eq!(rows, 250);
+    assert_eq!(bytes_in, std::fs::metadata(&src).unwrap().len());
+    assert_eq!(bytes_out, std::fs::metadata(&dst).unwrap().len());
+    assert!((ratio - bytes_in as f64 / bytes_out as f64).abs() < 0.006);
+    assert!(all_zstd(&dst));
+    // s.parquet is a summaries checkpoint by its columns: same answers as the source.
+    let json = stdout_of([
+        "query",
+        p(&dst.parent().unwrap()),
+        "SELECT coalesce(topic, '(none)') AS topic, count(*) AS n FROM s GROUP BY 1 ORDER BY n DESC, topic",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(topic_pairs(&rows_of_json_array(&json)), topic_counts());
+}
+
+#[test]
+fn convert_a_root_to_kura_parquet_and_query_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    copy_data(&src, true);
+    let dst = dir.path().join("dst");
+    let out = stdout_of([
+        "convert",
+        p(&src),
+        p(&dst),
+        "--to",
+        "parquet",
+        "--compression",
+        "zstd(3)",
+        "--layout",
+        "kura",
+        "--quiet",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "five checkpoints and a total:\n{out}");
+    let (mut rows_sum, mut in_sum, mut out_sum) = (0, 0, 0);
+    for name in [
+        "clusters",
+        "conversations",
+        "dimensionality",
+        "meta_clusters",
+        "summaries",
+    ] {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!("{name}.jsonl -> ")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{out}"));
+        let (rows, bytes_in, bytes_out, _) = convert_line(line);
+        let target = dst.join(format!("{name}.parquet"));
+        assert_eq!(
+            rows,
+            read_jsonl(&src.join(format!("{name}.jsonl"))).len() as u64
+        );
+        assert_eq!(
+            bytes_in,
+            std::fs::metadata(src.join(format!("{name}.jsonl")))
+                .unwrap()
+                .len()
+        );
+        assert_eq!(bytes_out, std::fs::metadata(&target).unwrap().len());
+        assert!(all_zstd(&target), "{name}");
+        rows_sum += rows;
+        in_sum += bytes_in;
+        out_sum += bytes_out;
+    }
+    assert!(lines[5].starts_with(&format!(
+        "total: 5 checkpoints, {rows_sum} rows, {in_sum} bytes in, {out_sum} bytes out, ratio "
+    )));
+    // ls sees Kura's layout.
+    let ls: Vec<Value> =
+        serde_json::from_str(&stdout_of(["ls", p(&dst), "--format", "json"])).unwrap();
+    assert_eq!(ls.len(), 5);
+    assert!(
+        ls.iter()
+            .all(|e| e["layout"] == "kura" && e["format"] == "parquet")
+    );
+    // Every example query answers the same on the source and on the conversion.
+    let queries = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("queries");
+    let mut compared = 0;
+    for e in std::fs::read_dir(&queries).unwrap() {
+        let file = e.unwrap().path();
+        if file.file_name().unwrap() == "to_parquet.sql" {
+            continue; // writes files rather than answering
+        }
+        let a = stdout_of(["query", p(&src), "-f", p(&file), "--format", "json"]);
+        let b = stdout_of(["query", p(&dst), "-f", p(&file), "--format", "json"]);
+        assert!(!rows_of_json_array(&a).is_empty(), "{}", file.display());
+        assert_eq!(a, b, "{} differs after conversion", file.display());
+        compared += 1;
+    }
+    assert!(compared >= 7);
+}
+
+fn human(bytes: u64) -> String {
+    format!("{}KB", (bytes + 512) / 1024)
+}
+
+#[test]
+fn sizes_prints_the_compression_benefits_table() {
+    let data = data_dir();
+    let out = stdout_of(["sizes", p(&data)]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "| Data Type | JSONL Size | Parquet Size | Reduction | Ratio |"
+    );
+    assert!(lines[1].starts_with("|---"));
+    assert_eq!(lines.len(), 2 + 5, "{out}");
+    for name in [
+        "clusters",
+        "conversations",
+        "dimensionality",
+        "meta_clusters",
+        "summaries",
+    ] {
+        let j = std::fs::metadata(data.join(format!("{name}.jsonl")))
+            .unwrap()
+            .len();
+        let pq = std::fs::metadata(data.join(format!("{name}.parquet")))
+            .unwrap()
+            .len();
+        let want = format!(
+            "| {name} | {} | {} | {:.1}% | {:.1}x |",
+            human(j),
+            human(pq),
+            100.0 * (1.0 - pq as f64 / j as f64),
+            j as f64 / pq as f64
+        );
+        assert!(lines.contains(&want.as_str()), "no {want:?} in\n{out}");
+    }
+    // With JSONL only, the Parquet side is made by converting (and says so in JSON).
+    let dir = tempfile::tempdir().unwrap();
+    copy_data(dir.path(), true);
+    let json: Vec<Value> =
+        serde_json::from_str(&stdout_of(["sizes", p(dir.path()), "--format", "json"])).unwrap();
+    assert_eq!(json.len(), 5);
+    for row in &json {
+        assert_eq!(row["converted"], true);
+        let (j, pq) = (
+            row["jsonl_bytes"].as_u64().unwrap(),
+            row["parquet_bytes"].as_u64().unwrap(),
+        );
+        assert!(pq > 0 && pq < j, "{row}");
+    }
+    // Only the JSONL files are there still.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
+}
+
+#[test]
+fn ls_lists_checkpoints_as_a_table_and_as_json() {
+    let data = data_dir();
+    let table = stdout_of(["ls", p(&data)]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["checkpoint", "kind", "format", "layout", "rows", "bytes"]
+    );
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows.len(), 10);
+    let json: Vec<Value> =
+        serde_json::from_str(&stdout_of(["ls", p(&data), "--format", "json"])).unwrap();
+    assert_eq!(json.len(), 10);
+    for (cols, entry) in rows.iter().zip(&json) {
+        let file = cols[0].as_str();
+        let path = data.join(file);
+        let (stem, ext) = file.rsplit_once('.').unwrap();
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        let lines = if ext == "jsonl" {
+            read_jsonl(&path).len() as u64
+        } else {
+            parquet_meta(&path).file_metadata().num_rows() as u64
+        };
+        let layout = if ext == "parquet" { "native" } else { "-" };
+        assert_eq!(
+            cols,
+            &[
+                file.to_owned(),
+                stem.to_owned(),
+                ext.to_owned(),
+                layout.to_owned(),
+                lines.to_string(),
+                bytes.to_string()
+            ]
+        );
+        assert_eq!(entry["file"], file);
+        assert_eq!(entry["name"], stem);
+        assert_eq!(entry["kind"], stem);
+        assert_eq!(entry["format"], ext);
+        assert_eq!(entry["rows"], lines);
+        assert_eq!(entry["bytes"], bytes);
+        if ext == "parquet" {
+            assert_eq!(entry["layout"], "native");
+        } else {
+            assert!(entry["layout"].is_null());
+        }
+    }
+}
+
+#[test]
+fn two_roots_in_one_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run1, run2) = (dir.path().join("run1"), dir.path().join("run2"));
+    copy_data(&run1, true);
+    std::fs::create_dir_all(&run2).unwrap();
+    // run2: the first 100 summaries, re-rated: everyone mildly frustrated.
+    let mut lines = String::new();
+    let mut changed = 0;
+    for mut r in summaries().into_iter().take(100) {
+        if r["user_frustration"] != 2 {
+            changed += 1;
+        }
+        r.insert("user_frustration".into(), 2.into());
+        lines.push_str(&serde_json::to_string(&r).unwrap());
+        lines.push('\n');
+    }
+    std::fs::write(run2.join("summaries.jsonl"), lines).unwrap();
+    let spec1 = format!("run1={}", run1.display());
+    let spec2 = format!("run2={}", run2.display());
+    let out = stdout_of([
+        "query",
+        "--root",
+        &spec1,
+        "--root",
+        &spec2,
+        "SELECT (SELECT count(*) FROM run1.summaries) AS run1, \
+                (SELECT count(*) FROM run2.summaries) AS run2, \
+                (SELECT count(*) FROM summaries) AS default_root, \
+                (SELECT count(*) FROM run1.summaries a JOIN run2.summaries b ON a.chat_id = b.chat_id) AS shared, \
+                (SELECT count(*) FROM run1.summaries a JOIN run2.summaries b ON a.chat_id = b.chat_id \
+                 WHERE a.user_frustration <> b.user_frustration) AS rerated",
+        "--format",
+        "json",
+    ]);
+    let rows = rows_of_json_array(&out);
+    assert_eq!(rows[0]["run1"], 250);
+    assert_eq!(rows[0]["run2"], 100);
+    assert_eq!(
+        rows[0]["default_root"], 250,
+        "the first root is the default"
+    );
+    assert_eq!(rows[0]["shared"], 100);
+    assert_eq!(rows[0]["rerated"], changed);
+    assert!(changed > 0);
+    // A positional root plus --root: the positional one is the default schema.
+    let out = stdout_of([
+        "query",
+        p(&run2),
+        "--root",
+        &spec1,
+        "SELECT (SELECT count(*) FROM summaries) AS d, (SELECT count(*) FROM run1.summaries) AS r",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(out, "d,r\n100,250\n");
+    // No directory named after the SQL was created anywhere.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["run1", "run2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_follows_the_root() {
+    use ckpt::{CheckpointManager, CheckpointSession, Cluster, ConversationSummary};
+    let dir = tempfile::tempdir().unwrap();
+    copy_data(dir.path(), true);
+    let session = CheckpointSession::open(p(dir.path())).await.unwrap();
+    assert!(session.sql("SELECT count(*) FROM late").await.is_err());
+
+    // A checkpoint saved after the CheckpointSession opened is a table at the next query.
+    let jsonl = CheckpointManager::jsonl(p(dir.path())).unwrap();
+    let all: Vec<ConversationSummary> = jsonl.load("summaries").await.unwrap().unwrap();
+    jsonl.save("late", &all[..7]).await.unwrap();
+    assert_eq!(count(&session, "SELECT count(*) FROM late").await, 7);
+    assert_eq!(
+        count(
+            &session,
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'late'"
+        )
+        .await,
+        1
+    );
+    // Rewritten: the new rows.
+    let clusters: Vec<Cluster> = jsonl.load("clusters").await.unwrap().unwrap();
+    assert_eq!(count(&session, "SELECT count(*) FROM clusters").await, 16);
+    jsonl.save("clusters", &clusters[..3]).await.unwrap();
+    assert_eq!(count(&session, "SELECT count(*) FROM clusters").await, 3);
+    // A Parquet save of the same name takes the bare name; the JSONL stays reachable.
+    let parquet = CheckpointManager::parquet(p(dir.path())).unwrap();
+    parquet.save("summaries", &all[..10]).await.unwrap();
+    assert_eq!(count(&session, "SELECT count(*) FROM summaries").await, 10);
+    assert_eq!(
+        count(&session, "SELECT count(*) FROM \"summaries.jsonl\"").await,
+        250
+    );
+    // Deleted: gone from the catalog.
+    assert!(jsonl.delete("late").await.unwrap());
+    assert!(session.sql("SELECT count(*) FROM late").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_wins_and_jsonl_stays_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_data(dir.path(), true);
+    // summaries.parquet: only the first 100 rows, so the two are told apart.
+    let small = tempfile::tempdir().unwrap();
+    let head: Vec<String> = std::fs::read_to_string(data_dir().join("summaries.jsonl"))
+        .unwrap()
+        .lines()
+        .take(100)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(small.path().join("summaries.jsonl"), head.concat()).unwrap();
+    stdout_of([
+        "convert",
+        p(&small.path().join("summaries.jsonl")),
+        p(&dir.path().join("summaries.parquet")),
+        "--quiet",
+    ]);
+    let out = stdout_of([
+        "query",
+        p(dir.path()),
+        "SELECT (SELECT count(*) FROM summaries) AS bare, \
+                (SELECT count(*) FROM \"summaries.jsonl\") AS jsonl, \
+                (SELECT count(*) FROM \"summaries.parquet\") AS parquet",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(out, "bare,jsonl,parquet\n100,250,100\n");
+    // The catalog lists the bare name and the JSONL file's name, and each listed name
+    // is a table with the kind's columns.
+    let session = ckpt::CheckpointSession::open(p(dir.path())).await.unwrap();
+    let batches = session
+        .sql(
+            "SELECT table_name FROM information_schema.tables \
+             WHERE table_schema = 'root' ORDER BY table_name",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    use datafusion::arrow::array::Array;
+    let names: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let a = datafusion::arrow::array::AsArray::as_string::<i32>(b.column(0)).clone();
+            (0..a.len()).map(move |i| a.value(i).to_owned())
+        })
+        .collect();
+    assert!(names.contains(&"summaries".to_owned()), "{names:?}");
+    assert!(names.contains(&"summaries.jsonl".to_owned()), "{names:?}");
+    for name in &names {
+        let n = count(&session, &format!("SELECT count(*) FROM \"{name}\"")).await;
+        assert!(n > 0, "{name}");
+    }
+    assert_eq!(
+        count(
+            &session,
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'summaries.jsonl'"
+        )
+        .await,
+        11
+    );
+}
+
+/// Kura-like JSONL, as pydantic's model_dump_json writes it: every field present,
+/// embeddings null throughout (Kura's sample has none), `count` beside chat_ids.
+fn write_kura_like(dir: &Path) {
+    let summary = |id: &str, topic: Value, langs: Value, errors: Value, f: i64| {
+        serde_json::json!({
+            "summary": format!("The user asked about {id}."),
+            "request": "The user's overall request for the assistant is to help.",
+            "topic": topic,
+            "languages": langs,
+            "task": "The task is to answer.",
+            "concerning_score": 1,
+            "user_frustration": f,
+            "assistant_errors": errors,
+            "chat_id": id,
+            "metadata": {"conversation_turns": 4, "model": "claude-v1", "winner": true, "question_id": 90, "opponent_model": "llama-13b"},
+            "embedding": null
+        })
+    };
+    let lines = [
+        summary(
+            "90_claude-v1_352",
+            Value::Null,
+            serde_json::json!(["english"]),
+            serde_json::json!([]),
+            1,
+        ),
+        summary(
+            "91_gpt-4_353",
+            "poetry".into(),
+            Value::Null,
+            serde_json::json!(["Misread the rhyme scheme."]),
+            3,
+        ),
+        summary(
+            "92_alpaca-13b_354",
+            Value::Null,
+            serde_json::json!([]),
+            Value::Null,
+            2,
+        ),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.join("summaries.jsonl"), &text).unwrap();
+    // The same rows under a name that says nothing: the kind comes from the keys.
+    std::fs::write(dir.join("run_a_output.jsonl"), &text).unwrap();
+    let cluster = |id: &str, parent: Value, ids: &[&str]| {
+        serde_json::json!({
+            "id": id, "name": format!("Cluster {id}"), "description": "Users asked for help.",
+            "slug": format!("slug_{id}"), "chat_ids": ids, "parent_id": parent, "count": ids.len()
+        })
+    };
+    let clusters = [
+        cluster("c1", Value::Null, &["90_claude-v1_352", "91_gpt-4_353"]),
+        cluster("c2", Value::Null, &["92_alpaca-13b_354"]),
+    ];
+    let meta = [
+        cluster("c1", "root".into(), &["90_claude-v1_352", "91_gpt-4_353"]),
+        cluster("c2", "root".into(), &["92_alpaca-13b_354"]),
+        cluster(
+            "root",
+            Value::Null,
+            &["90_claude-v1_352", "91_gpt-4_353", "92_alpaca-13b_354"],
+        ),
+    ];
+    let dims: Vec<Value> = meta
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut m = c.as_object().unwrap().clone();
+            let count = m.remove("count").unwrap();
+            m.insert("x_coord".into(), (i as f64 * 1.5).into());
+            m.insert("y_coord".into(), (-0.25).into());
+            m.insert("level".into(), (if i == 2 { 0 } else { 1 }).into());
+            m.insert("count".into(), count);
+            Value::Object(m)
+        })
+        .collect();
+    let conv = serde_json::json!({
+        "chat_id": "90_claude-v1_352", "created_at": "2025-06-12T11:04:56.965428",
+        "messages": [
+            {"created_at": "2025-06-12T11:04:56.965433", "role": "user", "content": "Hello"},
+            {"created_at": "2025-06-12T11:04:56.965490", "role": "assistant", "content": "Hi"}
+        ],
+        "metadata": {"model": "claude-v1"}
+    });
+    let write = |name: &str, rows: &[Value]| {
+        let t: String = rows.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.join(name), t).unwrap();
+    };
+    write("clusters.jsonl", &clusters);
+    write("meta_clusters.jsonl", &meta);
+    write("dimensionality.jsonl", &dims);
+    write("conversations.jsonl", &[conv]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_kinds_get_their_declared_schema() {
+    use ckpt::CheckpointKind;
+    let dir = tempfile::tempdir().unwrap();
+    write_kura_like(dir.path());
+    let session = ckpt::CheckpointSession::open(p(dir.path())).await.unwrap();
+    for (table, kind) in [
+        ("summaries", CheckpointKind::Summaries),
+        ("run_a_output", CheckpointKind::Summaries),
+        ("clusters", CheckpointKind::Clusters),
+        ("meta_clusters", CheckpointKind::MetaClusters),
+        ("dimensionality", CheckpointKind::Dimensionality),
+        ("conversations", CheckpointKind::Conversations),
+    ] {
+        let want: Vec<(String, String, String)> = kind
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                (
+                    f.name().clone(),
+                    f.data_type().to_string(),
+                    if f.is_nullable() { "YES" } else { "NO" }.to_owned(),
+                )
+            })
+            .collect();
+        // The kind's column order (Kura's field order), not alphabetical.
+        let df = session
+            .sql(&format!(
+                "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
+                 WHERE table_name = '{table}' ORDER BY ordinal_position"
+            ))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        for b in df.collect().await.unwrap() {
+            use datafusion::arrow::array::AsArray;
+            for i in 0..b.num_rows() {
+                let col = |c: usize| b.column(c).as_string::<i32>().value(i).to_owned();
+                got.push((col(0), col(1), col(2)));
+            }
+        }
+        assert_eq!(got, want, "{table}");
+        // The DataFrame has the same types.
+        let schema = session
+            .table(table)
+            .await
+            .unwrap()
+            .schema()
+            .as_arrow()
+            .clone();
+        let types: Vec<_> = schema.fields().iter().map(|f| f.data_type()).collect();
+        let kinds = kind.schema();
+        let want_types: Vec<_> = kinds.fields().iter().map(|f| f.data_type()).collect();
+        assert_eq!(types, want_types, "{table}");
+    }
+    // Embeddings are typed even though every one is null, and values read as declared.
+    let emb = session
+        .table("summaries")
+        .await
+        .unwrap()
+        .schema()
+        .field_with_unqualified_name("embedding")
+        .unwrap()
+        .data_type()
+        .clone();
+    assert_eq!(emb, ckpt::kind::float_list_type());
+    assert_eq!(
+        count(
+            &session,
+            "SELECT count(*) FROM summaries WHERE embedding IS NULL AND (metadata->>'model') = 'claude-v1'"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(&session, "SELECT sum(count) FROM dimensionality").await,
+        6
+    );
+    // The same through the command line.
+    let out = stdout_of([
+        "query",
+        p(dir.path()),
+        "SELECT column_name, data_type FROM information_schema.columns \
+         WHERE table_name = 'summaries' ORDER BY ordinal_position",
+        "--format",
+        "csv",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[1], "summary,Utf8");
+    assert_eq!(lines[11], "embedding,List(Float64)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_spills_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    ckpt::generate::generate(
+        &ckpt::Root::local(dir.path()).unwrap(),
+        &ckpt::generate::GenerateOptions {
+            summaries: 30_000,
+            dim: 64,
+            conversations: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let file = dir.path().join("summaries.jsonl");
+    let limit: u64 = 64 << 20;
+    assert!(std::fs::metadata(&file).unwrap().len() > limit);
+
+    // What the GROUP BY must find, from the file itself.
+    #[derive(serde::Deserialize)]
+    struct S {
+        summary: String,
+        chat_id: String,
+    }
+    let mut groups: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    for line in std::fs::read_to_string(&file).unwrap().lines() {
+        let s: S = serde_json::from_str(line).unwrap();
+        let e = groups.entry(s.summary).or_insert((0, s.chat_id.clone()));
+        e.0 += 1;
+        if s.chat_id < e.1 {
+            e.1 = s.chat_id;
+        }
+    }
+    let mut want: Vec<(String, i64, String)> = groups
+        .into_iter()
+        .map(|(summary, (n, first))| (summary, n, first))
+        .collect();
+    want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+
+    let assert = ckpt()
+        .args([
+            "query",
+            p(dir.path()),
+            "--memory-limit",
+            "64M",
+            "--max-rows",
+            "5",
+            "--format",
+            "ndjson",
+            "SELECT summary, count(*) AS n, min(chat_id) AS first_chat FROM summaries \
+             GROUP BY summary ORDER BY n DESC, summary",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "{} rows, 5 shown",
+            want.len()
+        )));
+    let got: Vec<(String, i64, String)> = String::from_utf8(assert.get_output().stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let r: Row = serde_json::from_str(l).unwrap();
+            (
+                r["summary"].as_str().unwrap().to_owned(),
+                r["n"].as_i64().unwrap(),
+                r["first_chat"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want[..5].to_vec());
+
+    // A full sort of every column needs more than the pool: it spills, and succeeds.
+    let out = stdout_of([
+        "query",
+        p(dir.path()),
+        "--memory-limit",
+        "64M",
+        "--format",
+        "ndjson",
+        "EXPLAIN ANALYZE SELECT * FROM summaries ORDER BY summary, chat_id",
+    ]);
+    let plan: Row = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let plan = plan["plan"].as_str().unwrap();
+    let sort = plan
+        .lines()
+        .find(|l| l.trim_start().starts_with("SortExec"))
+        .unwrap_or_else(|| panic!("no SortExec in\n{plan}"));
+    let spills: u64 = sort
+        .split("spill_count=")
+        .nth(1)
+        .and_then(|s| s.split([',', ']']).next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no spill_count in {sort}"));
+    assert!(spills > 0, "{sort}");
+    assert!(sort.contains("output_rows=30.00 K"), "{sort}");
+}
+
+#[test]
+fn shell_driven_through_stdin() {
+    let home = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    copy_data(root.path(), false);
+    let expected = topic_counts();
+    let input = "\\d\n\
+                 \\d summaries\n\
+                 \\timing\n\
+                 \\format csv\n\
+                 SELECT coalesce(topic, '(none)') AS topic,\n\
+                 \x20      count(*) AS n\n\
+                 FROM summaries\n\
+                 GROUP BY 1\n\
+                 ORDER BY n DESC, topic\n\
+                 LIMIT 3;\n\
+                 SELECT nope FROM summaries;\n\
+                 SELECT 7 AS seven; SELECT 8 AS eight;\n\
+                 \\q\n\
+                 SELECT 'after quit' AS never;\n";
+    let assert = ckpt()
+        .env("HOME", home.path())
+        .args(["shell", p(root.path())])
+        .write_stdin(input)
+        .assert()
+        .success();
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    let err = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    // \d: the tables, with the JSONL file under its own name.
+    assert!(out.contains("| root         | summaries "), "{out}");
+    assert!(out.contains("| summaries.jsonl "), "{out}");
+    // \d summaries: the kind's columns.
+    assert!(
+        out.lines()
+            .any(|l| l.contains("| embedding ") && l.contains("List(Float64)")),
+        "{out}"
+    );
+    assert!(out.contains("timing on"));
+    assert!(out.contains("format csv"));
+    // The multi-line statement, in CSV.
+    let mut want = String::from("topic,n\n");
+    for (t, n) in &expected[..3] {
+        want.push_str(&format!("{t},{n}\n"));
+    }
+    assert!(out.contains(&want), "{want} not in\n{out}");
+    // An error does not end the shell; two statements on one line both run.
+    assert!(err.contains("error:") && err.contains("nope"), "{err}");
+    assert!(
+        out.contains("seven\n7\n") && out.contains("eight\n8\n"),
+        "{out}"
+    );
+    // \timing: one time per line of statements.
+    let re = predicate::str::is_match(r"^\(\d+\.\d{3}s\)$").unwrap();
+    assert!(err.lines().filter(|l| re.eval(l)).count() >= 2, "{err}");
+    // \q ends it.
+    assert!(!out.contains("after quit") && !out.contains("never"));
+}
+
+#[test]
+fn shell_describes_tables_by_file_name_and_runs_a_last_statement_without_semicolon() {
+    let home = tempfile::tempdir().unwrap();
+    let assert = ckpt()
+        .env("HOME", home.path())
+        .args(["shell", p(&data_dir()), "--format", "csv"])
+        .write_stdin(
+            "\\d summaries.jsonl\n\\d root.clusters\n\\d nothing\nSELECT 41 + 1\n  AS answer",
+        )
+        .assert()
+        .success();
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    // The JSONL file's table (a name with a dot) and a schema-qualified one.
+    assert!(
+        out.lines()
+            .any(|l| l.contains("| embedding ") && l.contains("List(Float64)")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("| chat_ids ") && l.contains("List(Utf8)")),
+        "{out}"
+    );
+    assert!(out.contains("no table named nothing"), "{out}");
+    // Input ended without ';': the statement still ran.
+    assert!(out.ends_with("answer\n42\n"), "{out}");
+}
+
+#[test]
+fn ddl_prints_nothing_and_leaves_checkpoints_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_data(dir.path(), true);
+    std::fs::write(
+        dir.path().join("notes.csv"),
+        "chat_id,note\na,x\nb,y\nc,z\n",
+    )
+    .unwrap();
+    // A relative LOCATION is inside the root, wherever ckpt runs from.
+    let out = stdout_of([
+        "query",
+        p(dir.path()),
+        "CREATE VIEW angry AS SELECT chat_id FROM summaries WHERE user_frustration = 5; \
+         CREATE EXTERNAL TABLE notes STORED AS CSV LOCATION 'notes.csv' OPTIONS ('format.has_header' 'true'); \
+         SELECT (SELECT count(*) FROM angry) AS angry, (SELECT count(*) FROM notes) AS notes; \
+         DROP VIEW angry",
+    ]);
+    let angry = summaries()
+        .iter()
+        .filter(|r| r["user_frustration"] == 5)
+        .count();
+    // Only the SELECT printed anything.
+    let want = format!(
+        "+-------+-------+\n| angry | notes |\n+-------+-------+\n| {angry:<5} | 3     |\n+-------+-------+\n"
+    );
+    assert_eq!(out, want);
+    // DROP TABLE on a checkpoint fails, and the file stays.
+    let before = snapshot(dir.path());
+    ckpt()
+        .args(["query", p(dir.path()), "DROP TABLE summaries"])
+        .assert()
+        .failure();
+    assert_eq!(snapshot(dir.path()), before);
+}
