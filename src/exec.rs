@@ -7,7 +7,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::dml::CopyTo;
 use datafusion::sql::parser::{DFParser, Statement};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
 use crate::context::CheckpointSession;
 use crate::storage::Root;
@@ -15,7 +15,10 @@ use crate::{Error, Result};
 
 /// Splits a script into statements (text for messages, and the parsed statement).
 pub fn parse(sql: &str) -> Result<Vec<(String, Statement)>> {
-    let stmts = DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| {
+    // PostgreSQL's precedence binds `->>` tighter than `=`, so
+    // `WHERE metadata->>'model' = 'gpt-4'` means what it says (the generic dialect
+    // would parse it as `metadata ->> ('model' = 'gpt-4')`).
+    let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).map_err(|e| {
         Error::config(format!(
             "SQL syntax error: {}",
             crate::error::Error::from(e)

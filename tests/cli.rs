@@ -1506,3 +1506,21 @@ fn ddl_prints_nothing_and_leaves_checkpoints_alone() {
         .failure();
     assert_eq!(snapshot(dir.path()), before);
 }
+
+#[test]
+fn metadata_arrow_operators_compare_without_parentheses() {
+    // `->>` binds tighter than `=`: the filter means "the model is gpt-4".
+    let out = stdout_of([
+        "query",
+        p(&data_dir()),
+        "SELECT count(*) AS n FROM summaries WHERE metadata->>'model' = 'gpt-4'",
+        "--format",
+        "ndjson",
+    ]);
+    let want = summaries()
+        .iter()
+        .filter(|r| r["metadata"]["model"] == "gpt-4")
+        .count();
+    assert!(want > 0);
+    assert_eq!(out.trim(), format!("{{\"n\":{want}}}"));
+}
