@@ -19,9 +19,9 @@ use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
-    UploadPart,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+    Result, UploadPart,
 };
 
 #[derive(Debug)]
@@ -136,7 +136,14 @@ impl ObjectStore for DurableLocalFileSystem {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.inner.get_opts(location, options).await
+        let mut r = self.inner.get_opts(location, options).await?;
+        // LocalFileSystem streams a file in 8 KiB reads, each a hop to a blocking thread:
+        // on a checkpoint of hundreds of MB that is most of the time. Read the same open
+        // file (one version, even if it is replaced meanwhile) in large chunks instead.
+        if let GetResultPayload::File(file, path) = r.payload {
+            r.payload = GetResultPayload::Stream(large_chunks(file, path, r.range.clone()));
+        }
+        Ok(r)
     }
 
     async fn get_ranges(
@@ -250,4 +257,70 @@ impl Drop for DurableUpload {
             }
         }
     }
+}
+
+/// Bytes read from a file at a time: large reads amortise the hand-off to a blocking thread.
+const READ_CHUNK: u64 = 4 << 20;
+
+fn large_chunks(
+    file: File,
+    path: PathBuf,
+    range: std::ops::Range<u64>,
+) -> BoxStream<'static, Result<bytes::Bytes>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let state = Arc::new(Mutex::new((file, range.start)));
+    let end = range.end;
+    let seek_to = range.start;
+    let mut first = true;
+    // Fused: object_store polls a stream again after its end (`collect_bytes` of an
+    // empty range), which a bare `unfold` answers with a panic.
+    Box::pin(futures::StreamExt::fuse(futures::stream::unfold(
+        (),
+        move |()| {
+            let state = state.clone();
+            let path = path.clone();
+            let seek = std::mem::take(&mut first);
+            async move {
+                let res = tokio::task::spawn_blocking(move || -> Result<Option<bytes::Bytes>> {
+                    let mut guard = state.lock().expect("file state");
+                    let (file, pos) = &mut *guard;
+                    if seek {
+                        file.seek(SeekFrom::Start(seek_to))
+                            .map_err(|e| io_err(&path, e))?;
+                    }
+                    if *pos >= end {
+                        return Ok(None);
+                    }
+                    let want = (end - *pos).min(READ_CHUNK) as usize;
+                    let mut buf = vec![0u8; want];
+                    let mut got = 0;
+                    while got < want {
+                        match file.read(&mut buf[got..]) {
+                            Ok(0) => break,
+                            Ok(n) => got += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err(io_err(&path, e)),
+                        }
+                    }
+                    if got == 0 {
+                        return Ok(None);
+                    }
+                    buf.truncate(got);
+                    *pos += got as u64;
+                    Ok(Some(bytes::Bytes::from(buf)))
+                })
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                })
+                .and_then(|r| r);
+                match res {
+                    Ok(Some(b)) => Some((Ok(b), ())),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(e), ())),
+                }
+            }
+        },
+    )))
 }

@@ -255,6 +255,12 @@ pub fn validate_name(name: &str) -> Result<()> {
     if name.contains('#') {
         return refuse("contains '#', which local stores reserve for temporary files");
     }
+    if name.contains('%') {
+        // A name travels as a store path and as a URL (SQL tables, COPY targets), which
+        // decode `%xx` differently: `a%2fb` would be saved under one name and read (empty)
+        // under another.
+        return refuse("contains '%', which paths and URLs would decode differently");
+    }
     for part in name.split('/') {
         match part {
             "" => return refuse("contains an empty path component ('//' or a trailing '/')"),

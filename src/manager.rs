@@ -197,9 +197,22 @@ impl CheckpointManager {
 
     /// Loads checkpoint `name`; None when it does not exist or the manager is disabled.
     pub async fn load<T: Checkpoint>(&self, name: &str) -> Result<Option<Vec<T>>> {
-        match self.load_stream::<T>(name).await? {
-            None => Ok(None),
-            Some(s) => Ok(Some(s.try_collect().await?)),
+        // A save replacing the checkpoint while it is read stops the read (it never mixes
+        // two versions); the values are collected here, so read the new version instead.
+        let mut attempt = 0;
+        loop {
+            let res = match self.load_stream::<T>(name).await {
+                Ok(None) => return Ok(None),
+                Ok(Some(s)) => s.try_collect().await.map(Some),
+                Err(e) => Err(e),
+            };
+            match res {
+                Err(e) if attempt < 5 && crate::table::is_changed_while_read(&e) => {
+                    attempt += 1;
+                    tracing::debug!(checkpoint = name, "read again: {e}");
+                }
+                res => return res,
+            }
         }
     }
 

@@ -137,7 +137,16 @@ impl StorageOptions {
 fn redact_kv(kv: &str) -> String {
     match kv.split_once('=') {
         Some((k, _)) => format!("{k}=***"),
-        None => kv.to_owned(),
+        // Without '=' this may be a value given alone (`-S <secret>`): show it only when it
+        // looks like an option key.
+        None if kv.len() <= 64
+            && kv
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') =>
+        {
+            kv.to_owned()
+        }
+        None => "*** (not shown: it may be a secret)".to_owned(),
     }
 }
 
@@ -318,6 +327,14 @@ impl Root {
                 )));
             }
         };
+        let store = match scheme {
+            ObjectStoreScheme::AmazonS3
+            | ObjectStoreScheme::GoogleCloudStorage
+            | ObjectStoreScheme::MicrosoftAzure => {
+                Arc::new(CutBodiesRetried { inner: store }) as Arc<dyn ObjectStore>
+            }
+            _ => store,
+        };
         // The root URL keeps scheme, host and path only: no credentials, no query.
         let mut base = url.clone();
         let _ = base.set_username("");
@@ -472,6 +489,12 @@ impl Root {
     /// Deletes a file; deleting one that does not exist is not an error.
     pub async fn delete(&self, name: &str) -> Result<bool> {
         let path = self.path(name)?;
+        // A directory on the way that is a symlink out of the root would make this delete
+        // a file outside it. (The last component may be a symlink: deleting removes the
+        // link, not what it points to.)
+        if let Some((parent, _)) = name.rsplit_once('/') {
+            self.check_stays_inside(parent)?;
+        }
         match self.store.delete(&path).await {
             Ok(()) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -486,6 +509,7 @@ impl Root {
     /// Temporaries (local staging files, dot files) are never listed.
     pub async fn list(&self) -> Result<(Vec<ObjectMeta>, Vec<String>)> {
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        // (Cut responses are listed again by the cloud stores' wrapper, CutBodiesRetried.)
         let res = match self.store.list_with_delimiter(prefix).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Ok((vec![], vec![])),
@@ -509,10 +533,7 @@ impl Root {
     pub async fn list_dir(&self, dir: &str) -> Result<Vec<ObjectMeta>> {
         use futures::TryStreamExt;
         let path = self.path(dir)?;
-        let mut v: Vec<ObjectMeta> = self
-            .store
-            .list(Some(&path))
-            .try_collect()
+        let mut v: Vec<ObjectMeta> = again_if_cut(|| self.store.list(Some(&path)).try_collect())
             .await
             .map_err(|e| Error::storage(format!("cannot list {}", self.describe(dir)), e))?;
         v.retain(|m| m.location.filename().is_some_and(is_visible));
@@ -552,6 +573,29 @@ fn parse_scheme(url: &Url) -> std::result::Result<(ObjectStoreScheme, Path), Str
         return Ok((ObjectStoreScheme::Memory, path));
     }
     ObjectStoreScheme::parse(url).map_err(|e| e.to_string())
+}
+
+/// object_store retries a request until its response starts, and re-reads an object's
+/// body that breaks off, but not a listing's body cut short: as transient a fault as a
+/// reset connection. Lists again a few times before giving up.
+async fn again_if_cut<T, F, Fut>(mut list: F) -> object_store::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = object_store::Result<T>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match list().await {
+            Err(e @ object_store::Error::Generic { .. })
+                if attempt < 3 && e.to_string().contains("response body") =>
+            {
+                attempt += 1;
+                tracing::debug!("listing again after a cut response ({e})");
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            res => return res,
+        }
+    }
 }
 
 fn is_visible(name: &str) -> bool {
@@ -635,5 +679,102 @@ impl Drop for AtomicWriter {
                 });
             }
         }
+    }
+}
+
+/// A cloud store whose multipart-upload creation and listings are tried again when their
+/// response body is cut short (see [`again_if_cut`]); everything else is the store's own.
+/// Creating another upload is harmless: one never completed is never visible.
+#[derive(Debug)]
+struct CutBodiesRetried {
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl fmt::Display for CutBodiesRetried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for CutBodiesRetried {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        again_if_cut(|| self.inner.put_multipart_opts(location, opts.clone())).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        again_if_cut(|| self.inner.list_with_delimiter(prefix)).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
     }
 }

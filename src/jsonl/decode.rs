@@ -218,6 +218,10 @@ impl JsonlDecoder {
                 } else {
                     return Err((Some(f.name().clone()), "required field is missing".into()));
                 }
+            } else if !self.stored[i].is_nullable() && self.cols[i].last_is_null() {
+                // Caught here, with the line, rather than as a null in a required column
+                // later (or never, when the column is not projected).
+                return Err((Some(self.names[i].clone()), "required field is null".into()));
             }
         }
         Ok(())
@@ -571,6 +575,21 @@ impl Col {
         }
     }
 
+    /// Whether the value pushed last is a null.
+    fn last_is_null(&self) -> bool {
+        let bits = match self {
+            Col::Str(c) | Col::Json(c) => &c.valid.bits,
+            Col::I32(c) => &c.valid.bits,
+            Col::I64(c) | Col::Ts(c) => &c.valid.bits,
+            Col::F64(c) => &c.valid.bits,
+            Col::Bool(c) => &c.valid.bits,
+            Col::StrList(c) => &c.valid.bits,
+            Col::F64List(c) => &c.valid.bits,
+            Col::Messages(c) => &c.valid.bits,
+        };
+        bits.last() == Some(&false)
+    }
+
     fn push_text(&mut self, s: &str) {
         match self {
             Col::Str(c) | Col::Json(c) => c.push(s),
@@ -920,6 +939,15 @@ fn parse_number_list(text: &str, out: Option<&mut ListCol<PrimCol<f64>>>) -> Res
     }
     if b.first() != Some(&b'[') {
         return Err(format!("expected a list of numbers, found {}", short(text)));
+    }
+    // Only checking: valid JSON (serde_json saw to that) holding no string, object, list,
+    // true, false or null is a list of numbers. One pass that the compiler vectorises.
+    if out.is_none()
+        && !b[1..]
+            .iter()
+            .any(|&c| matches!(c, b'"' | b'{' | b'[' | b't' | b'f' | b'n'))
+    {
+        return Ok(());
     }
     let mut out = out;
     let mut i = 1;

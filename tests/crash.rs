@@ -1,0 +1,587 @@
+//! SIGKILL at random moments never costs the previous checkpoint.
+//!
+//! `ckpt convert` (JSONL → Parquet and Parquet → JSONL, over an existing destination) and
+//! `ckpt generate` (whose writes are the library's manager saves) are killed after a seeded
+//! random delay between 0 and the time a normal run takes, measured first. After every
+//! kill each destination checkpoint is byte for byte the previous one or the complete new
+//! one, loads whole through the library, and no temporary shows up in `ckpt ls`, in the
+//! catalog (`information_schema.tables`) or in `CheckpointManager::list`. Local temporaries
+//! left by a kill (staged `name#N` files) are ignored, and a later save still succeeds.
+//! At least 50 kills on local disk and 20 on S3 (moto) for convert, plus kills of
+//! `ckpt generate` on both.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ckpt::{
+    CheckpointManager, CheckpointSession, Cluster, Conversation, ConversationSummary, FileFormat,
+    ProjectedCluster, Root, SessionOptions, StorageOptions,
+};
+use common::{S3, ckpt, unique};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_owned()
+}
+
+/// Where the destination checkpoints live: a local directory or an S3 prefix.
+#[derive(Clone)]
+struct Place {
+    root: String,
+    /// `-S KEY=VALUE` arguments for the CLI (empty for local disk).
+    cli: Vec<String>,
+    storage: StorageOptions,
+    local: Option<PathBuf>,
+}
+
+impl Place {
+    fn local(dir: &Path) -> Place {
+        Place {
+            root: s(dir),
+            cli: vec![],
+            storage: StorageOptions::default(),
+            local: Some(dir.to_owned()),
+        }
+    }
+    fn s3(s3: &S3, prefix: &str) -> Place {
+        Place {
+            root: s3.url(prefix),
+            cli: s3.cli_args(),
+            storage: s3.options(),
+            local: None,
+        }
+    }
+    fn root(&self) -> Root {
+        Root::with_options(&self.root, &self.storage).unwrap()
+    }
+    fn file(&self, name: &str) -> String {
+        format!("{}/{name}", self.root)
+    }
+    async fn get(&self, name: &str) -> Option<Vec<u8>> {
+        let root = self.root();
+        root.head(name).await.unwrap()?;
+        Some(root.get(name).await.unwrap().to_vec())
+    }
+    /// Puts `bytes` back as `name` (atomically, through the same writer as every save).
+    async fn restore(&self, name: &str, bytes: &[u8]) {
+        let mut w = self.root().writer(name).unwrap();
+        w.write(bytes::Bytes::copy_from_slice(bytes)).await.unwrap();
+        w.commit().await.unwrap();
+    }
+    fn manager(&self, format: FileFormat) -> CheckpointManager {
+        CheckpointManager::with_storage(&self.root, format, &self.storage).unwrap()
+    }
+    /// Files in the local directory that are not checkpoints: temporaries left by a kill.
+    fn leftovers(&self, expected: &[&str]) -> Vec<String> {
+        let Some(dir) = &self.local else {
+            return vec![];
+        };
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !expected.contains(&n.as_str()))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// What the visible checkpoints of a place must be, seen three ways.
+async fn assert_only_checkpoints(place: &Place, files: &[&str], what: &str) {
+    // ckpt ls
+    let mut args = place.cli.clone();
+    args.extend(["ls".into(), place.root.clone()]);
+    let r = ckpt(&args).expect_ok(what);
+    let mut listed: Vec<&str> = r
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    listed.sort();
+    let mut want = files.to_vec();
+    want.sort();
+    assert_eq!(listed, want, "{what}: ckpt ls shows\n{}", r.stdout);
+
+    // the catalog
+    let session = CheckpointSession::new(
+        vec![("root".into(), place.root.clone())],
+        SessionOptions {
+            storage: place.storage.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let batches = session
+        .sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'root'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut tables: Vec<String> = Vec::new();
+    for b in &batches {
+        let col = datafusion::arrow::array::AsArray::as_string::<i32>(b.column(0));
+        tables.extend(col.iter().map(|v| v.unwrap().to_owned()));
+    }
+    assert_eq!(tables.len(), files.len(), "{what}: catalog has {tables:?}");
+    for t in &tables {
+        assert!(
+            !t.contains('#') && !t.starts_with('.') && !t.contains("staging"),
+            "{what}: a temporary in the catalog: {tables:?}"
+        );
+    }
+
+    // CheckpointManager::list
+    for format in [FileFormat::Jsonl, FileFormat::Parquet] {
+        let mut want: Vec<String> = files
+            .iter()
+            .filter(|f| f.ends_with(&format!(".{}", format.extension())))
+            .map(|f| f.to_string())
+            .collect();
+        want.sort();
+        let got = place.manager(format).list().await.unwrap();
+        assert_eq!(got, want, "{what}: {format} manager list");
+    }
+}
+
+/// Starts `ckpt ARGS` and SIGKILLs it after `delay`. Returns whether the kill hit it (as
+/// opposed to the run finishing first, successfully).
+async fn run_and_kill(args: &[String], delay: Duration) -> bool {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .args(args)
+        .env_remove("CKPT_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let finished = tokio::time::timeout(delay, child.wait()).await;
+    let status = match finished {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap()
+        }
+    };
+    if status.signal() == Some(9) {
+        return true;
+    }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        e.read_to_string(&mut err).await.unwrap();
+    }
+    assert!(
+        status.success(),
+        "{args:?} failed on its own: {status:?}\n{err}"
+    );
+    false
+}
+
+/// The median time of three complete runs.
+async fn typical_run(args: &[String]) -> Duration {
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        assert!(!run_and_kill(args, Duration::from_secs(120)).await);
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times[1]
+}
+
+/// One destination checkpoint: its previous version and the one a complete run writes.
+struct Versions {
+    file: &'static str,
+    old: Vec<u8>,
+    new: Vec<u8>,
+    old_rows: Vec<ConversationSummary>,
+    new_rows: Vec<ConversationSummary>,
+}
+
+async fn load_summaries(place: &Place, file: &str) -> Vec<ConversationSummary> {
+    let format = ckpt::format::strip_extension(file).1.unwrap();
+    place
+        .manager(format)
+        .load::<ConversationSummary>(file)
+        .await
+        .unwrap_or_else(|e| panic!("{file} does not load: {e}"))
+        .unwrap_or_else(|| panic!("{file} is gone"))
+}
+
+/// A file's bytes and what the library loads from it, read until both describe the same
+/// version: on S3 a request the killed process had fully sent (the last part, the PUT) is
+/// still applied by the server after the kill, atomically, a moment later.
+async fn settled<T, F, Fut>(place: &Place, file: &str, load: F) -> (Option<Vec<u8>>, T)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    loop {
+        let before = place.get(file).await;
+        let loaded = load().await;
+        let after = place.get(file).await;
+        if before == after {
+            return (before, loaded);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks a destination after a kill; returns true when it holds the new version (which
+/// is then replaced by the old one again).
+async fn check_and_reset(place: &Place, v: &Versions, what: &str) -> bool {
+    let (now, rows) = settled(place, v.file, || load_summaries(place, v.file)).await;
+    let now = now.unwrap_or_else(|| panic!("{what}: {} disappeared", v.file));
+    let is_new = if now == v.old {
+        false
+    } else if now == v.new {
+        true
+    } else {
+        panic!(
+            "{what}: {} is neither the previous nor the new version ({} bytes; old {}, new {})",
+            v.file,
+            now.len(),
+            v.old.len(),
+            v.new.len()
+        );
+    };
+    let want = if is_new { &v.new_rows } else { &v.old_rows };
+    assert!(rows == *want, "{what}: {} loads different rows", v.file);
+    if is_new {
+        place.restore(v.file, &v.old).await;
+    }
+    is_new
+}
+
+/// Kills `ckpt convert` at random moments into `place`, in both directions, until each
+/// direction was killed `kills_each` times. Returns (kills, runs that finished first).
+async fn convert_kills(place: &Place, kills_each: usize, seed: u64) -> (usize, usize) {
+    let work = tempfile::tempdir().unwrap();
+    // The new content (seed 1) as JSONL and Parquet sources; the old (seed 2) at `place`.
+    let (dim, n) = if place.local.is_some() {
+        ("128", "1500")
+    } else {
+        ("384", "1200") // 10 MB of JSONL: a multipart upload of two parts
+    };
+    let new_src = work.path().join("new");
+    let old_src = work.path().join("old");
+    for (dir, seed) in [(&new_src, "1"), (&old_src, "2")] {
+        ckpt([
+            "generate",
+            &s(dir),
+            "--summaries",
+            n,
+            "--dim",
+            dim,
+            "--seed",
+            seed,
+            "--no-conversations",
+            "--format",
+            "both",
+        ])
+        .expect_ok("generate");
+    }
+    let mut cli = place.cli.clone();
+    cli.push("convert".into());
+    cli.push("-q".into());
+    for file in ["summaries.parquet", "summaries.jsonl"] {
+        let mut a = cli.clone();
+        a.extend([s(&old_src.join(file)), place.file(file)]);
+        ckpt(&a).expect_ok("the previous checkpoint");
+    }
+    let jobs: Vec<(Vec<String>, &'static str)> = vec![
+        (
+            [
+                cli.clone(),
+                vec![
+                    s(&new_src.join("summaries.jsonl")),
+                    place.file("summaries.parquet"),
+                ],
+            ]
+            .concat(),
+            "summaries.parquet",
+        ),
+        (
+            [
+                cli.clone(),
+                vec![
+                    s(&new_src.join("summaries.parquet")),
+                    place.file("summaries.jsonl"),
+                ],
+            ]
+            .concat(),
+            "summaries.jsonl",
+        ),
+    ];
+    let old_rows = load_summaries(&Place::local(&old_src), "summaries.jsonl").await;
+    let new_rows = load_summaries(&Place::local(&new_src), "summaries.jsonl").await;
+    let mut versions = Vec::new();
+    let mut typical = Vec::new();
+    for (args, file) in &jobs {
+        let old = place.get(file).await.unwrap();
+        // A normal run, measured, gives the new version; runs are deterministic.
+        let t = typical_run(args).await;
+        let new = place.get(file).await.unwrap();
+        assert_ne!(old, new);
+        let v = Versions {
+            file,
+            old,
+            new,
+            old_rows: old_rows.clone(),
+            new_rows: new_rows.clone(),
+        };
+        place.restore(file, &v.old).await;
+        versions.push(v);
+        typical.push(t);
+    }
+    eprintln!(
+        "{}: a normal convert takes {:?} (to Parquet) and {:?} (to JSONL)",
+        place.root, typical[0], typical[1]
+    );
+
+    let files = ["summaries.jsonl", "summaries.parquet"];
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut kills, mut finished) = ([0usize; 2], 0usize);
+    let mut runs = 0;
+    while kills.iter().any(|k| *k < kills_each) {
+        runs += 1;
+        assert!(runs < 6 * kills_each, "too few runs were killed: {kills:?}");
+        let j = runs % 2;
+        if kills[j] >= kills_each {
+            continue;
+        }
+        let max = typical[j].as_micros() as u64;
+        let delay = Duration::from_micros(rng.random_range(0..=max));
+        let what = format!("{} run {runs} killed after {delay:?}", jobs[j].1);
+        if run_and_kill(&jobs[j].0, delay).await {
+            kills[j] += 1;
+        } else {
+            finished += 1;
+        }
+        check_and_reset(place, &versions[j], &what).await;
+        check_and_reset(place, &versions[1 - j], &what).await;
+        assert_only_checkpoints(place, &files, &what).await;
+    }
+
+    // Whatever the kills left, a complete run still succeeds and lands whole.
+    let leftovers = place.leftovers(&files);
+    eprintln!(
+        "{}: {} kills, {finished} runs finished first, temporaries left: {leftovers:?}",
+        place.root,
+        kills[0] + kills[1]
+    );
+    for (j, (args, _)) in jobs.iter().enumerate() {
+        assert!(!run_and_kill(args, Duration::from_secs(120)).await);
+        assert!(check_and_reset(place, &versions[j], "a later convert").await);
+    }
+    assert_only_checkpoints(place, &files, "after the later converts").await;
+    (kills[0] + kills[1], finished)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_converts_keep_the_previous_checkpoint_local() {
+    let dst = tempfile::tempdir().unwrap();
+    let place = Place::local(dst.path());
+    let (kills, _) = convert_kills(&place, 25, 0xC0FFEE).await;
+    assert!(kills >= 50);
+
+    // Temporaries such as a kill leaves (object_store's `name#N` staging files, hidden
+    // dot files) are never shown, and saves go on working beside them.
+    let files = ["summaries.jsonl", "summaries.parquet"];
+    for junk in [
+        "summaries.parquet#1",
+        "summaries.parquet#7",
+        "summaries.jsonl#2",
+        "clusters.jsonl#1",
+        ".summaries.parquet.ckpt-staging-1-2",
+    ] {
+        std::fs::write(dst.path().join(junk), b"half a checkpoint").unwrap();
+    }
+    assert_only_checkpoints(&place, &files, "planted temporaries").await;
+    let m = place.manager(FileFormat::Parquet);
+    let rows = load_summaries(&place, "summaries.jsonl").await;
+    m.save("summaries", &rows[..10]).await.unwrap();
+    assert_eq!(
+        m.load::<ConversationSummary>("summaries")
+            .await
+            .unwrap()
+            .unwrap(),
+        rows[..10]
+    );
+    let j = place.manager(FileFormat::Jsonl);
+    j.save("clusters", &Vec::<Cluster>::new()).await.unwrap();
+    assert_only_checkpoints(
+        &place,
+        &["clusters.jsonl", "summaries.jsonl", "summaries.parquet"],
+        "saves beside temporaries",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_converts_keep_the_previous_checkpoint_s3() {
+    let s3 = S3::from_env();
+    let place = Place::s3(&s3, &unique("crash-convert"));
+    let (kills, _) = convert_kills(&place, 10, 0xBADC0DE).await;
+    assert!(kills >= 20);
+}
+
+// ---- library saves: ckpt generate -------------------------------------------------------
+
+/// Every checkpoint `ckpt generate --format both` writes, loaded through the library.
+#[derive(PartialEq)]
+enum Loaded {
+    Summaries(Vec<ConversationSummary>),
+    Conversations(Vec<Conversation>),
+    Clusters(Vec<Cluster>),
+    Projected(Vec<ProjectedCluster>),
+}
+
+const GENERATED: [&str; 10] = [
+    "clusters.jsonl",
+    "clusters.parquet",
+    "conversations.jsonl",
+    "conversations.parquet",
+    "dimensionality.jsonl",
+    "dimensionality.parquet",
+    "meta_clusters.jsonl",
+    "meta_clusters.parquet",
+    "summaries.jsonl",
+    "summaries.parquet",
+];
+
+async fn load_any(place: &Place, file: &str) -> Loaded {
+    let (stem, format) = ckpt::format::strip_extension(file);
+    let m = place.manager(format.unwrap());
+    match stem {
+        "summaries" => Loaded::Summaries(
+            m.load(file)
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {e}"))
+                .unwrap(),
+        ),
+        "conversations" => Loaded::Conversations(
+            m.load(file)
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {e}"))
+                .unwrap(),
+        ),
+        "dimensionality" => Loaded::Projected(
+            m.load(file)
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {e}"))
+                .unwrap(),
+        ),
+        _ => Loaded::Clusters(
+            m.load(file)
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {e}"))
+                .unwrap(),
+        ),
+    }
+}
+
+async fn generate_kills(place: &Place, kills_wanted: usize, seed: u64) -> usize {
+    let gen_args = |seed: &str| -> Vec<String> {
+        let mut a = place.cli.clone();
+        a.extend(
+            [
+                "generate",
+                &place.root,
+                "--summaries",
+                "800",
+                "--dim",
+                "32",
+                "--format",
+                "both",
+                "--seed",
+                seed,
+            ]
+            .map(str::to_owned),
+        );
+        a
+    };
+    // The new version's bytes and rows: one complete run, measured.
+    let typical = typical_run(&gen_args("8")).await;
+    let mut new: BTreeMap<&str, (Vec<u8>, Loaded)> = BTreeMap::new();
+    for f in GENERATED {
+        new.insert(f, (place.get(f).await.unwrap(), load_any(place, f).await));
+    }
+    ckpt(gen_args("7")).expect_ok("the previous checkpoints");
+    let mut old: BTreeMap<&str, (Vec<u8>, Loaded)> = BTreeMap::new();
+    for f in GENERATED {
+        old.insert(f, (place.get(f).await.unwrap(), load_any(place, f).await));
+        assert!(
+            old[f].0 != new[f].0,
+            "{f}: the two seeds give the same bytes"
+        );
+    }
+    eprintln!("{}: a normal generate takes {typical:?}", place.root);
+
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut kills, mut runs) = (0, 0);
+    let args = gen_args("8");
+    while kills < kills_wanted {
+        runs += 1;
+        assert!(runs < 6 * kills_wanted, "too few runs were killed");
+        let delay = Duration::from_micros(rng.random_range(0..=typical.as_micros() as u64));
+        let what = format!("generate run {runs} killed after {delay:?}");
+        if run_and_kill(&args, delay).await {
+            kills += 1;
+        }
+        for f in GENERATED {
+            let (now, loaded) = settled(place, f, || load_any(place, f)).await;
+            let now = now.unwrap_or_else(|| panic!("{what}: {f} disappeared"));
+            let (version, which) = if now == old[f].0 {
+                (&old[f], "old")
+            } else if now == new[f].0 {
+                (&new[f], "new")
+            } else {
+                panic!("{what}: {f} is neither version ({} bytes)", now.len());
+            };
+            assert!(loaded == version.1, "{what}: {f} loads other rows");
+            if which == "new" {
+                place.restore(f, &old[f].0).await;
+            }
+        }
+        assert_only_checkpoints(place, &GENERATED, &what).await;
+    }
+    eprintln!(
+        "{}: {kills} kills of generate in {runs} runs; temporaries left: {:?}",
+        place.root,
+        place.leftovers(&GENERATED)
+    );
+    // A later save of everything succeeds.
+    ckpt(&args).expect_ok("a later generate");
+    for f in GENERATED {
+        assert!(
+            place.get(f).await.unwrap() == new[f].0,
+            "{f} after a later generate"
+        );
+    }
+    assert_only_checkpoints(place, &GENERATED, "after a later generate").await;
+    kills
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_library_saves_keep_the_previous_checkpoints_local() {
+    let dst = tempfile::tempdir().unwrap();
+    assert!(generate_kills(&Place::local(dst.path()), 15, 0x5EED).await >= 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_library_saves_keep_the_previous_checkpoints_s3() {
+    let s3 = S3::from_env();
+    let place = Place::s3(&s3, &unique("crash-generate"));
+    assert!(generate_kills(&place, 6, 0xFEED).await >= 6);
+}

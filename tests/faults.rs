@@ -1,0 +1,628 @@
+//! Storage faults between ckpt and the S3 server, injected by a TCP proxy on 127.0.0.1:
+//! connections dropped, `500`/`503` answers, stalls beyond the request timeout, responses
+//! cut short. Transient faults (the first few requests) are retried and the operation
+//! succeeds; persistent ones fail with a clear error naming the bucket and key. Either way
+//! no partial object becomes visible and the previous checkpoint stays intact — except that
+//! a response cut after the server stored the new object leaves the complete new version
+//! (the server committed; only the answer was lost): never anything in between.
+//!
+//! Operations: `ckpt convert` to S3 (one PUT, and a 10 MB JSONL as a multipart upload),
+//! and a manager save and load through the library.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ckpt::generate::summary;
+use ckpt::{CheckpointManager, ConversationSummary, FileFormat, Root, StorageOptions};
+use common::{S3, ckpt, unique};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+// ---- the proxy ------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// Close the connection without an answer.
+    Drop,
+    /// Answer with this status (and an S3 error body).
+    Status(u16),
+    /// Hold the connection, silent, for this long.
+    Stall(Duration),
+    /// Forward the request, then pass on only half of the response.
+    Cut,
+}
+
+struct Plan {
+    fault: Fault,
+    /// Faulty requests still to come (usize::MAX: all of them).
+    remaining: usize,
+    /// Only requests with one of these methods are faulty (None: any).
+    methods: Option<Vec<&'static str>>,
+}
+
+struct ProxyState {
+    upstream: SocketAddr,
+    plan: Mutex<Plan>,
+    requests: AtomicUsize,
+    injected: AtomicUsize,
+}
+
+struct Proxy {
+    endpoint: String,
+    state: Arc<ProxyState>,
+}
+
+impl Proxy {
+    async fn start(upstream_endpoint: &str) -> Proxy {
+        let upstream: SocketAddr = upstream_endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("the S3 endpoint is http://127.0.0.1:PORT");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(ProxyState {
+            upstream,
+            plan: Mutex::new(Plan {
+                fault: Fault::Drop,
+                remaining: 0,
+                methods: None,
+            }),
+            requests: AtomicUsize::new(0),
+            injected: AtomicUsize::new(0),
+        });
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let _ = handle(client, st).await;
+                });
+            }
+        });
+        Proxy { endpoint, state }
+    }
+
+    /// The next `n` requests (of `methods`, if given) meet `fault`; the rest pass.
+    fn set(&self, fault: Fault, n: usize, methods: Option<Vec<&'static str>>) {
+        *self.state.plan.lock().unwrap() = Plan {
+            fault,
+            remaining: n,
+            methods,
+        };
+        self.state.injected.store(0, Ordering::SeqCst);
+        self.state.requests.store(0, Ordering::SeqCst);
+    }
+
+    /// Stops injecting; returns how many faults were injected since [`Proxy::set`].
+    fn clear(&self) -> usize {
+        self.state.plan.lock().unwrap().remaining = 0;
+        self.state.injected.load(Ordering::SeqCst)
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads until the end of an HTTP head; returns (bytes read, head length).
+async fn read_head(s: &mut TcpStream) -> std::io::Result<Option<(Vec<u8>, usize)>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            return Ok(Some((buf, i + 4)));
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0)
+}
+
+async fn handle(mut client: TcpStream, st: Arc<ProxyState>) -> std::io::Result<()> {
+    let Some((buf, head_len)) = read_head(&mut client).await? else {
+        return Ok(());
+    };
+    st.requests.fetch_add(1, Ordering::SeqCst);
+    let method = String::from_utf8_lossy(&buf[..buf.iter().position(|b| *b == b' ').unwrap_or(0)])
+        .into_owned();
+    let fault = {
+        let mut plan = st.plan.lock().unwrap();
+        let applies = plan.remaining > 0
+            && plan
+                .methods
+                .as_ref()
+                .is_none_or(|m| m.contains(&method.as_str()));
+        if applies {
+            if plan.remaining != usize::MAX {
+                plan.remaining -= 1;
+            }
+            st.injected.fetch_add(1, Ordering::SeqCst);
+            Some(plan.fault)
+        } else {
+            None
+        }
+    };
+    // The request body still to come.
+    let body_left = content_length(&buf[..head_len]).saturating_sub(buf.len() - head_len);
+    match fault {
+        Some(Fault::Drop) => Ok(()),
+        Some(Fault::Status(code)) => {
+            drain(&mut client, body_left).await?;
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>injected fault</Message></Error>",
+                if code == 503 {
+                    "SlowDown"
+                } else {
+                    "InternalError"
+                }
+            );
+            let reason = if code == 503 {
+                "Service Unavailable"
+            } else {
+                "Internal Server Error"
+            };
+            let resp = format!(
+                "HTTP/1.1 {code} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            client.write_all(resp.as_bytes()).await?;
+            client.shutdown().await
+        }
+        Some(Fault::Stall(d)) => {
+            drain(&mut client, body_left).await?;
+            tokio::time::sleep(d).await;
+            Ok(())
+        }
+        Some(Fault::Cut) => {
+            let mut up = TcpStream::connect(st.upstream).await?;
+            up.write_all(&buf).await?;
+            let (mut client_r, mut client_w) = client.into_split();
+            let (mut up_r, mut up_w) = up.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_r, &mut up_w).await;
+            });
+            let Some((resp, head)) = read_head_split(&mut up_r).await? else {
+                return Ok(());
+            };
+            let total = content_length(&resp[..head]);
+            let want = if total > 0 {
+                head + total / 2
+            } else {
+                head / 2
+            };
+            let mut resp = resp;
+            let mut chunk = [0u8; 64 * 1024];
+            while resp.len() < want {
+                let n = up_r.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                resp.extend_from_slice(&chunk[..n]);
+            }
+            client_w.write_all(&resp[..want.min(resp.len())]).await?;
+            Ok(()) // dropping both halves closes the connection mid-response
+        }
+        None => {
+            let mut up = TcpStream::connect(st.upstream).await?;
+            up.write_all(&buf).await?;
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+            Ok(())
+        }
+    }
+}
+
+async fn read_head_split(
+    s: &mut tokio::net::tcp::OwnedReadHalf,
+) -> std::io::Result<Option<(Vec<u8>, usize)>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            return Ok(Some((buf, i + 4)));
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn drain(s: &mut TcpStream, mut left: usize) -> std::io::Result<()> {
+    let mut chunk = [0u8; 64 * 1024];
+    while left > 0 {
+        let n = s.read(&mut chunk[..left.min(64 * 1024)]).await?;
+        if n == 0 {
+            break;
+        }
+        left -= n;
+    }
+    Ok(())
+}
+
+// ---- the scenarios ----------------------------------------------------------------------------
+
+/// Quick retries: a 2 s request timeout and short backoffs keep the file fast.
+fn retry_args(persistent: bool) -> Vec<String> {
+    let mut v = vec![
+        "request_timeout=2".to_owned(),
+        "retry_timeout=20".to_owned(),
+        "retry_backoff_ms=20".to_owned(),
+    ];
+    if persistent {
+        v.push("retry_max=2".to_owned());
+    }
+    v
+}
+
+struct Setup {
+    s3: S3,
+    proxy: Proxy,
+    prefix: String,
+    /// The store reached directly (no proxy), to check what is visible.
+    direct: Root,
+    work: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(tag: &str) -> Setup {
+        let s3 = S3::from_env();
+        let proxy = Proxy::start(&s3.endpoint).await;
+        let prefix = unique(tag);
+        let direct = Root::with_options(&s3.url(&prefix), &s3.options()).unwrap();
+        Setup {
+            s3,
+            proxy,
+            prefix,
+            direct,
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.s3.url(&self.prefix)
+    }
+
+    fn via_proxy(&self, persistent: bool) -> StorageOptions {
+        let mut o = self.s3.via(&self.proxy.endpoint).options();
+        for kv in retry_args(persistent) {
+            o.set(&kv).unwrap();
+        }
+        o
+    }
+
+    fn cli_via_proxy(&self, persistent: bool) -> Vec<String> {
+        let mut v = self.s3.via(&self.proxy.endpoint).cli_args();
+        for kv in retry_args(persistent) {
+            v.push("-S".into());
+            v.push(kv);
+        }
+        v
+    }
+
+    async fn put_direct(&self, name: &str, bytes: &[u8]) {
+        let mut w = self.direct.writer(name).unwrap();
+        w.write(Bytes::copy_from_slice(bytes)).await.unwrap();
+        w.commit().await.unwrap();
+    }
+
+    async fn get_direct(&self, name: &str) -> Option<Vec<u8>> {
+        self.direct.head(name).await.unwrap()?;
+        Some(self.direct.get(name).await.unwrap().to_vec())
+    }
+
+    /// Every key under the test's prefix, seen directly.
+    async fn keys(&self) -> Vec<String> {
+        use futures::TryStreamExt;
+        let prefix = object_store::path::Path::from(self.prefix.as_str());
+        let mut v: Vec<String> = self
+            .direct
+            .store()
+            .list(Some(&prefix))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        v.sort();
+        v
+    }
+}
+
+/// What the scenario table says of one fault.
+struct Scenario {
+    name: &'static str,
+    fault: Fault,
+    /// Faulty requests for the transient run (the persistent run faults them all).
+    transient: usize,
+    methods: Option<Vec<&'static str>>,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "dropped connections",
+            fault: Fault::Drop,
+            transient: 2,
+            methods: None,
+        },
+        Scenario {
+            name: "HTTP 500",
+            fault: Fault::Status(500),
+            transient: 2,
+            methods: None,
+        },
+        Scenario {
+            name: "HTTP 503",
+            fault: Fault::Status(503),
+            transient: 3,
+            methods: None,
+        },
+        Scenario {
+            name: "stalls beyond the request timeout",
+            fault: Fault::Stall(Duration::from_secs(5)),
+            transient: 1,
+            methods: None,
+        },
+        Scenario {
+            name: "responses cut short",
+            fault: Fault::Cut,
+            transient: 2,
+            methods: None,
+        },
+    ]
+}
+
+fn rows(seed: u64, n: usize) -> Vec<ConversationSummary> {
+    (0..n).map(|i| summary(i, 16, seed)).collect()
+}
+
+/// `ckpt convert` of a local checkpoint to `target` on S3, over a previous version.
+async fn convert_scenario(
+    t: &Setup,
+    sc: &Scenario,
+    persistent: bool,
+    target: &str,
+    src: &std::path::Path,
+    old: &[u8],
+) {
+    let what = format!("convert to {target}, {} {}", kind(persistent), sc.name);
+    // What a complete conversion writes (it is deterministic).
+    let local = t.work.path().join("expected").join(target);
+    ckpt([
+        "convert",
+        "-q",
+        src.to_str().unwrap(),
+        local.to_str().unwrap(),
+    ])
+    .expect_ok("a local convert");
+    let new = std::fs::read(&local).unwrap();
+    t.put_direct(target, old).await;
+    let keys_before = t.keys().await;
+    let n = if persistent { usize::MAX } else { sc.transient };
+    t.proxy.set(sc.fault, n, sc.methods.clone());
+    let mut args = t.cli_via_proxy(persistent);
+    args.extend([
+        "convert".to_owned(),
+        "-q".to_owned(),
+        src.to_str().unwrap().to_owned(),
+        format!("{}/{target}", t.url()),
+    ]);
+    let started = Instant::now();
+    let r = ckpt(&args);
+    let took = started.elapsed();
+    let injected = t.proxy.clear();
+    assert!(injected > 0, "{what}: no fault was injected");
+    let now = t.get_direct(target).await.expect("the target exists");
+    if persistent {
+        let r = r.expect_err(&what);
+        let key = format!("{}/{target}", t.prefix);
+        assert!(
+            r.stderr.contains(&t.s3.bucket) && r.stderr.contains(&key),
+            "{what}: the error names neither bucket nor key:\n{}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{what}");
+        // A response cut after the server stored the object leaves the client unsure, but
+        // the object is whole: the previous version or the complete new one.
+        assert!(
+            now == old || (sc.fault == Fault::Cut && now == new),
+            "{what}: the target is {} bytes, neither the previous ({}) nor the new ({})",
+            now.len(),
+            old.len(),
+            new.len()
+        );
+    } else {
+        r.expect_ok(&what);
+        assert!(
+            now == new,
+            "{what}: the target is not the complete new version"
+        );
+    }
+    assert_eq!(t.keys().await, keys_before, "{what}: objects appeared");
+    eprintln!(
+        "{what}: {} in {took:.1?} ({injected} faults)",
+        outcome(persistent)
+    );
+}
+
+fn kind(persistent: bool) -> &'static str {
+    if persistent {
+        "persistent"
+    } else {
+        "transient"
+    }
+}
+
+fn outcome(persistent: bool) -> &'static str {
+    if persistent { "failed" } else { "succeeded" }
+}
+
+/// A manager save, then a load, through the proxy.
+async fn library_scenario(t: &Setup, sc: &Scenario, persistent: bool) {
+    let what = format!("library, {} {}", kind(persistent), sc.name);
+    let old = rows(1, 50);
+    let new = rows(2, 60);
+    let direct =
+        CheckpointManager::with_storage(&t.url(), FileFormat::Jsonl, &t.s3.options()).unwrap();
+    direct.save("summaries", &old).await.unwrap();
+    let keys_before = t.keys().await;
+    let m = CheckpointManager::with_storage(&t.url(), FileFormat::Jsonl, &t.via_proxy(persistent))
+        .unwrap();
+    let n = if persistent { usize::MAX } else { sc.transient };
+
+    // save
+    t.proxy.set(sc.fault, n, sc.methods.clone());
+    let saved = m.save("summaries", &new).await;
+    assert!(
+        t.proxy.clear() > 0,
+        "{what}: no fault was injected in the save"
+    );
+    let now: Vec<ConversationSummary> = direct.load("summaries").await.unwrap().unwrap();
+    if persistent {
+        let err = saved.expect_err(&what).to_string();
+        assert!(
+            err.contains(&t.s3.bucket) && err.contains(&format!("{}/summaries.jsonl", t.prefix)),
+            "{what}: save error names neither bucket nor key: {err}"
+        );
+        assert!(
+            now == old || (sc.fault == Fault::Cut && now == new),
+            "{what}: the checkpoint is neither the previous nor the new version"
+        );
+    } else {
+        saved.unwrap_or_else(|e| panic!("{what}: save failed: {e}"));
+        assert!(now == new, "{what}: the saved checkpoint differs");
+    }
+    assert_eq!(t.keys().await, keys_before, "{what}: objects appeared");
+
+    // load (of whatever is there now)
+    let methods = match sc.fault {
+        Fault::Cut => Some(vec!["GET"]),
+        _ => sc.methods.clone(),
+    };
+    t.proxy.set(sc.fault, n, methods);
+    let loaded = m.load::<ConversationSummary>("summaries").await;
+    assert!(
+        t.proxy.clear() > 0,
+        "{what}: no fault was injected in the load"
+    );
+    if persistent {
+        let err = loaded.expect_err(&what).to_string();
+        assert!(
+            err.contains(&t.s3.bucket) || err.contains(&t.proxy.endpoint),
+            "{what}: load error names neither bucket nor URL: {err}"
+        );
+    } else {
+        let loaded = loaded
+            .unwrap_or_else(|e| panic!("{what}: load failed: {e}"))
+            .unwrap();
+        assert!(loaded == now, "{what}: loaded other rows");
+    }
+    eprintln!("{what}: {}", outcome(persistent));
+}
+
+async fn run_fault(sc: Scenario) {
+    let t = Setup::new("faults").await;
+    // A small checkpoint (one PUT) and, for the multipart path, 10 MB of JSONL.
+    let small = t.work.path().join("small");
+    let big = t.work.path().join("big");
+    let old_dir = t.work.path().join("old");
+    for (dir, n, dim, seed) in [
+        (&small, "200", "16", "1"),
+        (&big, "1200", "384", "1"),
+        (&old_dir, "100", "16", "2"),
+    ] {
+        ckpt([
+            "generate",
+            dir.to_str().unwrap(),
+            "--summaries",
+            n,
+            "--dim",
+            dim,
+            "--seed",
+            seed,
+            "--no-conversations",
+            "--format",
+            "both",
+        ])
+        .expect_ok("generate");
+    }
+    let old_parquet = std::fs::read(old_dir.join("summaries.parquet")).unwrap();
+    let old_jsonl = std::fs::read(old_dir.join("summaries.jsonl")).unwrap();
+    for persistent in [false, true] {
+        convert_scenario(
+            &t,
+            &sc,
+            persistent,
+            "summaries.parquet",
+            &small.join("summaries.jsonl"),
+            &old_parquet,
+        )
+        .await;
+        library_scenario(&t, &sc, persistent).await;
+    }
+    // A multipart upload (two 8 MiB parts): faults on its parts and on its completion.
+    let parts = Scenario {
+        methods: Some(vec!["PUT", "POST"]),
+        ..sc
+    };
+    for persistent in [false, true] {
+        convert_scenario(
+            &t,
+            &parts,
+            persistent,
+            "big.jsonl",
+            &big.join("summaries.parquet"),
+            &old_jsonl,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections() {
+    run_fault(scenarios().remove(0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_500() {
+    run_fault(scenarios().remove(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_503() {
+    run_fault(scenarios().remove(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalls() {
+    run_fault(scenarios().remove(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_cut_short() {
+    run_fault(scenarios().remove(4)).await;
+}
