@@ -78,6 +78,11 @@ pub struct JsonlDecoder {
     opts: DecodeOptions,
     rows: usize,
     skipped: Vec<SkippedLine>,
+    /// The float-list column (embedding) and its key as it appears in a line
+    /// (`"embedding":`): decoded outside serde_json, by the fast path in `decode_row`.
+    float_list: Option<(usize, Vec<u8>)>,
+    /// The line without its float list, for serde_json.
+    scratch: Vec<u8>,
 }
 
 impl JsonlDecoder {
@@ -108,8 +113,12 @@ impl JsonlDecoder {
                 stored.push(f.as_ref().clone());
             }
         }
-        let cols = stored.iter().map(|f| Col::new(f)).collect();
+        let cols: Vec<Col> = stored.iter().map(|f| Col::new(f)).collect();
         let names = stored.iter().map(|f| f.name().clone()).collect();
+        let float_list = cols
+            .iter()
+            .position(|c| matches!(c, Col::F64List(_)))
+            .map(|i| (i, format!("\"{}\":", stored[i].name()).into_bytes()));
         JsonlDecoder {
             stored,
             cols,
@@ -120,6 +129,8 @@ impl JsonlDecoder {
             opts,
             rows: 0,
             skipped: Vec::new(),
+            float_list,
+            scratch: Vec::new(),
         }
     }
 
@@ -188,23 +199,59 @@ impl JsonlDecoder {
     fn decode_row(&mut self, line: &[u8]) -> Result<(), (Option<String>, String)> {
         let mut seen = vec![false; self.cols.len()];
         let mut current: Option<usize> = None;
-        let mut de = serde_json::Deserializer::from_slice(line);
+        // Fast path: the embedding (most of a summary's bytes) is cut out of the line and
+        // decoded here; serde_json parses the rest, where the value reads `null`.
+        let mut pre: Option<usize> = None;
+        let mut shift = None;
+        if let Some((i, needle)) = &self.float_list {
+            if let Some((start, end)) = float_list_span(line, needle) {
+                let i = *i;
+                let mark = self.cols[i].mark();
+                let ok = match (&mut self.cols[i], std::str::from_utf8(&line[start..end])) {
+                    (Col::F64List(l), Ok(text)) => {
+                        parse_number_list(text, (i < self.kept).then_some(l)).is_ok()
+                    }
+                    _ => false,
+                };
+                if ok {
+                    pre = Some(i);
+                    self.scratch.clear();
+                    self.scratch.extend_from_slice(&line[..start]);
+                    self.scratch.extend_from_slice(b"null");
+                    self.scratch.extend_from_slice(&line[end..]);
+                    shift = Some((start, (end - start) as i64 - 4));
+                } else {
+                    // Malformed: the general path below gives the precise error.
+                    self.cols[i].rollback(mark);
+                }
+            }
+        }
+        let text: &[u8] = if pre.is_some() { &self.scratch } else { line };
+        let mut de = serde_json::Deserializer::from_slice(text);
         let seed = RowSeed {
             names: &self.names,
             cols: &mut self.cols,
             kept: self.kept,
+            pre,
             seen: &mut seen,
             current: &mut current,
         };
         let res = seed.deserialize(&mut de).and_then(|()| de.end());
         if let Err(e) = res {
             let field = current.map(|i| self.names[i].clone());
-            let message = match non_finite_at(line, e.column()) {
+            // Columns in messages refer to the line as written.
+            let column = match shift {
+                Some((at, by)) if e.column() > at => (e.column() as i64 + by) as usize,
+                _ => e.column(),
+            };
+            let message = match non_finite_at(text, e.column()) {
                 Some(literal) => format!(
-                    "{literal} is not a JSON number; write null for a missing value (column {})",
-                    e.column()
+                    "{literal} is not a JSON number; write null for a missing value (column {column})"
                 ),
-                None => describe(&e),
+                None => describe(&e).replace(
+                    &format!("(column {})", e.column()),
+                    &format!("(column {column})"),
+                ),
             };
             return Err((field, message));
         }
@@ -664,6 +711,8 @@ impl Col {
 struct RowSeed<'a> {
     names: &'a [String],
     cols: &'a mut [Col],
+    /// A column already decoded by the fast path; its value in the line is `null`.
+    pre: Option<usize>,
     /// Columns from this index on are only checked, not kept (see `JsonlDecoder::kept`).
     kept: usize,
     seen: &'a mut [bool],
@@ -692,6 +741,11 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                     }
                     self.seen[i] = true;
                     *self.current = Some(i);
+                    if self.pre == Some(i) {
+                        map.next_value::<IgnoredAny>()?;
+                        *self.current = None;
+                        continue;
+                    }
                     let col = &mut self.cols[i];
                     map.next_value_seed(ValueSeed {
                         col,
@@ -940,15 +994,6 @@ fn parse_number_list(text: &str, out: Option<&mut ListCol<PrimCol<f64>>>) -> Res
     if b.first() != Some(&b'[') {
         return Err(format!("expected a list of numbers, found {}", short(text)));
     }
-    // Only checking: valid JSON (serde_json saw to that) holding no string, object, list,
-    // true, false or null is a list of numbers. One pass that the compiler vectorises.
-    if out.is_none()
-        && !b[1..]
-            .iter()
-            .any(|&c| matches!(c, b'"' | b'{' | b'[' | b't' | b'f' | b'n'))
-    {
-        return Ok(());
-    }
     let mut out = out;
     let mut i = 1;
     let skip_ws = |i: &mut usize| {
@@ -966,9 +1011,7 @@ fn parse_number_list(text: &str, out: Option<&mut ListCol<PrimCol<f64>>>) -> Res
     loop {
         skip_ws(&mut i);
         let start = i;
-        while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
-            i += 1;
-        }
+        i = json_number_end(b, i).unwrap_or(start);
         if start == i {
             let rest = &text[start..];
             let found = rest.split([',', ']']).next().unwrap_or(rest);
@@ -978,8 +1021,8 @@ fn parse_number_list(text: &str, out: Option<&mut ListCol<PrimCol<f64>>>) -> Res
             ));
         }
         if let Some(l) = out.as_deref_mut() {
-            // The text is a valid JSON number (serde_json checked it); fast-float parses it
-            // to the nearest f64, as float_roundtrip does.
+            // A valid JSON number (json_number_end checked the grammar); fast-float parses
+            // it to the nearest f64, as serde_json's float_roundtrip does.
             let v: f64 = fast_float2::parse(&b[start..i])
                 .map_err(|_| format!("bad number {}", &text[start..i]))?;
             l.child.push(v);
@@ -995,4 +1038,72 @@ fn parse_number_list(text: &str, out: Option<&mut ListCol<PrimCol<f64>>>) -> Res
         l.close(true);
     }
     Ok(())
+}
+
+/// The end of the JSON number starting at `i` (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`),
+/// or None when there is none.
+fn json_number_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |i: &mut usize| {
+        let s = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > s
+    };
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return None;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return None;
+        }
+    }
+    Some(i)
+}
+
+/// Where the value of the one top-level `needle` key (`"embedding":`) lies in a line, when
+/// it is `null` or a list without nested brackets: (value start, value end). None sends the
+/// line down the general path (absent, duplicated, or anything unusual).
+fn float_list_span(line: &[u8], needle: &[u8]) -> Option<(usize, usize)> {
+    let pos = memchr::memmem::find(line, needle)?;
+    // A key, not text inside a string: preceded by `{` or `,` (a quote inside a string is
+    // escaped, so `,"embedding":` cannot occur there).
+    let before = line[..pos]
+        .iter()
+        .rev()
+        .find(|c| !c.is_ascii_whitespace())?;
+    if !matches!(before, b'{' | b',') {
+        return None;
+    }
+    let mut start = pos + needle.len();
+    while start < line.len() && line[start].is_ascii_whitespace() {
+        start += 1;
+    }
+    let end = match line.get(start)? {
+        b'n' if line[start..].starts_with(b"null") => start + 4,
+        b'[' => start + 1 + memchr::memchr(b']', &line[start + 1..])? + 1,
+        _ => return None,
+    };
+    // A second key of that name is a duplicate: the general path reports it.
+    if memchr::memmem::find(&line[end..], needle).is_some() {
+        return None;
+    }
+    Some((start, end))
 }
