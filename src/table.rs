@@ -615,7 +615,9 @@ impl datafusion::datasource::file_format::FileFormat for SnapshotParquetFormat {
         state: &dyn Session,
         conf: datafusion::datasource::physical_plan::FileScanConfig,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, ParquetSource};
+        use datafusion::datasource::physical_plan::{
+            FileScanConfig, FileScanConfigBuilder, ParquetSource,
+        };
         use datafusion::datasource::source::DataSourceExec;
         let store = state
             .runtime_env()
@@ -631,12 +633,13 @@ impl datafusion::datasource::file_format::FileFormat for SnapshotParquetFormat {
         let Some(source) = conf.file_source().downcast_ref::<ParquetSource>() else {
             return Ok(plan);
         };
-        let source = source
-            .clone()
-            .with_parquet_file_reader_factory(Arc::new(SnapshotReaderFactory {
-                store,
-                snapshots: Default::default(),
-            }));
+        let source =
+            source
+                .clone()
+                .with_parquet_file_reader_factory(Arc::new(SnapshotReaderFactory {
+                    store,
+                    snapshots: Default::default(),
+                }));
         let conf = FileScanConfigBuilder::from(conf.clone())
             .with_source(Arc::new(source))
             .build();
@@ -666,7 +669,10 @@ impl datafusion::datasource::file_format::FileFormat for SnapshotParquetFormat {
 enum Snapshot {
     Whole(Bytes),
     /// Range requests conditional on this ETag (None: the store gives none).
-    Pinned { size: u64, e_tag: Option<String> },
+    Pinned {
+        size: u64,
+        e_tag: Option<String>,
+    },
 }
 
 type SnapshotCell = Arc<tokio::sync::OnceCell<Snapshot>>;
@@ -757,7 +763,10 @@ impl SnapshotReader {
         Ok(snap)
     }
 
-    async fn range(&self, range: std::ops::Range<u64>) -> datafusion::parquet::errors::Result<Bytes> {
+    async fn range(
+        &self,
+        range: std::ops::Range<u64>,
+    ) -> datafusion::parquet::errors::Result<Bytes> {
         match self.snapshot().await? {
             Snapshot::Whole(b) => {
                 if range.end > b.len() as u64 || range.start > range.end {
