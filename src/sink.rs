@@ -36,7 +36,7 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// Parquet row groups are cut at this many buffered bytes, so memory stays bounded
 /// whatever the row width (a summary with a 384-d embedding is ~4 KB).
-const ROW_GROUP_BYTES: usize = 96 << 20;
+const ROW_GROUP_BYTES: usize = 32 << 20;
 
 /// Writes `stream` to `file` (a name within `root`, with its extension) atomically.
 /// `kind` brings batches to the kind's logical schema first (and enables the Kura layout).
