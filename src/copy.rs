@@ -19,7 +19,7 @@ use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::datasource::file_format::arrow::ArrowFormatFactory;
 use datafusion::datasource::file_format::csv::CsvFormatFactory;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
-use datafusion::datasource::file_format::json::{JsonFormat, JsonFormatFactory};
+use datafusion::datasource::file_format::json::JsonFormatFactory;
 use datafusion::datasource::file_format::parquet::ParquetFormatFactory;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::datasource::physical_plan::{FileScanConfig, FileSinkConfig, FileSource};
@@ -39,7 +39,8 @@ use crate::format::{FileFormat, WriteOptions};
 use crate::kind::CheckpointKind;
 use crate::storage::{Root, StorageOptions};
 
-/// Registers the JSONL writer for `STORED AS JSON` and for `.jsonl` targets.
+/// Registers the COPY writers: ckpt's JSONL writer for `STORED AS JSON` and `.jsonl`
+/// targets, and DataFusion's Parquet, CSV and Arrow writers, staged.
 pub fn register(
     ctx: &datafusion::prelude::SessionContext,
     storage: StorageOptions,
@@ -52,77 +53,104 @@ pub fn register(
         Arc::new(ArrowFormatFactory::new()),
     ];
     for inner in staged {
-        state.register_file_format(Arc::new(StagedFormatFactory { inner }), true)?;
+        let factory = CopyFormatFactory {
+            inner,
+            writer: CopyWriter::Staged,
+        };
+        state.register_file_format(Arc::new(factory), true)?;
     }
     for ext in ["json", "jsonl"] {
-        state.register_file_format(
-            Arc::new(JsonlFormatFactory {
-                ext,
-                storage: storage.clone(),
-                inner: JsonFormatFactory::new(),
-            }),
-            true,
-        )?;
+        let writer = CopyWriter::Jsonl {
+            ext,
+            storage: storage.clone(),
+        };
+        let factory = CopyFormatFactory {
+            inner: Arc::new(JsonFormatFactory::new()),
+            writer,
+        };
+        state.register_file_format(Arc::new(factory), true)?;
     }
     Ok(())
 }
 
-struct JsonlFormatFactory {
-    ext: &'static str,
-    storage: StorageOptions,
-    inner: JsonFormatFactory,
+/// How COPY writes through a [`CopyFormat`]; reading is always the inner format's.
+#[derive(Clone)]
+enum CopyWriter {
+    /// The inner format's writer, with single-file targets staged and renamed into place.
+    Staged,
+    /// ckpt's JSONL sink (atomic by itself), under the extension `ext`.
+    Jsonl {
+        ext: &'static str,
+        storage: StorageOptions,
+    },
 }
 
-impl fmt::Debug for JsonlFormatFactory {
+impl fmt::Debug for CopyWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "JsonlFormatFactory({})", self.ext)
+        match self {
+            CopyWriter::Staged => f.write_str("Staged"),
+            CopyWriter::Jsonl { ext, .. } => write!(f, "Jsonl({ext})"),
+        }
     }
 }
 
-impl GetExt for JsonlFormatFactory {
+/// One of DataFusion's file formats with ckpt's COPY writer.
+#[derive(Debug)]
+struct CopyFormatFactory {
+    inner: Arc<dyn FileFormatFactory>,
+    writer: CopyWriter,
+}
+
+impl GetExt for CopyFormatFactory {
     fn get_ext(&self) -> String {
-        self.ext.to_owned()
+        match &self.writer {
+            CopyWriter::Jsonl { ext, .. } => (*ext).to_owned(),
+            CopyWriter::Staged => self.inner.get_ext(),
+        }
     }
 }
 
-impl FileFormatFactory for JsonlFormatFactory {
+impl FileFormatFactory for CopyFormatFactory {
     fn create(
         &self,
         state: &dyn Session,
         options: &HashMap<String, String>,
     ) -> DfResult<Arc<dyn DfFileFormat>> {
         let inner = self.inner.create(state, options)?;
-        Ok(Arc::new(JsonlFileFormat {
-            ext: self.ext,
-            storage: self.storage.clone(),
+        Ok(Arc::new(CopyFormat {
             inner,
+            writer: self.writer.clone(),
         }))
     }
 
     fn default(&self) -> Arc<dyn DfFileFormat> {
-        Arc::new(JsonlFileFormat {
-            ext: self.ext,
-            storage: self.storage.clone(),
-            inner: Arc::new(JsonFormat::default()),
+        Arc::new(CopyFormat {
+            inner: self.inner.default(),
+            writer: self.writer.clone(),
         })
     }
 }
 
 #[derive(Debug)]
-struct JsonlFileFormat {
-    ext: &'static str,
-    storage: StorageOptions,
+struct CopyFormat {
     inner: Arc<dyn DfFileFormat>,
+    writer: CopyWriter,
 }
 
 #[async_trait]
-impl DfFileFormat for JsonlFileFormat {
+impl DfFileFormat for CopyFormat {
     fn get_ext(&self) -> String {
-        self.ext.to_owned()
+        match &self.writer {
+            CopyWriter::Jsonl { ext, .. } => (*ext).to_owned(),
+            CopyWriter::Staged => self.inner.get_ext(),
+        }
     }
     fn get_ext_with_compression(&self, c: &FileCompressionType) -> DfResult<String> {
         let base = self.inner.get_ext_with_compression(c)?;
-        Ok(base.replacen("json", self.ext, 1))
+        Ok(match &self.writer {
+            CopyWriter::Jsonl { ext, .. } => base.replacen("json", ext, 1),
+            CopyWriter::Staged => base,
+        })
     }
     fn compression_type(&self) -> Option<FileCompressionType> {
         self.inner.compression_type()
@@ -146,6 +174,28 @@ impl DfFileFormat for JsonlFileFormat {
             .infer_stats(state, store, table_schema, object)
             .await
     }
+    async fn infer_ordering(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        object: &ObjectMeta,
+    ) -> DfResult<Option<datafusion::physical_expr::LexOrdering>> {
+        self.inner
+            .infer_ordering(state, store, table_schema, object)
+            .await
+    }
+    async fn infer_stats_and_ordering(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        object: &ObjectMeta,
+    ) -> DfResult<datafusion::datasource::file_format::FileMeta> {
+        self.inner
+            .infer_stats_and_ordering(state, store, table_schema, object)
+            .await
+    }
     async fn create_physical_plan(
         &self,
         state: &dyn Session,
@@ -160,25 +210,81 @@ impl DfFileFormat for JsonlFileFormat {
         conf: FileSinkConfig,
         order: Option<LexRequirement>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if !conf.table_partition_cols.is_empty() {
+        match &self.writer {
             // Hive-partitioned output: DataFusion's own writer handles the directory layout.
-            return self
-                .inner
-                .create_writer_physical_plan(input, state, conf, order)
-                .await;
+            CopyWriter::Jsonl { .. } if !conf.table_partition_cols.is_empty() => {
+                self.inner
+                    .create_writer_physical_plan(input, state, conf, order)
+                    .await
+            }
+            CopyWriter::Jsonl { ext, storage } => {
+                let sink = Arc::new(JsonlSink {
+                    conf,
+                    ext,
+                    storage: storage.clone(),
+                });
+                Ok(Arc::new(DataSinkExec::new(input, sink, order)))
+            }
+            CopyWriter::Staged => self.staged_writer(input, state, conf, order).await,
         }
-        let sink = Arc::new(JsonlSink {
-            conf,
-            ext: self.ext,
-            storage: self.storage.clone(),
-        });
-        Ok(Arc::new(DataSinkExec::new(input, sink, order)))
     }
     fn file_source(
         &self,
         table_schema: datafusion::datasource::table_schema::TableSchema,
     ) -> Arc<dyn FileSource> {
         self.inner.file_source(table_schema)
+    }
+}
+
+impl CopyFormat {
+    /// The inner writer aimed at a hidden staging file; [`StagedSink`] renames it over
+    /// the target once every row is in. Directory and partitioned targets are left as
+    /// they are.
+    async fn staged_writer(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        state: &dyn Session,
+        conf: FileSinkConfig,
+        order: Option<LexRequirement>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let single = match conf.table_paths.as_slice() {
+            [t] => {
+                conf.table_partition_cols.is_empty() && conf.file_output_mode.single_file_output(t)
+            }
+            _ => false,
+        };
+        let Some((target, staging, staged_url)) =
+            single.then(|| staging_of(&conf.table_paths[0])).flatten()
+        else {
+            return self
+                .inner
+                .create_writer_physical_plan(input, state, conf, order)
+                .await;
+        };
+        let store_url = conf.object_store_url.clone();
+        let staged_conf = FileSinkConfig {
+            original_url: staged_url.as_str().to_owned(),
+            table_paths: vec![staged_url],
+            file_output_mode: datafusion::datasource::physical_plan::FileOutputMode::SingleFile,
+            ..conf
+        };
+        let plan = self
+            .inner
+            .create_writer_physical_plan(input.clone(), state, staged_conf, order.clone())
+            .await?;
+        if plan.downcast_ref::<DataSinkExec>().is_none() {
+            return Err(DataFusionError::Internal(format!(
+                "the {} writer did not plan a DataSinkExec",
+                self.inner.get_ext()
+            )));
+        }
+        let sink = Arc::new(StagedSink {
+            writer: plan,
+            store_url,
+            staging,
+            target,
+        });
+        Ok(Arc::new(DataSinkExec::new(input, sink, order)))
     }
 }
 
@@ -250,155 +356,6 @@ impl DataSink for JsonlSink {
             .await
             .map_err(DataFusionError::from)?;
         Ok(stats.rows)
-    }
-}
-
-/// One of DataFusion's file formats, with single-file COPY targets staged (see the module
-/// docs). Reading, and directory or partitioned targets, are the inner format's own.
-#[derive(Debug)]
-struct StagedFormatFactory {
-    inner: Arc<dyn FileFormatFactory>,
-}
-
-impl GetExt for StagedFormatFactory {
-    fn get_ext(&self) -> String {
-        self.inner.get_ext()
-    }
-}
-
-impl FileFormatFactory for StagedFormatFactory {
-    fn create(
-        &self,
-        state: &dyn Session,
-        options: &HashMap<String, String>,
-    ) -> DfResult<Arc<dyn DfFileFormat>> {
-        Ok(Arc::new(StagedFileFormat {
-            inner: self.inner.create(state, options)?,
-        }))
-    }
-
-    fn default(&self) -> Arc<dyn DfFileFormat> {
-        Arc::new(StagedFileFormat {
-            inner: self.inner.default(),
-        })
-    }
-}
-
-#[derive(Debug)]
-struct StagedFileFormat {
-    inner: Arc<dyn DfFileFormat>,
-}
-
-#[async_trait]
-impl DfFileFormat for StagedFileFormat {
-    fn get_ext(&self) -> String {
-        self.inner.get_ext()
-    }
-    fn get_ext_with_compression(&self, c: &FileCompressionType) -> DfResult<String> {
-        self.inner.get_ext_with_compression(c)
-    }
-    fn compression_type(&self) -> Option<FileCompressionType> {
-        self.inner.compression_type()
-    }
-    async fn infer_schema(
-        &self,
-        state: &dyn Session,
-        store: &Arc<dyn ObjectStore>,
-        objects: &[ObjectMeta],
-    ) -> DfResult<SchemaRef> {
-        self.inner.infer_schema(state, store, objects).await
-    }
-    async fn infer_stats(
-        &self,
-        state: &dyn Session,
-        store: &Arc<dyn ObjectStore>,
-        table_schema: SchemaRef,
-        object: &ObjectMeta,
-    ) -> DfResult<Statistics> {
-        self.inner
-            .infer_stats(state, store, table_schema, object)
-            .await
-    }
-    async fn infer_ordering(
-        &self,
-        state: &dyn Session,
-        store: &Arc<dyn ObjectStore>,
-        table_schema: SchemaRef,
-        object: &ObjectMeta,
-    ) -> DfResult<Option<datafusion::physical_expr::LexOrdering>> {
-        self.inner
-            .infer_ordering(state, store, table_schema, object)
-            .await
-    }
-    async fn infer_stats_and_ordering(
-        &self,
-        state: &dyn Session,
-        store: &Arc<dyn ObjectStore>,
-        table_schema: SchemaRef,
-        object: &ObjectMeta,
-    ) -> DfResult<datafusion::datasource::file_format::FileMeta> {
-        self.inner
-            .infer_stats_and_ordering(state, store, table_schema, object)
-            .await
-    }
-    async fn create_physical_plan(
-        &self,
-        state: &dyn Session,
-        conf: FileScanConfig,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.inner.create_physical_plan(state, conf).await
-    }
-    async fn create_writer_physical_plan(
-        &self,
-        input: Arc<dyn ExecutionPlan>,
-        state: &dyn Session,
-        conf: FileSinkConfig,
-        order: Option<LexRequirement>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let single = match conf.table_paths.as_slice() {
-            [t] => {
-                conf.table_partition_cols.is_empty() && conf.file_output_mode.single_file_output(t)
-            }
-            _ => false,
-        };
-        let Some((target, staging, staged_url)) =
-            single.then(|| staging_of(&conf.table_paths[0])).flatten()
-        else {
-            return self
-                .inner
-                .create_writer_physical_plan(input, state, conf, order)
-                .await;
-        };
-        let store_url = conf.object_store_url.clone();
-        let staged_conf = FileSinkConfig {
-            original_url: staged_url.as_str().to_owned(),
-            table_paths: vec![staged_url],
-            file_output_mode: datafusion::datasource::physical_plan::FileOutputMode::SingleFile,
-            ..conf
-        };
-        let plan = self
-            .inner
-            .create_writer_physical_plan(input.clone(), state, staged_conf, order.clone())
-            .await?;
-        if plan.downcast_ref::<DataSinkExec>().is_none() {
-            return Err(DataFusionError::Internal(format!(
-                "the {} writer did not plan a DataSinkExec",
-                self.inner.get_ext()
-            )));
-        }
-        let sink = Arc::new(StagedSink {
-            writer: plan,
-            store_url,
-            staging,
-            target,
-        });
-        Ok(Arc::new(DataSinkExec::new(input, sink, order)))
-    }
-    fn file_source(
-        &self,
-        table_schema: datafusion::datasource::table_schema::TableSchema,
-    ) -> Arc<dyn FileSource> {
-        self.inner.file_source(table_schema)
     }
 }
 
