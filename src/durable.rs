@@ -74,17 +74,37 @@ fn stage(dest: &FsPath) -> Result<(File, PathBuf)> {
     unreachable!("an unbounded counter finds a free name")
 }
 
-/// fsync the staged file, rename it over the destination, fsync the directory.
-fn commit(file: &File, staged: &FsPath, dest: &FsPath) -> Result<()> {
-    file.sync_all().map_err(|e| io_err(staged, e))?;
-    std::fs::rename(staged, dest).map_err(|e| io_err(dest, e))?;
-    if let Some(dir) = dest.parent() {
-        // A directory fsync makes the rename itself durable.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
+/// fsync the staged file, rename it over the destination, fsync the directory. On any
+/// failure the staged file is removed: nothing half-written stays behind.
+fn commit(file: &File, staged: &FsPath, dest: &FsPath) -> Result<PutResult> {
+    let res = (|| {
+        file.sync_all().map_err(|e| io_err(staged, e))?;
+        std::fs::rename(staged, dest).map_err(|e| io_err(dest, e))?;
+        if let Some(dir) = dest.parent() {
+            // A directory fsync makes the rename itself durable.
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
         }
+        Ok(PutResult {
+            e_tag: None,
+            version: None,
+        })
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(staged);
     }
-    Ok(())
+    res
+}
+
+/// Runs file work on a blocking thread, off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        })?
 }
 
 #[async_trait]
@@ -99,27 +119,17 @@ impl ObjectStore for DurableLocalFileSystem {
             return self.inner.put_opts(location, payload, opts).await;
         }
         let dest = self.inner.path_to_filesystem(location)?;
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let (mut file, staged) = stage(&dest)?;
-            let res = (|| {
-                for chunk in payload.iter() {
-                    file.write_all(chunk).map_err(|e| io_err(&staged, e))?;
+            for chunk in payload.iter() {
+                if let Err(e) = file.write_all(chunk) {
+                    let _ = std::fs::remove_file(&staged);
+                    return Err(io_err(&staged, e));
                 }
-                commit(&file, &staged, &dest)
-            })();
-            if res.is_err() {
-                let _ = std::fs::remove_file(&staged);
             }
-            res.map(|()| PutResult {
-                e_tag: None,
-                version: None,
-            })
+            commit(&file, &staged, &dest)
         })
         .await
-        .map_err(|e| object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(e),
-        })?
     }
 
     async fn put_multipart_opts(
@@ -222,21 +232,7 @@ impl MultipartUpload for DurableUpload {
             });
         };
         let dest = self.dest.clone();
-        tokio::task::spawn_blocking(move || {
-            let res = commit(&file, &staged, &dest);
-            if res.is_err() {
-                let _ = std::fs::remove_file(&staged);
-            }
-            res.map(|()| PutResult {
-                e_tag: None,
-                version: None,
-            })
-        })
-        .await
-        .map_err(|e| object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(e),
-        })?
+        blocking(move || commit(&file, &staged, &dest)).await
     }
 
     async fn abort(&mut self) -> Result<()> {
@@ -281,7 +277,7 @@ fn large_chunks(
             let path = path.clone();
             let seek = std::mem::take(&mut first);
             async move {
-                let res = tokio::task::spawn_blocking(move || -> Result<Option<bytes::Bytes>> {
+                let res = blocking(move || -> Result<Option<bytes::Bytes>> {
                     let mut guard = state.lock().expect("file state");
                     let (file, pos) = &mut *guard;
                     if seek {
@@ -309,12 +305,7 @@ fn large_chunks(
                     *pos += got as u64;
                     Ok(Some(bytes::Bytes::from(buf)))
                 })
-                .await
-                .map_err(|e| object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: Box::new(e),
-                })
-                .and_then(|r| r);
+                .await;
                 match res {
                     Ok(Some(b)) => Some((Ok(b), ())),
                     Ok(None) => None,
