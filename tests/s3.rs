@@ -4,7 +4,6 @@
 //! uploads leaving nothing behind, and errors that say what to fix.
 
 use std::process::Command;
-use std::sync::Arc;
 
 use assert_cmd::cargo::CommandCargoExt;
 use ckpt::{CheckpointManager, ConversationSummary, FileFormat, Root, StorageOptions};
@@ -446,5 +445,4 @@ async fn a_session_sees_checkpoints_saved_to_the_bucket_after_it_opened() {
         .unwrap()
         .value(0);
     assert_eq!(n, 7);
-    let _ = Arc::new(());
 }
