@@ -499,73 +499,26 @@ pub struct CheckpointInfo {
     pub format: String,
     /// `native` or `kura` for Parquet of a known kind.
     pub layout: Option<String>,
-    pub rows: u64,
+    /// Null when the checkpoint could not be read (see `error`).
+    pub rows: Option<u64>,
     pub bytes: u64,
+    /// Why the checkpoint could not be read (a damaged Parquet footer, say); the other
+    /// checkpoints of the root are listed all the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Describes every checkpoint of a root: kind, format, rows and bytes. Rows come from
-/// the Parquet footer, or from counting the JSONL lines that are not blank.
-#[allow(deprecated)] // ParquetObjectReader: see table::parquet_schema
+/// the Parquet footer, or from counting the JSONL lines that are not blank. A checkpoint
+/// that cannot be read is listed with its error; only a root that cannot be listed fails.
 pub async fn describe_root(root: &Root) -> Result<Vec<CheckpointInfo>> {
     let mut out = Vec::new();
     for entry in list_checkpoints(root).await? {
-        let kind = resolve_kind(root, &entry).await?;
-        let mut rows = 0u64;
-        let mut layout = None;
-        for meta in &entry.files {
-            match entry.format {
-                FileFormat::Parquet => {
-                    use datafusion::parquet::arrow::async_reader::{
-                        ParquetObjectReader, ParquetRecordBatchStreamBuilder,
-                    };
-                    let reader =
-                        ParquetObjectReader::new(root.store().clone(), meta.location.clone())
-                            .with_file_size(meta.size);
-                    let b = ParquetRecordBatchStreamBuilder::new(reader)
-                        .await
-                        .map_err(|e| {
-                            Error::data(
-                                display_name(root, meta),
-                                None,
-                                None,
-                                format!("not a readable Parquet file ({e})"),
-                            )
-                        })?;
-                    rows += b.metadata().file_metadata().num_rows() as u64;
-                    if let Some(k) = kind {
-                        layout = Some(detect_layout(k, b.schema()).to_string());
-                    }
-                }
-                FileFormat::Jsonl => {
-                    use futures::StreamExt;
-                    let r = root.store().get(&meta.location).await.map_err(|e| {
-                        Error::storage(format!("cannot read {}", display_name(root, meta)), e)
-                    })?;
-                    let mut s = r.into_stream();
-                    let mut in_line = false;
-                    while let Some(chunk) = s.next().await {
-                        let chunk = chunk.map_err(|e| {
-                            Error::storage(format!("cannot read {}", display_name(root, meta)), e)
-                        })?;
-                        for b in chunk.iter() {
-                            match b {
-                                b'\n' => {
-                                    if in_line {
-                                        rows += 1;
-                                    }
-                                    in_line = false;
-                                }
-                                b' ' | b'\t' | b'\r' => {}
-                                _ => in_line = true,
-                            }
-                        }
-                    }
-                    if in_line {
-                        rows += 1;
-                    }
-                }
-            }
-        }
+        let described = describe_entry(root, &entry).await;
+        let (kind, layout, rows, error) = match described {
+            Ok((kind, layout, rows)) => (kind, layout, Some(rows), None),
+            Err(e) => (entry.kind, None, None, Some(e.to_string())),
+        };
         out.push(CheckpointInfo {
             name: entry.name.clone(),
             file: entry.file.clone(),
@@ -574,7 +527,73 @@ pub async fn describe_root(root: &Root) -> Result<Vec<CheckpointInfo>> {
             layout,
             rows,
             bytes: entry.bytes(),
+            error,
         });
     }
     Ok(out)
+}
+
+/// Kind, layout and rows of one checkpoint.
+#[allow(deprecated)] // ParquetObjectReader: see table::parquet_schema
+async fn describe_entry(
+    root: &Root,
+    entry: &Entry,
+) -> Result<(Option<CheckpointKind>, Option<String>, u64)> {
+    let kind = resolve_kind(root, entry).await?;
+    let mut rows = 0u64;
+    let mut layout = None;
+    for meta in &entry.files {
+        match entry.format {
+            FileFormat::Parquet => {
+                use datafusion::parquet::arrow::async_reader::{
+                    ParquetObjectReader, ParquetRecordBatchStreamBuilder,
+                };
+                let reader = ParquetObjectReader::new(root.store().clone(), meta.location.clone())
+                    .with_file_size(meta.size);
+                let b = ParquetRecordBatchStreamBuilder::new(reader)
+                    .await
+                    .map_err(|e| {
+                        Error::data(
+                            display_name(root, meta),
+                            None,
+                            None,
+                            format!("not a readable Parquet file ({e})"),
+                        )
+                    })?;
+                rows += b.metadata().file_metadata().num_rows() as u64;
+                if let Some(k) = kind {
+                    layout = Some(detect_layout(k, b.schema()).to_string());
+                }
+            }
+            FileFormat::Jsonl => {
+                use futures::StreamExt;
+                let r = root.store().get(&meta.location).await.map_err(|e| {
+                    Error::storage(format!("cannot read {}", display_name(root, meta)), e)
+                })?;
+                let mut s = r.into_stream();
+                let mut in_line = false;
+                while let Some(chunk) = s.next().await {
+                    let chunk = chunk.map_err(|e| {
+                        Error::storage(format!("cannot read {}", display_name(root, meta)), e)
+                    })?;
+                    for b in chunk.iter() {
+                        match b {
+                            b'\n' => {
+                                if in_line {
+                                    rows += 1;
+                                }
+                                in_line = false;
+                            }
+                            b' ' | b'\t' | b'\r' => {}
+                            _ => in_line = true,
+                        }
+                    }
+                }
+                if in_line {
+                    rows += 1;
+                }
+            }
+        }
+    }
+    Ok((kind, layout, rows))
 }

@@ -70,6 +70,8 @@ pub mod kind;
 pub mod layout;
 pub mod manager;
 pub mod print;
+#[doc(hidden)]
+pub mod properties;
 pub mod sink;
 pub mod storage;
 pub mod table;

@@ -259,6 +259,15 @@ impl Root {
             return Root::local(path);
         }
         let shown = redact_url(&url);
+        // Builders and the scheme parser see the URL without password, query or fragment:
+        // none of them uses those parts, and their errors quote the URL they were given.
+        let url = {
+            let mut clean = url;
+            let _ = clean.set_password(None);
+            clean.set_query(None);
+            clean.set_fragment(None);
+            clean
+        };
         let (scheme, _) = parse_scheme(&url).map_err(|e| {
             Error::config(format!(
                 "{shown}: {e}; supported: local paths, file://, s3://, gs://, az://, abfss://, http(s)://, memory://"
@@ -338,9 +347,6 @@ impl Root {
         // The root URL keeps scheme, host and path only: no credentials, no query.
         let mut base = url.clone();
         let _ = base.set_username("");
-        let _ = base.set_password(None);
-        base.set_query(None);
-        base.set_fragment(None);
         let path = base.path().trim_end_matches('/').to_owned();
         base.set_path(&format!("{path}/"));
         let (_, prefix) =

@@ -930,6 +930,54 @@ fn ls_lists_checkpoints_as_a_table_and_as_json() {
 }
 
 #[test]
+fn ls_lists_every_checkpoint_when_one_is_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_data(dir.path(), false);
+    // Damage the footer of one Parquet file.
+    let bad = dir.path().join("clusters.parquet");
+    let mut bytes = std::fs::read(&bad).unwrap();
+    let n = bytes.len();
+    bytes[n - 12..n - 4].fill(0xAB);
+    std::fs::write(&bad, bytes).unwrap();
+    let out = ckpt()
+        .args(["ls", p(dir.path()), "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("clusters.parquet") && stderr.contains("Parquet"),
+        "{stderr}"
+    );
+    let json: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json.len(), 10, "every checkpoint is listed");
+    for entry in &json {
+        if entry["file"] == "clusters.parquet" {
+            assert!(entry["rows"].is_null());
+            assert!(
+                entry["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("clusters.parquet")
+            );
+        } else {
+            assert!(entry["rows"].as_u64().unwrap() > 0, "{entry}");
+            assert!(entry.get("error").is_none(), "{entry}");
+        }
+    }
+    // The table shows it too, with its rows unknown.
+    let out = ckpt().args(["ls", p(dir.path())]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8(out.stdout).unwrap();
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("clusters.parquet"))
+        .unwrap();
+    assert_eq!(line.split_whitespace().nth(4), Some("?"), "{table}");
+    assert_eq!(table.lines().count(), 11, "{table}");
+}
+
+#[test]
 fn two_roots_in_one_query() {
     let dir = tempfile::tempdir().unwrap();
     let (run1, run2) = (dir.path().join("run1"), dir.path().join("run2"));

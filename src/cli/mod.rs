@@ -323,7 +323,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                             i.kind.as_deref().unwrap_or("-"),
                             i.format,
                             i.layout.as_deref().unwrap_or("-"),
-                            i.rows,
+                            i.rows.map_or("?".to_owned(), |r| r.to_string()),
                             i.bytes
                         )
                         .map_err(io)?;
@@ -333,7 +333,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     }
                 }
             }
-            Ok(0)
+            // Unreadable checkpoints are listed with the rest, then named with their error;
+            // the exit code says something needs attention.
+            let unreadable: Vec<_> = infos.iter().filter(|i| i.error.is_some()).collect();
+            for i in &unreadable {
+                eprintln!("error: {}", i.error.as_deref().unwrap_or_default());
+            }
+            Ok(if unreadable.is_empty() { 0 } else { 1 })
         }
         Command::Query(args) => {
             // `ckpt query --root a=X --root b=Y "SQL"`: clap gives the lone positional to
