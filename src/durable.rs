@@ -258,6 +258,36 @@ impl Drop for DurableUpload {
 /// Bytes read from a file at a time: large reads amortise the hand-off to a blocking thread.
 const READ_CHUNK: u64 = 4 << 20;
 
+/// Read buffers a stream keeps for reuse: as many as its reader holds at once, about.
+const POOLED_CHUNKS: usize = 8;
+
+/// A full-size read buffer that goes back to its stream's pool when the last `Bytes`
+/// pointing into it is dropped: a large file is read through a few buffers, not one fresh
+/// (page-faulted, zeroed) allocation per 4 MiB.
+struct PooledChunk {
+    buf: Vec<u8>,
+    len: usize,
+    pool: std::sync::Weak<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for PooledChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for PooledChunk {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            if let Ok(mut pool) = pool.lock() {
+                if pool.len() < POOLED_CHUNKS {
+                    pool.push(std::mem::take(&mut self.buf));
+                }
+            }
+        }
+    }
+}
+
 fn large_chunks(
     file: File,
     path: PathBuf,
@@ -265,6 +295,7 @@ fn large_chunks(
 ) -> BoxStream<'static, Result<bytes::Bytes>> {
     use std::io::{Read, Seek, SeekFrom};
     let state = Arc::new(Mutex::new((file, range.start)));
+    let pool = Arc::new(Mutex::new(Vec::new()));
     let end = range.end;
     let seek_to = range.start;
     let mut first = true;
@@ -275,6 +306,7 @@ fn large_chunks(
         move |()| {
             let state = state.clone();
             let path = path.clone();
+            let pool = pool.clone();
             let seek = std::mem::take(&mut first);
             async move {
                 let res = blocking(move || -> Result<Option<bytes::Bytes>> {
@@ -288,7 +320,14 @@ fn large_chunks(
                         return Ok(None);
                     }
                     let want = (end - *pos).min(READ_CHUNK) as usize;
-                    let mut buf = vec![0u8; want];
+                    let mut buf = if want == READ_CHUNK as usize {
+                        pool.lock()
+                            .expect("buffer pool")
+                            .pop()
+                            .unwrap_or_else(|| vec![0u8; want])
+                    } else {
+                        vec![0u8; want]
+                    };
                     let mut got = 0;
                     while got < want {
                         match file.read(&mut buf[got..]) {
@@ -301,8 +340,15 @@ fn large_chunks(
                     if got == 0 {
                         return Ok(None);
                     }
-                    buf.truncate(got);
                     *pos += got as u64;
+                    if want == READ_CHUNK as usize {
+                        return Ok(Some(bytes::Bytes::from_owner(PooledChunk {
+                            buf,
+                            len: got,
+                            pool: Arc::downgrade(&pool),
+                        })));
+                    }
+                    buf.truncate(got);
                     Ok(Some(bytes::Bytes::from(buf)))
                 })
                 .await;

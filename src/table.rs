@@ -193,9 +193,11 @@ impl PartitionStream for JsonlPartition {
 /// small enough that `parallelism` blocks in flight keep memory flat.
 const BLOCK: usize = 4 << 20;
 
-/// A newline-aligned piece of a file with the number of its first line.
+/// Newline-aligned pieces of a file with the number of the first line. Each piece is a
+/// run of whole lines (the last piece of a file may lack its final newline); pieces are
+/// slices of the chunks read, so bytes are copied only for a line split across chunks.
 struct Block {
-    bytes: Bytes,
+    pieces: Vec<Bytes>,
     first_line: u64,
 }
 
@@ -249,60 +251,90 @@ impl JsonlPartition {
     }
 }
 
-/// Cuts a byte stream into newline-aligned blocks of about [`BLOCK`] bytes, numbering
-/// their first lines. A last line without a newline is its own end.
+/// Cuts a byte stream into blocks of about [`BLOCK`] bytes of whole lines, numbering their
+/// first lines. A last line without a newline is its own end.
 fn blocks(
     bytes: futures::stream::BoxStream<'static, Result<Bytes>>,
 ) -> impl futures::Stream<Item = Result<Block>> + Send {
-    // `scanned`: how much of `carry` is known to hold no newline, so that a line longer
-    // than a block (a 50 MB summary) is scanned once, not again for every chunk.
-    futures::stream::unfold(
-        (bytes, BytesMut::new(), 1u64, false, 0usize),
-        move |(mut bytes, mut carry, mut line, eof, mut scanned)| async move {
-            if eof {
-                return None;
-            }
-            loop {
-                match bytes.next().await {
-                    Some(Ok(chunk)) => {
-                        carry.extend_from_slice(&chunk);
-                        if carry.len() < BLOCK {
-                            continue;
-                        }
-                        let Some(j) = memchr::memrchr(b'\n', &carry[scanned..]) else {
-                            scanned = carry.len();
-                            continue;
-                        };
-                        let block = carry.split_to(scanned + j + 1).freeze();
-                        scanned = carry.len();
-                        let first = line;
-                        line += memchr::memchr_iter(b'\n', &block).count() as u64;
-                        return Some((
-                            Ok(Block {
-                                bytes: block,
-                                first_line: first,
-                            }),
-                            (bytes, carry, line, false, scanned),
-                        ));
+    struct State {
+        bytes: futures::stream::BoxStream<'static, Result<Bytes>>,
+        /// Whole lines gathered for the next block, and their size.
+        pieces: Vec<Bytes>,
+        size: usize,
+        /// The start of a line whose end has not been read yet.
+        partial: BytesMut,
+        line: u64,
+        done: bool,
+    }
+    impl State {
+        fn take_block(&mut self) -> Block {
+            let pieces = std::mem::take(&mut self.pieces);
+            self.size = 0;
+            let first_line = self.line;
+            self.line += pieces
+                .iter()
+                .map(|p| memchr::memchr_iter(b'\n', p).count() as u64)
+                .sum::<u64>();
+            Block { pieces, first_line }
+        }
+    }
+    let state = State {
+        bytes,
+        pieces: Vec::new(),
+        size: 0,
+        partial: BytesMut::new(),
+        line: 1,
+        done: false,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            match st.bytes.next().await {
+                Some(Ok(chunk)) => {
+                    let Some(first) = memchr::memchr(b'\n', &chunk) else {
+                        st.partial.extend_from_slice(&chunk);
+                        continue;
+                    };
+                    let last = memchr::memrchr(b'\n', &chunk).expect("a newline was found");
+                    let mut body_start = 0;
+                    if !st.partial.is_empty() {
+                        st.partial.extend_from_slice(&chunk[..=first]);
+                        let line = std::mem::take(&mut st.partial).freeze();
+                        st.size += line.len();
+                        st.pieces.push(line);
+                        body_start = first + 1;
                     }
-                    Some(Err(e)) => return Some((Err(e), (bytes, carry, line, true, scanned))),
-                    None => {
-                        if carry.is_empty() {
-                            return None;
-                        }
-                        let block = std::mem::take(&mut carry).freeze();
-                        return Some((
-                            Ok(Block {
-                                bytes: block,
-                                first_line: line,
-                            }),
-                            (bytes, carry, line, true, 0),
-                        ));
+                    if last + 1 > body_start {
+                        st.size += last + 1 - body_start;
+                        st.pieces.push(chunk.slice(body_start..=last));
+                    }
+                    st.partial.extend_from_slice(&chunk[last + 1..]);
+                    if st.size >= BLOCK {
+                        let block = st.take_block();
+                        return Some((Ok(block), st));
                     }
                 }
+                Some(Err(e)) => {
+                    st.done = true;
+                    return Some((Err(e), st));
+                }
+                None => {
+                    st.done = true;
+                    if !st.partial.is_empty() {
+                        let line = std::mem::take(&mut st.partial).freeze();
+                        st.pieces.push(line);
+                    }
+                    if st.pieces.is_empty() {
+                        return None;
+                    }
+                    let block = st.take_block();
+                    return Some((Ok(block), st));
+                }
             }
-        },
-    )
+        }
+    })
 }
 
 /// Decodes one block into batches, with the lines skipped under `--on-error skip`.
@@ -316,19 +348,20 @@ fn decode_block(
     let mut decoder = JsonlDecoder::new(output, full, file, decode);
     let mut batches = Vec::new();
     let mut line = block.first_line;
-    let body: &[u8] = &block.bytes;
-    // Lines found with memchr (SIMD), not a byte-by-byte split: this loop sees every byte.
-    let mut start = 0;
-    let ends = memchr::memchr_iter(b'\n', body).chain(
-        // A last line without a newline.
-        (body.last().is_some_and(|b| *b != b'\n')).then_some(body.len()),
-    );
-    for end in ends {
-        decoder.decode_line(&body[start..end], line)?;
-        start = end + 1;
-        line += 1;
-        if decoder.is_full() {
-            batches.extend(decoder.flush()?);
+    for body in &block.pieces {
+        // Lines found with memchr (SIMD), not a byte-by-byte split: this loop sees every byte.
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b'\n', body).chain(
+            // A last line without a newline.
+            (body.last().is_some_and(|b| *b != b'\n')).then_some(body.len()),
+        );
+        for end in ends {
+            decoder.decode_line(&body[start..end], line)?;
+            start = end + 1;
+            line += 1;
+            if decoder.is_full() {
+                batches.extend(decoder.flush()?);
+            }
         }
     }
     batches.extend(decoder.flush()?);

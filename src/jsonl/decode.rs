@@ -83,6 +83,9 @@ pub struct JsonlDecoder {
     float_list: Option<(usize, Vec<u8>)>,
     /// The line without its float list, for serde_json.
     scratch: Vec<u8>,
+    /// Per-line state kept between lines so that a line allocates nothing.
+    marks: Vec<Mark>,
+    seen: Vec<bool>,
 }
 
 impl JsonlDecoder {
@@ -131,6 +134,8 @@ impl JsonlDecoder {
             skipped: Vec::new(),
             float_list,
             scratch: Vec::new(),
+            marks: Vec::new(),
+            seen: Vec::new(),
         }
     }
 
@@ -162,8 +167,17 @@ impl JsonlDecoder {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        let marks: Vec<Mark> = self.cols.iter().map(Col::mark).collect();
-        match self.decode_row(line) {
+        let mut marks = std::mem::take(&mut self.marks);
+        marks.clear();
+        marks.extend(self.cols.iter().map(Col::mark));
+        let decoded = self.decode_row(line);
+        if decoded.is_err() {
+            for (c, m) in self.cols.iter_mut().zip(&marks) {
+                c.rollback(*m);
+            }
+        }
+        self.marks = marks;
+        match decoded {
             Ok(()) => {
                 // Fields decoded only to validate the line are dropped at once.
                 for c in &mut self.cols[self.kept..] {
@@ -173,9 +187,6 @@ impl JsonlDecoder {
                 Ok(())
             }
             Err((field, message)) => {
-                for (c, m) in self.cols.iter_mut().zip(marks) {
-                    c.rollback(m);
-                }
                 match self.opts.on_error {
                     OnError::Fail => Err(Error::data(
                         self.file.clone(),
@@ -197,7 +208,19 @@ impl JsonlDecoder {
     }
 
     fn decode_row(&mut self, line: &[u8]) -> Result<(), (Option<String>, String)> {
-        let mut seen = vec![false; self.cols.len()];
+        let mut seen = std::mem::take(&mut self.seen);
+        seen.clear();
+        seen.resize(self.cols.len(), false);
+        let res = self.decode_fields(line, &mut seen);
+        self.seen = seen;
+        res
+    }
+
+    fn decode_fields(
+        &mut self,
+        line: &[u8],
+        seen: &mut [bool],
+    ) -> Result<(), (Option<String>, String)> {
         let mut current: Option<usize> = None;
         // Fast path: the embedding (most of a summary's bytes) is cut out of the line and
         // decoded here; serde_json parses the rest, where the value reads `null`.
@@ -207,9 +230,11 @@ impl JsonlDecoder {
             if let Some((start, end)) = float_list_span(line, needle) {
                 let i = *i;
                 let mark = self.cols[i].mark();
-                let ok = match (&mut self.cols[i], std::str::from_utf8(&line[start..end])) {
-                    (Col::F64List(l), Ok(text)) => {
-                        parse_number_list(text, (i < self.kept).then_some(l)).is_ok()
+                // Bytes, not text: anything but ASCII numbers fails the list, and the
+                // general path below then reports it.
+                let ok = match &mut self.cols[i] {
+                    Col::F64List(l) => {
+                        parse_number_list(&line[start..end], (i < self.kept).then_some(l)).is_ok()
                     }
                     _ => false,
                 };
@@ -233,7 +258,7 @@ impl JsonlDecoder {
             cols: &mut self.cols,
             kept: self.kept,
             pre,
-            seen: &mut seen,
+            seen,
             current: &mut current,
         };
         let res = seed.deserialize(&mut de).and_then(|()| de.end());
@@ -360,22 +385,39 @@ enum Col {
 #[derive(Clone, Copy)]
 struct Mark(usize, usize, usize, usize);
 
+/// Which values of a column are null: their positions, since nulls are rare (most columns
+/// never have one, and the embedding's numbers never do), so a valid value costs a count.
 #[derive(Default)]
 struct Validity {
-    bits: Vec<bool>,
+    len: usize,
+    nulls: Vec<usize>,
 }
 
 impl Validity {
+    #[inline]
     fn push(&mut self, v: bool) {
-        self.bits.push(v);
+        if !v {
+            self.nulls.push(self.len);
+        }
+        self.len += 1;
+    }
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+        while self.nulls.last().is_some_and(|&i| i >= len) {
+            self.nulls.pop();
+        }
+    }
+    fn last_is_null(&self) -> bool {
+        self.len > 0 && self.nulls.last() == Some(&(self.len - 1))
     }
     fn nulls(&self) -> Option<NullBuffer> {
-        if self.bits.iter().all(|b| *b) {
+        if self.nulls.is_empty() {
             return None;
         }
-        let mut b = BooleanBufferBuilder::new(self.bits.len());
-        for v in &self.bits {
-            b.append(*v);
+        let mut b = BooleanBufferBuilder::new(self.len);
+        b.append_n(self.len, true);
+        for &i in &self.nulls {
+            b.set_bit(i, false);
         }
         Some(NullBuffer::new(b.finish()))
     }
@@ -413,7 +455,7 @@ impl StrCol {
     }
     fn rollback(&mut self, m: Mark) {
         self.offsets.truncate(m.0 + 1);
-        self.valid.bits.truncate(m.0);
+        self.valid.truncate(m.0);
         self.data.truncate(m.1);
     }
     fn finish(self) -> StringArray {
@@ -449,7 +491,7 @@ impl<T: Default + Copy> PrimCol<T> {
     }
     fn rollback(&mut self, m: Mark) {
         self.values.truncate(m.0);
-        self.valid.bits.truncate(m.0);
+        self.valid.truncate(m.0);
     }
 }
 
@@ -539,7 +581,7 @@ impl<C: Child> ListCol<C> {
     }
     fn rollback(&mut self, m: Mark) {
         self.offsets.truncate(m.0 + 1);
-        self.valid.bits.truncate(m.0);
+        self.valid.truncate(m.0);
         self.child.child_rollback(Mark(m.1, m.2, m.3, 0));
     }
     fn offsets(&mut self) -> (OffsetBuffer<i32>, Option<NullBuffer>) {
@@ -624,17 +666,17 @@ impl Col {
 
     /// Whether the value pushed last is a null.
     fn last_is_null(&self) -> bool {
-        let bits = match self {
-            Col::Str(c) | Col::Json(c) => &c.valid.bits,
-            Col::I32(c) => &c.valid.bits,
-            Col::I64(c) | Col::Ts(c) => &c.valid.bits,
-            Col::F64(c) => &c.valid.bits,
-            Col::Bool(c) => &c.valid.bits,
-            Col::StrList(c) => &c.valid.bits,
-            Col::F64List(c) => &c.valid.bits,
-            Col::Messages(c) => &c.valid.bits,
-        };
-        bits.last() == Some(&false)
+        match self {
+            Col::Str(c) | Col::Json(c) => &c.valid,
+            Col::I32(c) => &c.valid,
+            Col::I64(c) | Col::Ts(c) => &c.valid,
+            Col::F64(c) => &c.valid,
+            Col::Bool(c) => &c.valid,
+            Col::StrList(c) => &c.valid,
+            Col::F64List(c) => &c.valid,
+            Col::Messages(c) => &c.valid,
+        }
+        .last_is_null()
     }
 
     fn push_text(&mut self, s: &str) {
@@ -778,7 +820,7 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
                 // faster) is the decoder's hot path; a column outside the projection is only
                 // scanned for its shape.
                 let raw: &'de serde_json::value::RawValue = serde::Deserialize::deserialize(d)?;
-                parse_number_list(raw.get(), if self.check_only { None } else { Some(l) })
+                parse_number_list(raw.get().as_bytes(), if self.check_only { None } else { Some(l) })
                     .map_err(de::Error::custom)
             }
             Col::Json(c) => {
@@ -981,10 +1023,11 @@ impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
     }
 }
 
-/// Parses the JSON text of a list of numbers (already validated as JSON by serde_json)
-/// into `out`, or only checks its shape when `out` is None. `null` is a null list.
-fn parse_number_list(text: &str, out: Option<&mut ListCol<PrimCol<f64>>>) -> Result<(), String> {
-    let b = text.as_bytes();
+/// Parses the JSON text of a list of numbers (already validated as JSON by serde_json, or
+/// cut from a line by [`float_list_span`] and checked here) into `out`, or only checks
+/// its shape when `out` is None. `null` is a null list.
+fn parse_number_list(b: &[u8], out: Option<&mut ListCol<PrimCol<f64>>>) -> Result<(), String> {
+    let text = || String::from_utf8_lossy(b);
     if b.first() == Some(&b'n') {
         if let Some(l) = out {
             l.close(false);
@@ -992,7 +1035,7 @@ fn parse_number_list(text: &str, out: Option<&mut ListCol<PrimCol<f64>>>) -> Res
         return Ok(());
     }
     if b.first() != Some(&b'[') {
-        return Err(format!("expected a list of numbers, found {}", short(text)));
+        return Err(format!("expected a list of numbers, found {}", short(&text())));
     }
     let mut out = out;
     let mut i = 1;
@@ -1013,8 +1056,8 @@ fn parse_number_list(text: &str, out: Option<&mut ListCol<PrimCol<f64>>>) -> Res
         let start = i;
         i = json_number_end(b, i).unwrap_or(start);
         if start == i {
-            let rest = &text[start..];
-            let found = rest.split([',', ']']).next().unwrap_or(rest);
+            let rest = String::from_utf8_lossy(&b[start..]);
+            let found = rest.split([',', ']']).next().unwrap_or(&rest);
             return Err(format!(
                 "expected a list of numbers, found {} in it",
                 short(found.trim())
@@ -1024,14 +1067,24 @@ fn parse_number_list(text: &str, out: Option<&mut ListCol<PrimCol<f64>>>) -> Res
             // A valid JSON number (json_number_end checked the grammar); fast-float parses
             // it to the nearest f64, as serde_json's float_roundtrip does.
             let v: f64 = fast_float2::parse(&b[start..i])
-                .map_err(|_| format!("bad number {}", &text[start..i]))?;
+                .map_err(|_| format!("bad number {}", String::from_utf8_lossy(&b[start..i])))?;
             l.child.push(v);
+        }
+        // The usual separator is a bare comma: test it before skipping whitespace.
+        if b.get(i) == Some(&b',') {
+            i += 1;
+            continue;
         }
         skip_ws(&mut i);
         match b.get(i) {
             Some(b',') => i += 1,
-            Some(b']') => break,
-            _ => return Err(format!("expected a list of numbers, found {}", short(text))),
+            Some(b']') if i + 1 == b.len() => break,
+            _ => {
+                return Err(format!(
+                    "expected a list of numbers, found {}",
+                    short(&text())
+                ));
+            }
         }
     }
     if let Some(l) = out {
@@ -1043,39 +1096,56 @@ fn parse_number_list(text: &str, out: Option<&mut ListCol<PrimCol<f64>>>) -> Res
 /// The end of the JSON number starting at `i` (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`),
 /// or None when there is none.
 fn json_number_end(b: &[u8], mut i: usize) -> Option<usize> {
-    let digits = |i: &mut usize| {
-        let s = *i;
-        while *i < b.len() && b[*i].is_ascii_digit() {
-            *i += 1;
-        }
-        *i > s
-    };
     if b.get(i) == Some(&b'-') {
         i += 1;
     }
     match b.get(i) {
         Some(b'0') => i += 1,
-        Some(b'1'..=b'9') => {
-            digits(&mut i);
-        }
+        Some(b'1'..=b'9') => i += 1 + digit_run(&b[i + 1..]),
         _ => return None,
     }
     if b.get(i) == Some(&b'.') {
         i += 1;
-        if !digits(&mut i) {
+        let n = digit_run(&b[i..]);
+        if n == 0 {
             return None;
         }
+        i += n;
     }
     if matches!(b.get(i), Some(b'e' | b'E')) {
         i += 1;
         if matches!(b.get(i), Some(b'+' | b'-')) {
             i += 1;
         }
-        if !digits(&mut i) {
+        let n = digit_run(&b[i..]);
+        if n == 0 {
             return None;
         }
+        i += n;
     }
     Some(i)
+}
+
+/// The length of the run of ASCII digits that `b` starts with, eight bytes at a time: the
+/// digits of an embedding's numbers are most of the bytes a summary line holds.
+#[inline]
+fn digit_run(b: &[u8]) -> usize {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const THREES: u64 = 0x3030_3030_3030_3030;
+    let mut n = 0;
+    while let Some(chunk) = b.get(n..n + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // Per byte, zero exactly for '0'..='9': the high nibble is 3, and still 3 after
+        // adding 6. A carry out of a byte >= 0xFA only disturbs the bytes above it, and
+        // that byte is itself flagged, so the lowest flagged byte is the first non-digit.
+        let flags =
+            ((x & HIGH) ^ THREES) | ((x.wrapping_add(0x0606_0606_0606_0606) & HIGH) ^ THREES);
+        if flags != 0 {
+            return n + (flags.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + b[n..].iter().take_while(|c| c.is_ascii_digit()).count()
 }
 
 /// Where the value of the one top-level `needle` key (`"embedding":`) lies in a line, when
@@ -1106,4 +1176,60 @@ fn float_list_span(line: &[u8], needle: &[u8]) -> Option<(usize, usize)> {
         return None;
     }
     Some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn digit_run_bytewise(b: &[u8]) -> usize {
+        b.iter().take_while(|c| c.is_ascii_digit()).count()
+    }
+
+    #[test]
+    fn digit_run_edges() {
+        for (text, n) in [
+            ("", 0),
+            ("x", 0),
+            ("0123456789", 10),
+            ("01234567", 8),
+            ("0123456/", 7),
+            ("01234567:", 8),
+            ("9\u{ff}", 1),
+        ] {
+            assert_eq!(digit_run(text.as_bytes()), n, "{text:?}");
+        }
+        // Bytes that overflow when 6 is added, before and after digits.
+        assert_eq!(digit_run(&[b'1', 0xFA, b'2', 0xFF, b'3', b'4', b'5', b'6', b'7']), 1);
+        assert_eq!(digit_run(&[0xFF; 9]), 0);
+        assert_eq!(digit_run(&[b'5'; 17]), 17);
+    }
+
+    #[test]
+    fn number_grammar() {
+        for ok in ["0", "-0", "12", "-0.5", "1e5", "1E+5", "1.25e-7", "0.012345678918063641"] {
+            assert_eq!(json_number_end(ok.as_bytes(), 0), Some(ok.len()), "{ok}");
+        }
+        for (text, end) in [("01", Some(1)), ("1.", None), ("-", None), (".5", None), ("1e", None), ("1e+", None), ("+1", None), ("12,3", Some(2))] {
+            assert_eq!(json_number_end(text.as_bytes(), 0), end, "{text}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn digit_run_agrees_with_a_bytewise_scan(b in proptest::collection::vec(any::<u8>(), 0..40), digits in 0usize..30) {
+            let mut v = vec![b'7'; digits];
+            v.extend(b);
+            prop_assert_eq!(digit_run(&v), digit_run_bytewise(&v));
+        }
+
+        #[test]
+        fn number_lists_parse_to_what_serde_json_reads(xs in proptest::collection::vec(any::<f64>().prop_filter("finite", |x| x.is_finite()), 0..50)) {
+            let text = serde_json::to_string(&xs).unwrap();
+            let mut col = ListCol::new(PrimCol::<f64>::default());
+            parse_number_list(text.as_bytes(), Some(&mut col)).unwrap();
+            prop_assert_eq!(&col.child.values, &xs);
+        }
+    }
 }
