@@ -224,16 +224,19 @@ impl CheckpointManager {
         let Some(batches) = self.load_batches(name, Some(kind_for::<T>(name))).await? else {
             return Ok(None);
         };
+        // Batches become values on blocking threads, a few at once and in order, so the
+        // conversion runs beside the decoding instead of after it on one thread.
+        let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Some(
             batches
                 .map_err(Error::from)
-                .map_ok(|b| {
-                    futures::stream::iter(
-                        T::from_batch(&b)
-                            .map(|v| v.into_iter().map(Ok).collect::<Vec<_>>())
-                            .unwrap_or_else(|e| vec![Err(e)]),
-                    )
+                .map_ok(|b| async move {
+                    tokio::task::spawn_blocking(move || T::from_batch(&b))
+                        .await
+                        .map_err(|e| Error::config(format!("conversion task failed: {e}")))?
                 })
+                .try_buffered(parallelism)
+                .map_ok(|values| futures::stream::iter(values.into_iter().map(Ok)))
                 .try_flatten()
                 .boxed(),
         ))
