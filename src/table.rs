@@ -193,12 +193,24 @@ impl PartitionStream for JsonlPartition {
 /// small enough that `parallelism` blocks in flight keep memory flat.
 const BLOCK: usize = 4 << 20;
 
-/// Newline-aligned pieces of a file with the number of the first line. Each piece is a
-/// run of whole lines (the last piece of a file may lack its final newline); pieces are
-/// slices of the chunks read, so bytes are copied only for a line split across chunks.
+/// Newline-aligned pieces of a file. Each piece is a run of whole lines (the last piece
+/// of a file may lack its final newline); pieces are slices of the chunks read, so bytes
+/// are copied only for a line split across chunks.
+///
+/// Lines are numbered within the block while decoding, and the file's line numbers are
+/// put in afterwards, in file order: the reader never scans a block just to count lines.
 struct Block {
     pieces: Vec<Bytes>,
-    first_line: u64,
+    /// The block holds the file's first line (where a BOM is allowed).
+    file_start: bool,
+}
+
+/// What decoding a block gave: batches, lines skipped (`--on-error skip`, numbered within
+/// the block), and how many lines it held.
+struct DecodedBlock {
+    batches: Vec<RecordBatch>,
+    skipped: Vec<SkippedLine>,
+    lines: u64,
 }
 
 impl JsonlPartition {
@@ -237,9 +249,28 @@ impl JsonlPartition {
                     .map_err(|e| Error::config(format!("decoder task failed: {e}")))?
                 }
             })
-            .buffered(self.parallelism);
+            // Twice the cores: results come in file order, so one slow block would
+            // otherwise leave a core idle until it is done.
+            .buffered(2 * self.parallelism);
+        // Lines before the block at hand, to turn block line numbers into file ones.
+        let mut lines_before = 0u64;
         while let Some(res) = decoded.next().await {
-            let (batches, skipped) = res?;
+            let DecodedBlock {
+                batches,
+                mut skipped,
+                lines,
+            } = res.map_err(|mut e| {
+                if let Error::Data { position, .. } = &mut e {
+                    if let Some(line) = &mut position.line {
+                        *line += lines_before;
+                    }
+                }
+                e
+            })?;
+            for s in &mut skipped {
+                s.line += lines_before;
+            }
+            lines_before += lines;
             self.skips.push(&file.display, skipped);
             for b in batches {
                 if tx.send(Ok(b)).await.is_err() {
@@ -251,8 +282,8 @@ impl JsonlPartition {
     }
 }
 
-/// Cuts a byte stream into blocks of about [`BLOCK`] bytes of whole lines, numbering their
-/// first lines. A last line without a newline is its own end.
+/// Cuts a byte stream into blocks of about [`BLOCK`] bytes of whole lines. A last line
+/// without a newline is its own end.
 fn blocks(
     bytes: futures::stream::BoxStream<'static, Result<Bytes>>,
 ) -> impl futures::Stream<Item = Result<Block>> + Send {
@@ -263,19 +294,16 @@ fn blocks(
         size: usize,
         /// The start of a line whose end has not been read yet.
         partial: BytesMut,
-        line: u64,
+        file_start: bool,
         done: bool,
     }
     impl State {
         fn take_block(&mut self) -> Block {
-            let pieces = std::mem::take(&mut self.pieces);
             self.size = 0;
-            let first_line = self.line;
-            self.line += pieces
-                .iter()
-                .map(|p| memchr::memchr_iter(b'\n', p).count() as u64)
-                .sum::<u64>();
-            Block { pieces, first_line }
+            Block {
+                pieces: std::mem::take(&mut self.pieces),
+                file_start: std::mem::replace(&mut self.file_start, false),
+            }
         }
     }
     let state = State {
@@ -283,7 +311,7 @@ fn blocks(
         pieces: Vec::new(),
         size: 0,
         partial: BytesMut::new(),
-        line: 1,
+        file_start: true,
         done: false,
     };
     futures::stream::unfold(state, |mut st| async move {
@@ -344,10 +372,13 @@ fn decode_block(
     file: String,
     decode: DecodeOptions,
     block: Block,
-) -> Result<(Vec<RecordBatch>, Vec<SkippedLine>)> {
+) -> Result<DecodedBlock> {
     let mut decoder = JsonlDecoder::new(output, full, file, decode);
+    if !block.file_start {
+        decoder.starts_mid_file();
+    }
     let mut batches = Vec::new();
-    let mut line = block.first_line;
+    let mut line = 0;
     for body in &block.pieces {
         // Lines found with memchr (SIMD), not a byte-by-byte split: this loop sees every byte.
         let mut start = 0;
@@ -356,16 +387,20 @@ fn decode_block(
             (body.last().is_some_and(|b| *b != b'\n')).then_some(body.len()),
         );
         for end in ends {
+            line += 1;
             decoder.decode_line(&body[start..end], line)?;
             start = end + 1;
-            line += 1;
             if decoder.is_full() {
                 batches.extend(decoder.flush()?);
             }
         }
     }
     batches.extend(decoder.flush()?);
-    Ok((batches, decoder.take_skipped()))
+    Ok(DecodedBlock {
+        batches,
+        skipped: decoder.take_skipped(),
+        lines: line,
+    })
 }
 
 /// Parquet files in Kura's layout, shown with the kind's logical schema.

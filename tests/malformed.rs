@@ -421,28 +421,37 @@ async fn line_numbers_are_exact_across_blocks() {
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
-    let mut body = Vec::new();
-    let bad = [777u64, 3001, 9999];
-    let mut n = 0u64;
-    // ~12 MiB: 13 000 lines of ~950 bytes.
-    while n < 13_000 {
-        n += 1;
-        if bad.contains(&n) {
-            body.extend_from_slice(br#"{"summary":"bad line","chat_id":null}"#);
-        } else {
-            let l = lines[(n % 20) as usize];
-            let pad = format!("{}", "p".repeat(550));
-            body.extend_from_slice(&l[..l.len() - 1]);
-            body.extend_from_slice(format!(r#","padding":"{pad}"}}"#).as_bytes());
+    // ~12 MiB: 13 000 lines of ~950 bytes, the `bad` ones missing their chat_id.
+    let body_with = |bad: &[u64]| {
+        let mut body = Vec::new();
+        for n in 1..=13_000u64 {
+            if bad.contains(&n) {
+                body.extend_from_slice(br#"{"summary":"bad line","chat_id":null}"#);
+            } else {
+                let l = lines[(n % 20) as usize];
+                let pad = "p".repeat(550);
+                body.extend_from_slice(&l[..l.len() - 1]);
+                body.extend_from_slice(format!(r#","padding":"{pad}"}}"#).as_bytes());
+            }
+            body.push(b'\n');
         }
-        body.push(b'\n');
-    }
-    assert!(body.len() > 2 * (4 << 20));
-    let root = root_with("summaries.jsonl", &body);
+        assert!(body.len() > 2 * (4 << 20));
+        body
+    };
+    let bad = [777u64, 3001, 9999];
+    let root = root_with("summaries.jsonl", &body_with(&bad));
 
     let r = count_rows(root.path(), "fail").expect_err("bad lines");
     assert!(
         r.stderr.contains("summaries.jsonl:777: chat_id"),
+        "{}",
+        r.stderr
+    );
+    // The first bad line in a later block is named with its line in the file.
+    let late = root_with("summaries.jsonl", &body_with(&[9999]));
+    let r = count_rows(late.path(), "fail").expect_err("a bad line");
+    assert!(
+        r.stderr.contains("summaries.jsonl:9999: chat_id"),
         "{}",
         r.stderr
     );

@@ -86,6 +86,8 @@ pub struct JsonlDecoder {
     /// Per-line state kept between lines so that a line allocates nothing.
     marks: Vec<Mark>,
     seen: Vec<bool>,
+    /// Line 1 is the file's first line, where a BOM is skipped.
+    file_start: bool,
 }
 
 impl JsonlDecoder {
@@ -136,6 +138,7 @@ impl JsonlDecoder {
             scratch: Vec::new(),
             marks: Vec::new(),
             seen: Vec::new(),
+            file_start: true,
         }
     }
 
@@ -155,11 +158,17 @@ impl JsonlDecoder {
         std::mem::take(&mut self.skipped)
     }
 
+    /// The lines given are not the start of the file (a block from its middle, numbered
+    /// from 1 all the same): a BOM on line 1 is then an error, as anywhere but the start.
+    pub fn starts_mid_file(&mut self) {
+        self.file_start = false;
+    }
+
     /// Decodes one line (without its `\n`). Blank lines and a trailing `\r` are accepted;
     /// `line_no` is used in errors.
     pub fn decode_line(&mut self, line: &[u8], line_no: u64) -> Result<()> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let line = if line_no == 1 {
+        let line = if line_no == 1 && self.file_start {
             line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line)
         } else {
             line
@@ -186,24 +195,22 @@ impl JsonlDecoder {
                 self.rows += 1;
                 Ok(())
             }
-            Err((field, message)) => {
-                match self.opts.on_error {
-                    OnError::Fail => Err(Error::data(
-                        self.file.clone(),
-                        Some(line_no),
-                        field.as_deref(),
-                        message,
-                    )),
-                    OnError::Skip => {
-                        let at = field.map(|f| format!("{f}: ")).unwrap_or_default();
-                        self.skipped.push(SkippedLine {
-                            line: line_no,
-                            message: format!("{at}{message}"),
-                        });
-                        Ok(())
-                    }
+            Err((field, message)) => match self.opts.on_error {
+                OnError::Fail => Err(Error::data(
+                    self.file.clone(),
+                    Some(line_no),
+                    field.as_deref(),
+                    message,
+                )),
+                OnError::Skip => {
+                    let at = field.map(|f| format!("{f}: ")).unwrap_or_default();
+                    self.skipped.push(SkippedLine {
+                        line: line_no,
+                        message: format!("{at}{message}"),
+                    });
+                    Ok(())
                 }
-            }
+            },
         }
     }
 
@@ -820,8 +827,11 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
                 // faster) is the decoder's hot path; a column outside the projection is only
                 // scanned for its shape.
                 let raw: &'de serde_json::value::RawValue = serde::Deserialize::deserialize(d)?;
-                parse_number_list(raw.get().as_bytes(), if self.check_only { None } else { Some(l) })
-                    .map_err(de::Error::custom)
+                parse_number_list(
+                    raw.get().as_bytes(),
+                    if self.check_only { None } else { Some(l) },
+                )
+                .map_err(de::Error::custom)
             }
             Col::Json(c) => {
                 let raw: &'de serde_json::value::RawValue = serde::Deserialize::deserialize(d)?;
@@ -1035,7 +1045,10 @@ fn parse_number_list(b: &[u8], out: Option<&mut ListCol<PrimCol<f64>>>) -> Resul
         return Ok(());
     }
     if b.first() != Some(&b'[') {
-        return Err(format!("expected a list of numbers, found {}", short(&text())));
+        return Err(format!(
+            "expected a list of numbers, found {}",
+            short(&text())
+        ));
     }
     let mut out = out;
     let mut i = 1;
@@ -1201,17 +1214,38 @@ mod tests {
             assert_eq!(digit_run(text.as_bytes()), n, "{text:?}");
         }
         // Bytes that overflow when 6 is added, before and after digits.
-        assert_eq!(digit_run(&[b'1', 0xFA, b'2', 0xFF, b'3', b'4', b'5', b'6', b'7']), 1);
+        assert_eq!(
+            digit_run(&[b'1', 0xFA, b'2', 0xFF, b'3', b'4', b'5', b'6', b'7']),
+            1
+        );
         assert_eq!(digit_run(&[0xFF; 9]), 0);
         assert_eq!(digit_run(&[b'5'; 17]), 17);
     }
 
     #[test]
     fn number_grammar() {
-        for ok in ["0", "-0", "12", "-0.5", "1e5", "1E+5", "1.25e-7", "0.012345678918063641"] {
+        for ok in [
+            "0",
+            "-0",
+            "12",
+            "-0.5",
+            "1e5",
+            "1E+5",
+            "1.25e-7",
+            "0.012345678918063641",
+        ] {
             assert_eq!(json_number_end(ok.as_bytes(), 0), Some(ok.len()), "{ok}");
         }
-        for (text, end) in [("01", Some(1)), ("1.", None), ("-", None), (".5", None), ("1e", None), ("1e+", None), ("+1", None), ("12,3", Some(2))] {
+        for (text, end) in [
+            ("01", Some(1)),
+            ("1.", None),
+            ("-", None),
+            (".5", None),
+            ("1e", None),
+            ("1e+", None),
+            ("+1", None),
+            ("12,3", Some(2)),
+        ] {
             assert_eq!(json_number_end(text.as_bytes(), 0), end, "{text}");
         }
     }
