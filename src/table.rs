@@ -190,7 +190,7 @@ impl PartitionStream for JsonlPartition {
 }
 
 /// Bytes decoded per block: big enough to amortise the hand-off to a blocking thread,
-/// small enough that `parallelism` blocks in flight keep memory flat.
+/// small enough that the blocks in flight keep memory flat.
 const BLOCK: usize = 4 << 20;
 
 /// Newline-aligned pieces of a file. Each piece is a run of whole lines (the last piece
@@ -214,8 +214,8 @@ struct DecodedBlock {
 }
 
 impl JsonlPartition {
-    /// Reads one file as a stream of blocks, decodes up to `parallelism` blocks at once on
-    /// blocking threads, and sends the batches in file order.
+    /// Reads one file as a stream of blocks, decodes them on blocking threads (up to
+    /// twice `parallelism` in flight), and sends the batches in file order.
     async fn read_file(
         &self,
         file: &SourceFile,
