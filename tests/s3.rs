@@ -6,55 +6,19 @@
 use std::process::Command;
 
 use assert_cmd::cargo::CommandCargoExt;
-use ckpt::{CheckpointManager, ConversationSummary, FileFormat, Root, StorageOptions};
+use ckpt::{CheckpointManager, ConversationSummary, FileFormat, Root};
 use futures::StreamExt;
 
-struct S3 {
-    endpoint: String,
-    bucket: String,
-    key_id: String,
-    secret: String,
-    region: String,
-}
+mod common;
+
+use common::S3;
 
 fn s3() -> S3 {
-    let var = |k: &str| {
-        std::env::var(k).unwrap_or_else(|_| {
-            panic!(
-                "{k} is not set: run scripts/test, which starts the S3 server (moto) and sets it"
-            )
-        })
-    };
-    S3 {
-        endpoint: var("CKPT_TEST_S3_ENDPOINT"),
-        bucket: var("CKPT_TEST_S3_BUCKET"),
-        key_id: var("CKPT_TEST_S3_KEY_ID"),
-        secret: var("CKPT_TEST_S3_SECRET"),
-        region: var("CKPT_TEST_S3_REGION"),
-    }
+    S3::from_env()
 }
 
+/// How the CLI is pointed at the server: `-S` options, or the AWS environment.
 impl S3 {
-    fn url(&self, prefix: &str) -> String {
-        format!("s3://{}/{}", self.bucket, prefix)
-    }
-    fn options(&self) -> StorageOptions {
-        let mut o = StorageOptions::default();
-        for kv in self.option_args() {
-            o.set(&kv).unwrap();
-        }
-        o
-    }
-    fn option_args(&self) -> Vec<String> {
-        vec![
-            format!("aws_endpoint={}", self.endpoint),
-            "aws_allow_http=true".into(),
-            format!("aws_access_key_id={}", self.key_id),
-            format!("aws_secret_access_key={}", self.secret),
-            format!("aws_region={}", self.region),
-            "aws_virtual_hosted_style_request=false".into(),
-        ]
-    }
     /// `ckpt` with the options given as `-S KEY=VALUE`.
     fn ckpt(&self) -> Command {
         let mut c = Command::cargo_bin("ckpt").unwrap();
@@ -77,13 +41,7 @@ impl S3 {
 }
 
 fn unique(tag: &str) -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "s3test/{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
+    format!("s3test/{}", common::unique(tag))
 }
 
 fn run(mut c: Command) -> (String, String) {
