@@ -654,6 +654,8 @@ impl datafusion::datasource::file_format::FileFormat for SnapshotParquetFormat {
     // the rows from the file as read when it runs, and a save in between would answer
     // `min(topic)` from one version and `count(*)` from the other. The reader still prunes
     // row groups with the statistics of the version it reads.
+    // Ordering and `infer_stats_and_ordering` keep the trait's defaults (no ordering; this
+    // method's unknown statistics), not the inner format's footer reads.
     async fn infer_stats(
         &self,
         _state: &dyn Session,
@@ -662,26 +664,6 @@ impl datafusion::datasource::file_format::FileFormat for SnapshotParquetFormat {
         _object: &ObjectMeta,
     ) -> DfResult<datafusion::common::Statistics> {
         Ok(datafusion::common::Statistics::new_unknown(&table_schema))
-    }
-    async fn infer_ordering(
-        &self,
-        _state: &dyn Session,
-        _store: &Arc<dyn ObjectStore>,
-        _table_schema: SchemaRef,
-        _object: &ObjectMeta,
-    ) -> DfResult<Option<datafusion::physical_expr::LexOrdering>> {
-        Ok(None)
-    }
-    async fn infer_stats_and_ordering(
-        &self,
-        _state: &dyn Session,
-        _store: &Arc<dyn ObjectStore>,
-        table_schema: SchemaRef,
-        _object: &ObjectMeta,
-    ) -> DfResult<datafusion::datasource::file_format::FileMeta> {
-        Ok(datafusion::datasource::file_format::FileMeta::new(
-            datafusion::common::Statistics::new_unknown(&table_schema),
-        ))
     }
     async fn create_physical_plan(
         &self,
