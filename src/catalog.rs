@@ -29,8 +29,9 @@ use crate::format::{FileFormat, Layout, strip_extension};
 use crate::jsonl::DecodeOptions;
 use crate::kind::{CheckpointKind, kind_of_columns};
 use crate::layout::detect_layout;
+use crate::scan::parquet::{SnapshotParquetFormat, parquet_schema};
+use crate::scan::{FileNames, JsonlFormat, SkipLog};
 use crate::storage::Root;
-use crate::table::{JsonlTable, KuraParquetTable, SkipLog, SourceFile, parquet_schema};
 use crate::{Error, Result};
 
 /// One checkpoint found in a root.
@@ -124,10 +125,10 @@ pub async fn resolve_kind(root: &Root, entry: &Entry) -> Result<Option<Checkpoin
     match entry.format {
         FileFormat::Parquet => {
             let (schema, kv) = parquet_schema(root.store(), first, &display).await?;
-            if let Some((_, k)) = kv.iter().find(|(k, _)| k == "ckpt.kind") {
-                if let Some(kind) = CheckpointKind::from_name(k) {
-                    return Ok(Some(kind));
-                }
+            if let Some((_, k)) = kv.iter().find(|(k, _)| k == "ckpt.kind")
+                && let Some(kind) = CheckpointKind::from_name(k)
+            {
+                return Ok(Some(kind));
             }
             Ok(kind_of_columns(
                 schema.fields().iter().map(|f| f.name().as_str()),
@@ -181,22 +182,12 @@ pub async fn table_for(
     opts: &TableOptions,
 ) -> Result<Arc<dyn TableProvider>> {
     let kind = resolve_kind(root, entry).await?;
-    let files: Vec<SourceFile> = entry
-        .files
-        .iter()
-        .map(|m| SourceFile {
-            meta: m.clone(),
-            display: display_name(root, m),
-        })
-        .collect();
     match (entry.format, kind) {
-        (FileFormat::Jsonl, Some(kind)) => Ok(Arc::new(JsonlTable::new(
-            kind,
-            root.store().clone(),
-            files,
-            opts.decode,
-            opts.skips.clone(),
-        ))),
+        (FileFormat::Jsonl, Some(kind)) => {
+            let format = JsonlFormat::new(kind, opts.decode, opts.skips.clone())
+                .with_file_names(FileNames::relative_to(root.prefix().clone()));
+            listing(root, entry, Arc::new(format), kind.schema(), "")
+        }
         (FileFormat::Jsonl, None) => {
             let schema = infer_jsonl_schema(root, &entry.files).await?;
             listing(root, entry, Arc::new(JsonFormat::default()), schema, "")
@@ -210,15 +201,11 @@ pub async fn table_for(
                 parquet_schema(root.store(), first, &display_name(root, first)).await?;
             let stored = Arc::new(stored);
             // Reads that never mix two versions of a file a save replaces meanwhile.
-            let format = Arc::new(crate::table::SnapshotParquetFormat::new());
+            let format = Arc::new(SnapshotParquetFormat::new());
             match kind {
                 Some(kind) if detect_layout(kind, &stored) == Layout::Kura => {
                     let inner = listing(root, entry, format, stored, ".parquet")?;
-                    Ok(Arc::new(KuraParquetTable::new(
-                        kind,
-                        inner,
-                        entry.file.clone(),
-                    )))
+                    crate::scan::kura::kura_layout_table(kind, inner, &entry.file)
                 }
                 Some(kind) => {
                     check_native_columns(kind, &stored, &entry.file)?;
@@ -511,7 +498,10 @@ pub struct CheckpointInfo {
 /// Describes every checkpoint of a root: kind, format, rows and bytes. Rows come from
 /// the Parquet footer, or from counting the JSONL lines that are not blank. A checkpoint
 /// that cannot be read is listed with its error; only a root that cannot be listed fails.
+/// On local disk it first removes the staged files (`name#N`) of writers that are gone.
 pub async fn describe_root(root: &Root) -> Result<Vec<CheckpointInfo>> {
+    // `ckpt ls` reclaims the disk that killed writers left (see `Root::clean_staged`).
+    root.clean_staged().await;
     let mut out = Vec::new();
     for entry in list_checkpoints(root).await? {
         let described = describe_entry(root, &entry).await;
@@ -534,7 +524,7 @@ pub async fn describe_root(root: &Root) -> Result<Vec<CheckpointInfo>> {
 }
 
 /// Kind, layout and rows of one checkpoint.
-#[allow(deprecated)] // ParquetObjectReader: see table::parquet_schema
+#[allow(deprecated)] // ParquetObjectReader: see scan::parquet::parquet_schema
 async fn describe_entry(
     root: &Root,
     entry: &Entry,

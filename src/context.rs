@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -15,8 +16,8 @@ use url::Url;
 
 use crate::catalog::{CheckpointSchema, TableOptions};
 use crate::jsonl::DecodeOptions;
+use crate::scan::SkipLog;
 use crate::storage::{Root, StorageOptions};
-use crate::table::SkipLog;
 use crate::{Error, Result};
 
 /// The catalog the roots' schemas live in.
@@ -31,6 +32,11 @@ pub struct SessionOptions {
     pub target_partitions: Option<usize>,
     pub decode: DecodeOptions,
     pub storage: StorageOptions,
+    /// Confine writes to the session's roots, for SQL that comes from others: a COPY
+    /// target must be a name inside the default root or a URL inside one of the roots;
+    /// absolute paths and `..` are refused. Off by default: then a COPY writes where its
+    /// target says (see [`crate::exec`]).
+    pub sandbox: bool,
 }
 
 /// A DataFusion session over one or more checkpoint roots.
@@ -78,7 +84,7 @@ impl ObjectStoreRegistry for StoreRegistry {
         if let Ok(s) = self.known.get_store(url) {
             return Ok(s);
         }
-        let root = Root::with_options(url.as_str(), &self.options)?;
+        let root = Root::with_options(url.as_str(), &self.options).map_err(Error::from)?;
         let store = root.store().clone();
         self.known.register_store(&root.store_url(), store.clone());
         Ok(store)
@@ -96,11 +102,12 @@ impl CheckpointSession {
     }
 
     /// A session over named roots (`run1` → `./a`, `run2` → `s3://b/x`). The first is the
-    /// default schema, so its checkpoints need no qualifier.
+    /// default schema, so its checkpoints need no qualifier. A local root must exist:
+    /// opening a session reads, and reading creates nothing.
     pub async fn new(roots: Vec<(String, String)>, options: SessionOptions) -> Result<Self> {
         let mut opened = Vec::new();
         for (name, location) in roots {
-            opened.push((name, Root::with_options(&location, &options.storage)?));
+            opened.push((name, Root::open_existing(&location, &options.storage)?));
         }
         Self::with_roots(opened, options).await
     }
@@ -121,9 +128,21 @@ impl CheckpointSession {
             known: DefaultObjectStoreRegistry::new(),
             options: options.storage.clone(),
         });
-        let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(registry);
+        // No cache of directory listings: a checkpoint of parts saved again during the
+        // session must be read as it is now, never from a listing whose files (and ETags)
+        // are gone.
+        let mut runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(registry)
+            .with_object_list_cache_limit(0);
         if let Some(limit) = options.memory_limit {
-            runtime = runtime.with_memory_limit(limit, 1.0);
+            // A fair pool, not DataFusion's default greedy one: a query has several
+            // operators that spill (a sort and an aggregation per partition), and under a
+            // greedy pool the first takes all and the next fails with nothing to spill.
+            // The tracking wrapper names the largest consumers when memory runs out.
+            runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
+                FairSpillPool::new(limit),
+                std::num::NonZeroUsize::new(5).expect("5 is not zero"),
+            )));
         }
         let runtime = runtime.build_arc()?;
         let mut config = SessionConfig::new()
@@ -132,6 +151,20 @@ impl CheckpointSession {
             .with_create_default_catalog_and_schema(false);
         if let Some(n) = options.target_partitions {
             config = config.with_target_partitions(n.max(1));
+        }
+        // Under a memory limit, DataFusion's fixed sizes shrink with it, or a few
+        // partitions' worth of them fill a small pool before any operator can spill:
+        // - batches: a sort that spills holds a batch per spilled run while it merges, and
+        //   8192 summaries with 384-d embeddings are 25 MB; one row in 64 KiB of the limit,
+        //   1024 rows at the least;
+        // - the memory each sort sets aside for merging its spills (10 MB by default):
+        //   a thirty-second of the limit at most.
+        if let Some(limit) = options.memory_limit {
+            let rows = (limit >> 16).clamp(1024, config.batch_size());
+            config = config.with_batch_size(rows);
+            let execution = &mut config.options_mut().execution;
+            execution.sort_spill_reservation_bytes =
+                execution.sort_spill_reservation_bytes.min(limit / 32);
         }
         // Parquet strings come back as Utf8, the type the kinds declare.
         config

@@ -22,8 +22,11 @@ pub struct ConvertOptions {
     pub write: WriteOptions,
     pub session: SessionOptions,
     /// Called with (checkpoint, rows so far).
-    pub progress: Option<Arc<dyn Fn(&str, u64) + Send + Sync>>,
+    pub progress: Option<ConvertProgress>,
 }
+
+/// A progress callback of a conversion: (checkpoint, rows so far).
+pub type ConvertProgress = Arc<dyn Fn(&str, u64) + Send + Sync>;
 
 /// One converted checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +86,8 @@ pub async fn convert(src: &str, dst: &str, opts: &ConvertOptions) -> Result<Vec<
                 root.describe(&file)
             )));
         }
-        None => (Root::with_options(src, storage)?, None),
+        // Reading creates nothing: a missing source root is an error, not an empty one.
+        None => (Root::open_existing(src, storage)?, None),
     };
     let entries = list_checkpoints(&src_root).await?;
     let selected: Vec<Entry> = match &only {
@@ -231,7 +235,7 @@ impl SizeRow {
 /// JSONL vs Parquet size per checkpoint of a root; the missing format is made by
 /// converting into a temporary directory (`opts.write` sets the Parquet codec).
 pub async fn sizes(root: &str, opts: &ConvertOptions) -> Result<Vec<SizeRow>> {
-    let src = Root::with_options(root, &opts.session.storage)?;
+    let src = Root::open_existing(root, &opts.session.storage)?;
     let entries = list_checkpoints(&src).await?;
     let tmp =
         tempfile::tempdir().map_err(|e| Error::io("cannot create a temporary directory", e))?;

@@ -344,7 +344,7 @@ impl DataSink for JsonlSink {
                 format!("part-0.{}", self.ext),
             ),
         };
-        let root = Root::with_options(&dir, &self.storage)?;
+        let root = Root::with_options(&dir, &self.storage).map_err(crate::Error::from)?;
         let schema = self.conf.output_schema().clone();
         let kind = kind_of_schema(&schema);
         let opts = WriteOptions {
@@ -438,12 +438,11 @@ impl DataSink for StagedSink {
                 .map_err(|e| DataFusionError::ObjectStore(Box::new(e))),
             Err(e) => Err(e),
         };
-        if committed.is_err() {
-            if let Err(e) = store.delete(&self.staging).await {
-                if !matches!(e, object_store::Error::NotFound { .. }) {
-                    tracing::warn!("cannot remove the staging file {}: {e}", self.staging);
-                }
-            }
+        if committed.is_err()
+            && let Err(e) = store.delete(&self.staging).await
+            && !matches!(e, object_store::Error::NotFound { .. })
+        {
+            tracing::warn!("cannot remove the staging file {}: {e}", self.staging);
         }
         committed
     }

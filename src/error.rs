@@ -1,70 +1,24 @@
-//! One error type for the library. Every message says what failed, where (file, line,
-//! field or column), and — where there is one — what to do next.
+//! The engine's error: the checkpoint layers' error ([`ckpt_core::Error`]: data, names,
+//! configuration, storage, I/O) or DataFusion's. Our errors that travel through
+//! DataFusion (a decode error inside a scan) come back out as themselves, so the CLI
+//! prints `summaries.jsonl:17: field: ...`, not a stack of wrappers.
 
-use std::fmt;
+use datafusion::error::DataFusionError;
 
-/// Where in a checkpoint a problem was found: `summaries.jsonl:17: concerning_score`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    /// The file (its name within the root, or a URL).
-    pub file: String,
-    /// 1-based line number for JSONL; `None` for Parquet.
-    pub line: Option<u64>,
-    /// The field or column, when known.
-    pub field: Option<String>,
-}
+pub use ckpt_core::error::Position;
 
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if let Some(field) = &self.field {
-            write!(f, ": {field}")?;
-        }
-        Ok(())
-    }
-}
+/// The error of the layers below the engine, re-exported under a name that says so.
+pub use ckpt_core::Error as CheckpointError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A checkpoint's content does not match its kind: bad JSON, wrong type, missing field.
-    #[error("{position}: {message}")]
-    Data { position: Position, message: String },
-
-    /// A checkpoint name or target that is not allowed (escapes the root, NUL, too long).
-    #[error("invalid checkpoint name {name:?}: {reason}")]
-    InvalidName { name: String, reason: String },
-
-    /// A root, URL or storage option that cannot be used.
-    #[error("{0}")]
-    Config(String),
-
-    /// The storage layer failed; `context` names the location, `hint` the likely fix.
-    #[error("{context}: {source}{}", hint.as_deref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
-    Storage {
-        context: String,
-        #[source]
-        source: object_store::Error,
-        hint: Option<String>,
-    },
-
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-
+    /// A checkpoint's content, a name, a root, storage or I/O.
     #[error(transparent)]
-    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    Checkpoint(#[from] CheckpointError),
 
-    #[error(transparent)]
-    Parquet(#[from] datafusion::parquet::errors::ParquetError),
-
+    /// The query engine: SQL, planning, execution, memory.
     #[error("{0}")]
-    DataFusion(Box<datafusion::error::DataFusionError>),
+    DataFusion(Box<DataFusionError>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -76,95 +30,69 @@ impl Error {
         field: Option<&str>,
         message: impl Into<String>,
     ) -> Self {
-        Error::Data {
-            position: Position {
-                file: file.into(),
-                line,
-                field: field.map(str::to_owned),
-            },
-            message: message.into(),
-        }
+        CheckpointError::data(file, line, field, message).into()
     }
 
     pub fn config(message: impl Into<String>) -> Self {
-        Error::Config(message.into())
+        CheckpointError::config(message).into()
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        CheckpointError::internal(message).into()
     }
 
     pub fn invalid_name(name: &str, reason: impl Into<String>) -> Self {
-        Error::InvalidName {
-            name: name.to_owned(),
-            reason: reason.into(),
-        }
+        CheckpointError::invalid_name(name, reason).into()
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        CheckpointError::io(context, source).into()
     }
 
-    /// Wraps an object_store error with the location it concerns and a hint for the
-    /// common misconfigurations. object_store's own messages never contain secrets.
     pub fn storage(context: impl Into<String>, source: object_store::Error) -> Self {
-        let hint = storage_hint(&source);
-        Error::Storage {
-            context: context.into(),
-            source,
-            hint,
+        CheckpointError::storage(context, source).into()
+    }
+
+    /// The checkpoint layers' error, when this is one.
+    pub fn checkpoint(&self) -> Option<&CheckpointError> {
+        match self {
+            Error::Checkpoint(e) => Some(e),
+            Error::DataFusion(_) => None,
         }
     }
 
     /// The position, when this is a data error.
     pub fn position(&self) -> Option<&Position> {
-        match self {
-            Error::Data { position, .. } => Some(position),
-            _ => None,
-        }
+        self.checkpoint()?.position()
+    }
+
+    /// Whether a read stopped because a concurrent save replaced the file (read again).
+    pub fn is_changed_while_read(&self) -> bool {
+        self.checkpoint()
+            .is_some_and(CheckpointError::is_changed_while_read)
+    }
+
+    /// Whether the query ran out of its memory limit (`--memory-limit`).
+    pub fn is_resources_exhausted(&self) -> bool {
+        matches!(self, Error::DataFusion(e) if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)))
     }
 }
 
-fn storage_hint(err: &object_store::Error) -> Option<String> {
-    // The cause is often further down the chain (reqwest -> hyper -> io).
-    let mut text = err.to_string();
-    let mut cur = std::error::Error::source(err);
-    while let Some(e) = cur {
-        text.push_str(" / ");
-        text.push_str(&e.to_string());
-        cur = e.source();
-    }
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("nosuchbucket")
-        || lower.contains("bucket does not exist")
-        || lower.contains("specified bucket does not exist")
-    {
-        Some("the bucket does not exist: create it, or check the bucket name in the URL".into())
-    } else if lower.contains("invalidaccesskeyid")
-        || lower.contains("signaturedoesnotmatch")
-        || lower.contains("accessdenied")
-        || lower.contains("403")
-    {
-        Some("the server refused the credentials: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or --storage-option aws_access_key_id=...)".into())
-    } else if lower.contains("missing") && lower.contains("credential")
-        || lower.contains("no credentials")
-    {
-        Some("no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --storage-option".into())
-    } else if lower.contains("connect")
-        || lower.contains("dns")
-        || lower.contains("timed out")
-        || lower.contains("connection refused")
-    {
-        Some("the endpoint cannot be reached: check AWS_ENDPOINT_URL / --storage-option aws_endpoint=..., and aws_allow_http=true for http:// endpoints".into())
-    } else {
-        None
+impl From<datafusion::arrow::error::ArrowError> for Error {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        CheckpointError::from(e).into()
     }
 }
 
-impl From<datafusion::error::DataFusionError> for Error {
-    fn from(e: datafusion::error::DataFusionError) -> Self {
-        use datafusion::error::DataFusionError as D;
-        // Unwrap our own errors that travelled through DataFusion, so the CLI prints
-        // `summaries.jsonl:17: field: ...` and not a stack of wrappers.
+impl From<datafusion::parquet::errors::ParquetError> for Error {
+    fn from(e: datafusion::parquet::errors::ParquetError) -> Self {
+        CheckpointError::from(e).into()
+    }
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        use DataFusionError as D;
         let e = match e {
             D::Context(_, inner) => return Error::from(*inner),
             D::Shared(inner) => match std::sync::Arc::try_unwrap(inner) {
@@ -173,44 +101,57 @@ impl From<datafusion::error::DataFusionError> for Error {
             },
             D::External(ext) => match ext.downcast::<Error>() {
                 Ok(ours) => return *ours,
-                Err(ext) => D::External(ext),
+                Err(ext) => match ext.downcast::<CheckpointError>() {
+                    Ok(ours) => return Error::Checkpoint(*ours),
+                    Err(ext) => D::External(ext),
+                },
             },
             D::ObjectStore(os) => return Error::storage("object store", *os),
             other => other,
         };
         if let Some(ours) = find_ours(&e) {
-            return ours;
+            return ours.into();
         }
         Error::DataFusion(Box::new(e))
     }
 }
 
-/// Our error may sit deeper in a chain (e.g. inside ArrowError::ExternalError).
-fn find_ours(e: &(dyn std::error::Error + 'static)) -> Option<Error> {
+/// Our data or name error may sit deeper in a chain (e.g. inside
+/// `ArrowError::ExternalError`); it is rebuilt from its parts (errors are not `Clone`).
+fn find_ours(e: &(dyn std::error::Error + 'static)) -> Option<CheckpointError> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if let Some(Error::Data { position, message }) = err.downcast_ref::<Error>() {
-            return Some(Error::Data {
-                position: position.clone(),
-                message: message.clone(),
-            });
-        }
-        if let Some(Error::InvalidName { name, reason }) = err.downcast_ref::<Error>() {
-            return Some(Error::InvalidName {
-                name: name.clone(),
-                reason: reason.clone(),
-            });
+        let ours = err
+            .downcast_ref::<CheckpointError>()
+            .or_else(|| err.downcast_ref::<Error>().and_then(Error::checkpoint));
+        match ours {
+            Some(CheckpointError::Data { position, message }) => {
+                return Some(CheckpointError::Data {
+                    position: position.clone(),
+                    message: message.clone(),
+                });
+            }
+            Some(CheckpointError::InvalidName { name, reason }) => {
+                return Some(CheckpointError::InvalidName {
+                    name: name.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            Some(CheckpointError::ChangedWhileRead { file }) => {
+                return Some(CheckpointError::ChangedWhileRead { file: file.clone() });
+            }
+            _ => {}
         }
         cur = err.source();
     }
     None
 }
 
-impl From<Error> for datafusion::error::DataFusionError {
+impl From<Error> for DataFusionError {
     fn from(e: Error) -> Self {
         match e {
             Error::DataFusion(inner) => *inner,
-            other => datafusion::error::DataFusionError::External(Box::new(other)),
+            other => DataFusionError::External(Box::new(other)),
         }
     }
 }

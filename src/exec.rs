@@ -1,5 +1,11 @@
 //! Running SQL against a [`CheckpointSession`]: scripts of several statements, COPY
 //! targets resolved against the root, and errors that name the failing statement.
+//!
+//! COPY targets: a relative path is relative to the default root (beside the source,
+//! locally or in the bucket). By default a target may lead anywhere: `..`, an absolute
+//! path (written as a `file://` URL) or any URL, since whoever types the SQL owns the file
+//! system. A sandboxed session ([`SessionOptions::sandbox`](crate::SessionOptions),
+//! `--sandbox`) confines writes to its roots, for SQL that comes from others.
 
 use datafusion::arrow::datatypes::FieldRef;
 use datafusion::common::Column;
@@ -11,7 +17,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
 use crate::context::CheckpointSession;
 use crate::storage::Root;
-use crate::{Error, Result};
+use crate::{CheckpointError, Error, Result};
 
 /// Splits a script into statements (text for messages, and the parsed statement).
 pub fn parse(sql: &str) -> Result<Vec<(String, Statement)>> {
@@ -27,71 +33,61 @@ pub fn parse(sql: &str) -> Result<Vec<(String, Statement)>> {
     Ok(stmts.into_iter().map(|s| (s.to_string(), s)).collect())
 }
 
-/// Where a COPY target goes. A relative path is a name inside the default root (so
-/// `COPY summaries TO 'summaries.parquet'` writes beside the source, locally or in the
-/// bucket); a URL (`s3://...`, `file:///...`) is used as given. Absolute paths and `..`
-/// are refused: a write never lands outside the named root or target.
-pub fn resolve_target(root: &Root, target: &str) -> Result<String> {
-    if target.contains('\0') {
-        return Err(Error::invalid_name(target, "contains a NUL character"));
+/// Where a COPY target goes in this session (see the module docs).
+pub fn resolve_target(session: &CheckpointSession, target: &str) -> Result<String> {
+    let root = session.root();
+    if !session.options().sandbox {
+        return Ok(root.resolve_target_unconfined(target)?);
     }
-    if let Ok(url) = url::Url::parse(target) {
-        if url.scheme().len() > 1 {
-            // The parsed URL has its dot segments (`..`, `%2e%2e`) already applied: look at
-            // the text as written.
-            let path = target.split(['?', '#']).next().unwrap_or(target);
-            if path
-                .split('/')
-                .any(|p| p.to_ascii_lowercase().replace("%2e", ".") == "..")
+    let others: Vec<&Root> = session.schemas().iter().map(|(_, s)| s.root()).collect();
+    root.resolve_target_within(target, &others)
+        .map_err(|e| match Error::from(e) {
+            // Say why a target that would otherwise be written is refused.
+            Error::Checkpoint(CheckpointError::InvalidName { name, reason })
+                if leaves_the_root(&name) =>
             {
-                return Err(Error::invalid_name(
-                    target,
-                    "'..' is not allowed in a target",
-                ));
+                Error::invalid_name(
+                    &name,
+                    format!(
+                        "{reason} (--sandbox is on: COPY writes only inside the session's roots)"
+                    ),
+                )
             }
-            return Ok(target.to_owned());
-        }
-    }
-    if target.starts_with('/') || target.starts_with('~') {
-        return Err(Error::invalid_name(
-            target,
-            format!(
-                "absolute paths are refused; to write outside the root say so with a URL: file://{target}"
-            ),
-        ));
-    }
-    let dir_target = target.ends_with('/');
-    let name = target.trim_end_matches('/');
-    crate::format::validate_name(name)?;
-    let url = root.url_of(name)?;
-    // Parent directories must exist for the local store, and must not be symlinks out.
-    root.prepare_target(name, dir_target)?;
-    Ok(if dir_target {
-        format!("{url}/")
-    } else {
-        url.to_string()
-    })
+            other => other,
+        })
+}
+
+/// Whether a target, as written, points outside the default root: a URL, an absolute
+/// path, or one with `..`.
+fn leaves_the_root(target: &str) -> bool {
+    target.starts_with('/')
+        || target.starts_with('~')
+        || url::Url::parse(target).is_ok_and(|u| u.scheme().len() > 1)
+        || target.split('/').any(|p| p == "..")
 }
 
 /// Resolves the COPY target of a statement, also under EXPLAIN (EXPLAIN ANALYZE runs it).
-fn resolve_targets(root: &Root, statement: Statement) -> Result<Statement> {
+fn resolve_targets(session: &CheckpointSession, statement: Statement) -> Result<Statement> {
+    let root = session.root();
     Ok(match statement {
         Statement::CopyTo(mut c) => {
-            c.target = resolve_target(root, &c.target)?;
+            c.target = resolve_target(session, &c.target)?;
             Statement::CopyTo(c)
         }
         Statement::Explain(mut e) => {
-            e.statement = Box::new(resolve_targets(root, *e.statement)?);
+            e.statement = Box::new(resolve_targets(session, *e.statement)?);
             Statement::Explain(e)
         }
         // Read-only: a relative LOCATION is in the root too (not the working directory).
         Statement::CreateExternalTable(mut c) => {
             for loc in c.locations.iter_mut() {
                 let is_url = url::Url::parse(loc).is_ok_and(|u| u.scheme().len() > 1);
-                if !is_url && !loc.starts_with('/') && !loc.starts_with('~') {
-                    if let Ok(u) = root.url().join(loc) {
-                        *loc = u.to_string();
-                    }
+                if !is_url
+                    && !loc.starts_with('/')
+                    && !loc.starts_with('~')
+                    && let Ok(u) = root.url().join(loc)
+                {
+                    *loc = u.to_string();
                 }
             }
             Statement::CreateExternalTable(c)
@@ -102,7 +98,7 @@ fn resolve_targets(root: &Root, statement: Statement) -> Result<Statement> {
 
 /// Plans (and for DDL, runs) one statement.
 pub async fn plan(session: &CheckpointSession, statement: Statement) -> Result<DataFrame> {
-    let statement = resolve_targets(session.root(), statement)?;
+    let statement = resolve_targets(session, statement)?;
     let state = session.context().state();
     let plan = json_values_as_text(state.statement_to_plan(statement).await?)?;
     Ok(session.context().execute_logical_plan(plan).await?)

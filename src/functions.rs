@@ -1,7 +1,9 @@
 //! SQL functions for checkpoint work, registered in every session:
 //! - the JSON functions of datafusion-functions-json (`metadata->>'model'`,
 //!   `json_get_int(metadata, 'turns')`, ...), for Kura's free-form metadata;
-//! - `cosine_similarity(a, b)` over embedding lists, for nearest-neighbour queries.
+//! - `cosine_similarity(a, b)` over embedding lists, for nearest-neighbour queries;
+//! - `kura_column(stored, 'kind.field', 'file')`, which reads Kura's Parquet layout
+//!   (`crate::scan::kura`); registered so that plans using it can be shipped by name.
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use crate::Result;
 pub fn register(ctx: &mut SessionContext) -> Result<()> {
     datafusion_functions_json::register_all(ctx)?;
     ctx.register_udf(ScalarUDF::from(CosineSimilarity::new()));
+    ctx.register_udf(crate::scan::kura::KuraColumn::udf());
     Ok(())
 }
 

@@ -220,7 +220,7 @@ pub fn summary(i: usize, dim: usize, seed: u64) -> ConversationSummary {
     ConversationSummary {
         summary,
         request: Some(request),
-        topic: (i % 7 != 0).then(|| topic.to_owned()),
+        topic: (!i.is_multiple_of(7)).then(|| topic.to_owned()),
         // Kura writes `languages: null` for some rows and `[]` for others; keep both.
         languages: match i % 23 {
             0 => None,
@@ -229,10 +229,14 @@ pub fn summary(i: usize, dim: usize, seed: u64) -> ConversationSummary {
         },
         task: Some(task),
         concerning_score: Some(
-            1 + (rng.random_range(0..100u32) / 70) as i32 + (i % 97 == 0) as i32 * 3,
+            1 + (rng.random_range(0..100u32) / 70) as i32 + i.is_multiple_of(97) as i32 * 3,
         ),
         user_frustration: Some(rng.random_range(1..=5)),
-        assistant_errors: if i % 19 == 0 { None } else { Some(errors) },
+        assistant_errors: if i.is_multiple_of(19) {
+            None
+        } else {
+            Some(errors)
+        },
         chat_id: id,
         metadata,
         embedding,
@@ -279,7 +283,7 @@ pub fn conversation(i: usize, seed: u64) -> Conversation {
         .collect();
     let mut metadata = Metadata::new();
     metadata.insert("model".into(), json!(MODELS[i % MODELS.len()]));
-    metadata.insert("winner".into(), json!(i % 2 == 0));
+    metadata.insert("winner".into(), json!(i.is_multiple_of(2)));
     metadata.insert("question_id".into(), json!(81 + i % 80));
     Conversation {
         chat_id: id,

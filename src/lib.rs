@@ -14,7 +14,12 @@
 //!   disk); [`sink`]: the one write path.
 //! - [`catalog`], [`table`], [`context`], [`exec`], [`copy`], [`functions`]: the SQL side.
 //! - [`manager`]: Kura's checkpoint manager API; [`convert`]: format migration;
-//!   [`generate`]: sample data; [`cli`]: the `ckpt` command.
+//!   [`generate`]: sample data.
+//!
+//! The layers below (re-exported here) are crates of their own: `ckpt-core` (kinds,
+//! types, layouts, the JSONL codec; no DataFusion) and `ckpt-storage` (roots, object
+//! stores, atomic writes). The `ckpt` binary (feature `cli`, on by default) is a thin
+//! command line over this library; library users turn default features off.
 //!
 //! ## Save and load with a manager
 //!
@@ -54,31 +59,26 @@
 //! # });
 //! ```
 
+#![forbid(unsafe_code)]
+
+// The layers below the engine, re-exported so that `ckpt` is the one crate users name.
+pub use ckpt_core::{format, jsonl, kind, layout, types};
+pub use ckpt_storage::{durable, storage};
+
 pub mod catalog;
-pub mod cli;
 pub mod context;
 pub mod convert;
 pub mod copy;
-pub mod durable;
 pub mod error;
 pub mod exec;
-pub mod format;
 pub mod functions;
 pub mod generate;
-pub mod jsonl;
-pub mod kind;
-pub mod layout;
 pub mod manager;
-pub mod print;
-#[doc(hidden)]
-pub mod properties;
+pub mod scan;
 pub mod sink;
-pub mod storage;
-pub mod table;
-pub mod types;
 
 pub use context::{CheckpointSession, SessionOptions};
-pub use error::{Error, Result};
+pub use error::{CheckpointError, Error, Result};
 pub use format::{Compression, FileFormat, Layout, WriteOptions};
 pub use kind::CheckpointKind;
 pub use manager::{CheckpointManager, LoadStrategy, MultiCheckpointManager, SaveStrategy, migrate};

@@ -1,4 +1,8 @@
-//! The `ckpt` binary: everything is in the library's `cli` module.
-fn main() {
-    std::process::exit(ckpt::cli::main());
+//! The `ckpt` binary: argument parsing and printing over the library (`src/cli/`).
+#![forbid(unsafe_code)]
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

@@ -123,7 +123,7 @@ impl CheckpointManager {
 
     /// The file a checkpoint name is saved under: `summaries` → `summaries.jsonl`.
     pub fn file_name(&self, name: &str) -> Result<String> {
-        file_name(name, self.format)
+        Ok(file_name(name, self.format)?)
     }
 
     /// Where a checkpoint lives, for messages: a path or URL.
@@ -152,8 +152,10 @@ impl CheckpointManager {
 
     /// Saves `items` as checkpoint `name`, replacing any previous one atomically.
     pub async fn save<T: Checkpoint + Clone>(&self, name: &str, items: &[T]) -> Result<WriteStats> {
-        let batches: Vec<Result<RecordBatch>> =
-            items.chunks(SAVE_BATCH_ROWS).map(T::to_batch).collect();
+        let batches: Vec<Result<RecordBatch>> = items
+            .chunks(SAVE_BATCH_ROWS)
+            .map(|c| T::to_batch(c).map_err(Error::from))
+            .collect();
         let stream = futures::stream::iter(batches)
             .map_err(datafusion::error::DataFusionError::from)
             .boxed();
@@ -168,7 +170,7 @@ impl CheckpointManager {
     {
         let stream = items
             .chunks(SAVE_BATCH_ROWS)
-            .map(|chunk| T::to_batch(&chunk).map_err(datafusion::error::DataFusionError::from))
+            .map(|chunk| T::to_batch(&chunk).map_err(|e| Error::from(e).into()))
             .boxed();
         self.save_batches::<T>(name, stream).await
     }
@@ -207,7 +209,7 @@ impl CheckpointManager {
                 Err(e) => Err(e),
             };
             match res {
-                Err(e) if attempt < 5 && crate::table::is_changed_while_read(&e) => {
+                Err(e) if attempt < 5 && e.is_changed_while_read() => {
                     attempt += 1;
                     tracing::debug!(checkpoint = name, "read again: {e}");
                 }
@@ -231,9 +233,9 @@ impl CheckpointManager {
             batches
                 .map_err(Error::from)
                 .map_ok(|b| async move {
-                    tokio::task::spawn_blocking(move || T::from_batch(&b))
+                    tokio::task::spawn_blocking(move || T::from_batch(&b).map_err(Error::from))
                         .await
-                        .map_err(|e| Error::config(format!("conversion task failed: {e}")))?
+                        .map_err(|e| Error::internal(format!("conversion task failed: {e}")))?
                 })
                 .try_buffered(parallelism)
                 .map_ok(|values| futures::stream::iter(values.into_iter().map(Ok)))
@@ -302,7 +304,7 @@ impl CheckpointManager {
         if self.root.head(&file).await?.is_none() {
             return Ok(false);
         }
-        self.root.delete(&file).await
+        Ok(self.root.delete(&file).await?)
     }
 
     /// The resume pattern: the checkpoint if present, else `compute()`, saved, returned.

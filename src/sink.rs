@@ -63,7 +63,7 @@ pub async fn write_batches(
     };
     let stream = stream.map_err(Error::from).and_then(move |b| {
         let r = match kind {
-            Some(k) => conform(&b, &k.schema()),
+            Some(k) => conform(&b, &k.schema()).map_err(Error::from),
             None => Ok(b),
         };
         futures::future::ready(r)
@@ -103,7 +103,7 @@ async fn write_jsonl(
                 Ok::<_, Error>((batch.num_rows() as u64, buf))
             })
             .await
-            .map_err(|e| Error::config(format!("encoder task failed: {e}")))?
+            .map_err(|e| Error::internal(format!("encoder task failed: {e}")))?
         })
         .buffered(2);
     let mut rows = 0u64;

@@ -10,6 +10,8 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::{Map, Value};
 
+mod common;
+
 type Row = Map<String, Value>;
 
 fn ckpt() -> Command {
@@ -36,17 +38,10 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// Copies `data/` (only its JSONL files when `jsonl_only`) into `dst`.
+/// Copies the sample checkpoints of `data/` (only the JSONL files when `jsonl_only`) into
+/// `dst`.
 fn copy_data(dst: &Path, jsonl_only: bool) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(data_dir()).unwrap() {
-        let path = e.unwrap().path();
-        let name = path.file_name().unwrap().to_owned();
-        if jsonl_only && path.extension().is_some_and(|x| x != "jsonl") {
-            continue;
-        }
-        std::fs::copy(&path, dst.join(name)).unwrap();
-    }
+    common::copy_sample(dst, jsonl_only);
 }
 
 fn read_jsonl(path: &Path) -> Vec<Row> {
@@ -223,11 +218,16 @@ fn query_prints_every_output_format() {
     ]);
     assert!(rows_of_json_array(&empty).is_empty());
 
+    // An unknown format is a usage error, reported by clap with the choices.
     ckpt()
         .args(["query", p(&data), "SELECT 1", "--format", "yaml"])
         .assert()
-        .failure()
-        .stderr(predicate::str::contains("unknown output format"));
+        .code(2)
+        .stderr(
+            predicate::str::contains("invalid value 'yaml'").and(predicate::str::contains(
+                "table, csv, json, ndjson, markdown",
+            )),
+        );
 }
 
 #[test]
@@ -620,6 +620,8 @@ fn a_failed_copy_leaves_the_previous_file_as_it_was() {
     assert_eq!(n, "n\n250\n");
 }
 
+/// With `--sandbox`, COPY stays inside the root (see `copy_writes_where_the_target_says`
+/// for the default).
 #[test]
 fn copy_outside_the_root_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -639,6 +641,7 @@ fn copy_outside_the_root_is_refused() {
         ckpt()
             .args([
                 "query",
+                "--sandbox",
                 p(&root),
                 &format!("COPY clusters TO '{target}' STORED AS PARQUET"),
             ])
@@ -650,6 +653,7 @@ fn copy_outside_the_root_is_refused() {
     ckpt()
         .args([
             "query",
+            "--sandbox",
             p(&root),
             "EXPLAIN ANALYZE COPY clusters TO '../up.parquet' STORED AS PARQUET",
         ])
@@ -674,7 +678,7 @@ fn copy_outside_the_root_is_refused() {
         .success();
     assert!(root.join("explained.parquet").is_file());
     assert!(!outside.join("explained.parquet").exists());
-    // Writing outside is possible when said explicitly, with a URL.
+    // Without --sandbox, writing outside is possible, here with a URL.
     let url = format!("file://{}/outside.parquet", outside.display());
     stdout_of([
         "query",
@@ -735,7 +739,7 @@ fn convert_a_file() {
     // s.parquet is a summaries checkpoint by its columns: same answers as the source.
     let json = stdout_of([
         "query",
-        p(&dst.parent().unwrap()),
+        p(dst.parent().unwrap()),
         "SELECT coalesce(topic, '(none)') AS topic, count(*) AS n FROM s GROUP BY 1 ORDER BY n DESC, topic",
         "--format",
         "json",
@@ -1571,4 +1575,541 @@ fn metadata_arrow_operators_compare_without_parentheses() {
         .count();
     assert!(want > 0);
     assert_eq!(out.trim(), format!("{{\"n\":{want}}}"));
+}
+
+// ---- exit codes, closed pipes, missing roots, COPY targets ------------------------------
+
+/// A root of 2000 generated summaries: any listing of them overfills a pipe's buffer.
+fn generated_root() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    stdout_of([
+        "generate",
+        p(dir.path()),
+        "--summaries",
+        "2000",
+        "--dim",
+        "4",
+        "--no-conversations",
+    ]);
+    dir
+}
+
+/// Runs `ckpt ARGS` with stdout piped, reads one line, closes the pipe, and returns the
+/// exit code and stderr.
+fn run_and_close_stdout_after_one_line(args: &[&str]) -> (Option<i32>, String) {
+    use std::io::{BufRead, Read};
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .env_remove("CKPT_LOG")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(!line.is_empty(), "{args:?}: no output");
+    drop(stdout); // `| head -1`
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    (status.code(), stderr)
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_in_every_output_format() {
+    let root = generated_root();
+    let sql = "SELECT chat_id, summary FROM summaries";
+    for format in ["table", "csv", "json", "ndjson", "markdown"] {
+        let (code, stderr) = run_and_close_stdout_after_one_line(&[
+            "query",
+            p(root.path()),
+            sql,
+            "--format",
+            format,
+        ]);
+        assert_eq!(code, Some(0), "--format {format}: stderr: {stderr}");
+        assert_eq!(stderr, "", "--format {format}");
+    }
+    // A statement after the one whose output was cut does not run either.
+    let two = format!("{sql}; COPY summaries TO 'after.parquet'");
+    let (code, stderr) =
+        run_and_close_stdout_after_one_line(&["query", p(root.path()), &two, "--format", "csv"]);
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+    assert!(!root.path().join("after.parquet").exists());
+}
+
+#[test]
+fn a_closed_stdout_ends_ls_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    // Enough checkpoints for the listing to overfill the pipe.
+    for i in 0..1200 {
+        std::fs::write(dir.path().join(format!("t{i:04}.jsonl")), "{\"a\": 1}\n").unwrap();
+    }
+    for format in ["table", "json"] {
+        let (code, stderr) =
+            run_and_close_stdout_after_one_line(&["ls", p(dir.path()), "--format", format]);
+        assert_eq!(code, Some(0), "ls --format {format}: stderr: {stderr}");
+        assert_eq!(stderr, "", "ls --format {format}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_failures_exit_1() {
+    let data = data_dir();
+    let d = p(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = p(&out);
+    let usage: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["query", d, "SELECT 1", "--format", "yaml"], "'yaml'"),
+        (
+            vec!["query", d, "SELECT 1", "--on-error", "maybe"],
+            "'maybe'",
+        ),
+        (
+            vec!["query", d, "SELECT 1", "--memory-limit", "lots"],
+            "not a size",
+        ),
+        (
+            vec!["query", "--root", "run1", "SELECT 1"],
+            "expected NAME=LOCATION",
+        ),
+        (
+            vec!["query", "--root", "r-1=./x", "SELECT 1"],
+            "letters, digits or _",
+        ),
+        (
+            vec!["query", "--root", "r1=", "SELECT 1"],
+            "location is empty",
+        ),
+        (vec!["shell", d, "--format", "xml"], "'xml'"),
+        (
+            vec!["convert", d, o, "--compression", "zip"],
+            "unknown compression",
+        ),
+        (vec!["convert", d, o, "--compression", "zstd(99)"], "zstd"),
+        (vec!["convert", d, o, "--to", "csv"], "'csv'"),
+        (vec!["convert", d, o, "--layout", "duckdb"], "'duckdb'"),
+        (vec!["convert", d, o, "--on-error", "ignore"], "'ignore'"),
+        (
+            vec!["sizes", d, "--compression", "lzma"],
+            "unknown compression",
+        ),
+        (vec!["ls", d, "--format", "csv"], "'csv'"),
+        (vec!["generate", o, "--layout", "x"], "'x'"),
+        (
+            vec!["generate", o, "--compression", "snappy(1)"],
+            "takes no level",
+        ),
+        (vec!["ls", d, "-S", "no_equals_sign"], "KEY=VALUE"),
+        (vec!["query", d, "SELECT 1", "-f", "x.sql"], "not both"),
+        (vec!["shell"], "no root"),
+        (vec!["frobnicate"], "unrecognized subcommand"),
+    ];
+    for (args, word) in &usage {
+        let r = common::ckpt(args);
+        assert_eq!(r.code, Some(2), "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(word),
+            "{args:?}: no {word:?} in {}",
+            r.stderr
+        );
+    }
+    assert!(!out.exists(), "a usage error wrote something");
+    // Values are case-insensitive, and the documented aliases work.
+    for format in ["CSV", "md", "jsonl"] {
+        stdout_of(["query", d, "SELECT 1 AS one", "--format", format]);
+    }
+    // A --root value with a password is never shown, even when it is malformed.
+    let r = common::ckpt([
+        "query",
+        "--root",
+        "s3://key:pw-not-shown@bucket/x",
+        "SELECT 1",
+    ]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(!r.stderr.contains("pw-not-shown"), "{}", r.stderr);
+    // Failures exit 1.
+    for args in [
+        vec!["query", d, "SELECT nope FROM summaries"],
+        vec!["query", d, "SELEC 1"],
+        vec!["query", d, "-f", "/no/such/file.sql"],
+    ] {
+        let r = common::ckpt(&args);
+        assert_eq!(r.code, Some(1), "{args:?}: {r:?}");
+        assert!(r.stderr.starts_with("error: "), "{args:?}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn read_commands_never_create_a_missing_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["ls".into(), "typo".into()], "typo"),
+        (vec!["ls".into(), "./typo".into()], "./typo"),
+        (
+            vec![
+                "ls".into(),
+                "a/b/c".into(),
+                "--format".into(),
+                "json".into(),
+            ],
+            "a/b/c",
+        ),
+        (
+            vec!["query".into(), "nowhere".into(), "SELECT 1".into()],
+            "nowhere",
+        ),
+        (
+            vec![
+                "query".into(),
+                "--root".into(),
+                format!("run1={}", p(&data_dir())),
+                "--root".into(),
+                "run2=missing_run".into(),
+                "SELECT 1".into(),
+            ],
+            "missing_run",
+        ),
+        (vec!["shell".into(), "nowhere".into()], "nowhere"),
+        (vec!["sizes".into(), "typo".into()], "typo"),
+        (vec!["convert".into(), "typo".into(), "out".into()], "typo"),
+        (
+            vec![
+                "convert".into(),
+                "typo/summaries.jsonl".into(),
+                "out.parquet".into(),
+            ],
+            "summaries.jsonl",
+        ),
+    ];
+    for (args, shown) in &cases {
+        let r = common::run(common::ckpt_cmd().current_dir(dir.path()).args(args));
+        assert_eq!(r.code, Some(1), "{args:?}: {r:?}");
+        if args[0] == "convert" && shown.ends_with(".jsonl") {
+            assert!(
+                r.stderr.contains("does not exist"),
+                "{args:?}: {}",
+                r.stderr
+            );
+        } else {
+            let want = format!("no such root: {shown} (a directory or URL of checkpoints)");
+            assert!(
+                r.stderr.contains(&want),
+                "{args:?}: no {want:?} in {}",
+                r.stderr
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} created {left:?}");
+    }
+    // An absolute path too; and a file is not a root.
+    let missing = dir.path().join("gone");
+    let r = common::ckpt(["query", p(&missing), "SELECT 1"]);
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains(&format!("no such root: {}", p(&missing))),
+        "{}",
+        r.stderr
+    );
+    assert!(!missing.exists());
+    let file = data_dir().join("summaries.jsonl");
+    let r = common::ckpt(["ls", p(&file)]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("is a file"), "{}", r.stderr);
+    // An existing empty directory is a root with no checkpoints.
+    stdout_of(["ls", p(dir.path())]);
+}
+
+#[test]
+fn writes_create_their_target_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = dir.path().join("new/run1");
+    stdout_of(["generate", p(&generated), "--summaries", "10", "--dim", "4"]);
+    assert!(generated.join("summaries.jsonl").is_file());
+    let converted = dir.path().join("converted/deeper");
+    stdout_of([
+        "convert",
+        p(&generated),
+        p(&converted),
+        "--to",
+        "parquet",
+        "-q",
+    ]);
+    assert!(converted.join("summaries.parquet").is_file());
+    let one = dir.path().join("one/s.parquet");
+    stdout_of([
+        "convert",
+        p(&generated.join("summaries.jsonl")),
+        p(&one),
+        "-q",
+    ]);
+    assert!(one.is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managers_create_their_directory_on_save_and_sessions_need_one() {
+    use ckpt::{CheckpointManager, CheckpointSession, ConversationSummary};
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("checkpoints/run1");
+    let m = CheckpointManager::jsonl(p(&missing)).unwrap();
+    // Loading from a directory that is not there is "no checkpoint", and creates nothing.
+    assert!(
+        m.load::<ConversationSummary>("summaries")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!dir.path().join("checkpoints").exists());
+    // A session reads: it needs the directory.
+    let err = CheckpointSession::open(p(&missing))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no such root"), "{err}");
+    assert!(!dir.path().join("checkpoints").exists());
+    // A save creates it, as Kura's setup_checkpoint_dir does.
+    let rows = vec![ckpt::generate::summary(0, 4, 1)];
+    m.save("summaries", &rows).await.unwrap();
+    assert!(missing.join("summaries.jsonl").is_file());
+    let session = CheckpointSession::open(p(&missing)).await.unwrap();
+    assert_eq!(count(&session, "SELECT count(*) FROM summaries").await, 1);
+}
+
+#[test]
+fn copy_writes_where_the_target_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    copy_data(&root, true);
+    let r = p(&root);
+    let rows = |path: &Path| parquet_meta(path).file_metadata().num_rows();
+
+    // An absolute path, into directories that do not exist yet.
+    let abs = dir.path().join("elsewhere/deeper/abs.parquet");
+    stdout_of(["query", r, &format!("COPY clusters TO '{}'", p(&abs))]);
+    assert_eq!(rows(&abs), 16);
+    // A directory target given as an absolute path.
+    let parts = dir.path().join("parts");
+    stdout_of([
+        "query",
+        r,
+        &format!("COPY clusters TO '{}/' STORED AS PARQUET", p(&parts)),
+    ]);
+    let written: i64 = std::fs::read_dir(&parts)
+        .unwrap()
+        .map(|e| rows(&e.unwrap().path()))
+        .sum();
+    assert_eq!(written, 16);
+    // `..`: relative to the root, out of it.
+    stdout_of(["query", r, "COPY clusters TO '../up.parquet'"]);
+    assert_eq!(rows(&dir.path().join("up.parquet")), 16);
+    stdout_of([
+        "query",
+        r,
+        "COPY summaries TO 'sub/../../up/s.jsonl' STORED AS JSON",
+    ]);
+    assert_eq!(read_jsonl(&dir.path().join("up/s.jsonl")), summaries());
+    // EXPLAIN ANALYZE runs the COPY, to the same place.
+    stdout_of([
+        "query",
+        r,
+        "EXPLAIN ANALYZE COPY clusters TO '../explained.parquet'",
+    ]);
+    assert_eq!(rows(&dir.path().join("explained.parquet")), 16);
+    // Relative paths without `..` stay in the root, as before.
+    stdout_of(["query", r, "COPY clusters TO 'in/root.parquet'"]);
+    assert_eq!(rows(&root.join("in/root.parquet")), 16);
+    // `~` is not expanded: said, not written.
+    let e = common::ckpt(["query", r, "COPY clusters TO '~/ckpt-test.parquet'"]);
+    assert_eq!(e.code, Some(1), "{e:?}");
+    assert!(e.stderr.contains("'~' is not expanded"), "{}", e.stderr);
+    assert!(!root.join("~").exists());
+    // The shell writes the same way.
+    let shell_target = dir.path().join("from_shell.parquet");
+    let home = tempfile::tempdir().unwrap();
+    ckpt()
+        .env("HOME", home.path())
+        .args(["shell", r])
+        .write_stdin(format!("COPY clusters TO '{}';\n", p(&shell_target)))
+        .assert()
+        .success();
+    assert_eq!(rows(&shell_target), 16);
+}
+
+#[test]
+fn sandbox_confines_copy_to_the_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let other = dir.path().join("other");
+    copy_data(&root, true);
+    std::fs::create_dir_all(&other).unwrap();
+    let r = p(&root);
+    let snapshot_of_dir = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = snapshot_of_dir();
+    let root_files = snapshot(&root);
+    let abs = format!("{}/abs.parquet", dir.path().display());
+    let outside_url = format!("file://{}/url.parquet", dir.path().display());
+    let other_url = format!("file://{}/o.parquet", other.display());
+    for target in [
+        abs.as_str(),
+        "../up.parquet",
+        "a/../../up.parquet",
+        &outside_url,
+    ] {
+        let sql = format!("COPY clusters TO '{target}' STORED AS PARQUET");
+        let e = common::ckpt(["query", "--sandbox", r, &sql]);
+        assert_eq!(e.code, Some(1), "{sql}: {e:?}");
+        assert!(
+            e.stderr.contains("invalid checkpoint name") && e.stderr.contains("--sandbox is on"),
+            "{sql}: {}",
+            e.stderr
+        );
+    }
+    let e = common::ckpt([
+        "query",
+        "--sandbox",
+        r,
+        &format!("COPY clusters TO '{outside_url}'"),
+    ]);
+    assert!(e.stderr.contains("outside the roots"), "{}", e.stderr);
+    // The shell, too: the statement fails, the shell goes on.
+    let home = tempfile::tempdir().unwrap();
+    let assert = ckpt()
+        .env("HOME", home.path())
+        .args(["shell", "--sandbox", r])
+        .write_stdin(format!("COPY clusters TO '{abs}';\nSELECT 5 AS five;\n"))
+        .assert()
+        .success();
+    let err = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    assert!(err.contains("--sandbox is on"), "{err}");
+    assert!(out.contains("five"), "{out}");
+    assert_eq!(snapshot_of_dir(), before, "written outside the root");
+    assert_eq!(snapshot(&root), root_files, "written in the root");
+    assert!(std::fs::read_dir(&other).unwrap().next().is_none());
+
+    // Inside the roots: a relative name, a URL into the default root, a URL into another
+    // root of the session.
+    let inside_url = format!("file://{}/by_url.parquet", root.display());
+    let spec = format!("other={}", p(&other));
+    for sql in [
+        "COPY clusters TO 'sub/rel.parquet'".to_owned(),
+        format!("COPY clusters TO '{inside_url}'"),
+        format!("COPY clusters TO '{other_url}'"),
+    ] {
+        stdout_of(["query", "--sandbox", r, "--root", &spec, &sql]);
+    }
+    assert!(root.join("sub/rel.parquet").is_file());
+    assert!(root.join("by_url.parquet").is_file());
+    assert!(other.join("o.parquet").is_file());
+}
+
+/// The JSONL scan is DataFusion's own data source: `EXPLAIN ANALYZE` shows it as a
+/// `DataSourceExec` of file type jsonl with its metrics, and a file larger than
+/// DataFusion's repartition threshold (10 MB) is read as several byte ranges in parallel,
+/// with the same answer as an order-keeping single-partition read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_analyze_shows_the_jsonl_scan_split_into_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    ckpt::generate::generate(
+        &ckpt::Root::local(dir.path()).unwrap(),
+        &ckpt::generate::GenerateOptions {
+            summaries: 12_000,
+            dim: 64,
+            conversations: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let file = dir.path().join("summaries.jsonl");
+    assert!(std::fs::metadata(&file).unwrap().len() > 10 << 20);
+
+    let out = stdout_of([
+        "query",
+        p(dir.path()),
+        "--format",
+        "ndjson",
+        "EXPLAIN ANALYZE SELECT topic, count(*) FROM summaries GROUP BY topic",
+    ]);
+    let plan: Row = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let plan = plan["plan"].as_str().unwrap();
+    let scan = plan
+        .lines()
+        .find(|l| l.trim_start().starts_with("DataSourceExec"))
+        .unwrap_or_else(|| panic!("no DataSourceExec in\n{plan}"));
+    assert!(scan.contains("file_type=jsonl"), "{scan}");
+    assert!(scan.contains("kind=summaries"), "{scan}");
+    for metric in [
+        "output_rows=12.00 K",
+        "bytes_scanned=",
+        "decode_time=",
+        "lines=12.00 K",
+    ] {
+        assert!(scan.contains(metric), "{metric} missing in {scan}");
+    }
+    // Several byte ranges of the one file: `file_groups={N groups: [[.../summaries.jsonl:0..M], ...`.
+    let groups: usize = scan
+        .split("file_groups={")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no file_groups in {scan}"));
+    assert!(groups >= 2, "one partition only: {scan}");
+    assert!(scan.contains("summaries.jsonl:0.."), "{scan}");
+
+    // The split read counts what a single-partition read counts.
+    let split = stdout_of([
+        "query",
+        p(dir.path()),
+        "--format",
+        "csv",
+        "SELECT topic, count(*) AS n FROM summaries GROUP BY topic ORDER BY topic",
+    ]);
+    let whole = ckpt::CheckpointSession::new(
+        vec![("root".into(), p(dir.path()).into())],
+        ckpt::SessionOptions {
+            target_partitions: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let batches = whole
+        .sql("SELECT topic, count(*) AS n FROM summaries GROUP BY topic ORDER BY topic")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::Int64Type;
+    let mut want = vec!["topic,n".to_owned()];
+    for b in &batches {
+        let (topic, n) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_primitive::<Int64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            let t = if topic.is_null(i) { "" } else { topic.value(i) };
+            want.push(format!("{t},{}", n.value(i)));
+        }
+    }
+    assert!(want.len() > 2, "{want:?}");
+    assert_eq!(split.lines().collect::<Vec<_>>(), want);
 }

@@ -264,7 +264,7 @@ async fn race(
     if size.may_stop {
         for e in &errors {
             assert!(
-                e.contains(ckpt::table::CHANGED_WHILE_READ),
+                e.contains("changed while it was being read"),
                 "a read failed otherwise than by stopping cleanly: {e}"
             );
         }

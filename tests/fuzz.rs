@@ -118,7 +118,7 @@ fn mutate(rng: &mut ChaCha8Rng, line: &[u8]) -> Vec<u8> {
 #[test]
 fn decoder_survives_mutated_lines_of_every_kind() {
     let n = iters(20000);
-    let mut total = ckpt::properties::DecodeOutcome::default();
+    let mut total = ckpt_core::properties::DecodeOutcome::default();
     for (k, kind) in CheckpointKind::ALL.into_iter().enumerate() {
         let seeds = seed_lines(kind);
         let mut rng = ChaCha8Rng::seed_from_u64(0xF022 + k as u64);
@@ -130,7 +130,7 @@ fn decoder_survives_mutated_lines_of_every_kind() {
                 })
                 .collect();
             let lines: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-            let seen = ckpt::properties::decode_lines(kind, &lines);
+            let seen = ckpt_core::properties::decode_lines(kind, &lines);
             total.rows += seen.rows;
             total.skipped += seen.skipped;
             total.blank += seen.blank;
@@ -151,7 +151,7 @@ fn decoder_survives_random_bytes() {
             data.insert(0, b'{');
         }
         let kind = CheckpointKind::ALL[i % CheckpointKind::ALL.len()];
-        ckpt::properties::decode_lines(kind, &ckpt::properties::split_lines(&data));
+        ckpt_core::properties::decode_lines(kind, &ckpt_core::properties::split_lines(&data));
     }
 }
 
@@ -194,7 +194,10 @@ fn names_and_targets_never_escape_the_root() {
     let mut rng = ChaCha8Rng::seed_from_u64(0x4A3E);
     let mut accepted = 0;
     for _ in 0..iters(100_000) {
-        accepted += usize::from(ckpt::properties::check_name(&root, &random_name(&mut rng)));
+        accepted += usize::from(ckpt_storage::properties::check_name(
+            &root,
+            &random_name(&mut rng),
+        ));
     }
     assert!(accepted > 0);
     // Nothing was created outside the root's directory tree.
@@ -229,7 +232,7 @@ fn root_urls_parse_or_fail_cleanly() {
         let s: String = (0..rng.random_range(0..6))
             .map(|_| PIECES[rng.random_range(0..PIECES.len())])
             .collect();
-        made += usize::from(ckpt::properties::check_root_url(&s));
+        made += usize::from(ckpt_storage::properties::check_root_url(&s));
     }
     assert!(made > 0);
 }

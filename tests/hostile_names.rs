@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use ckpt::generate::summary;
-use ckpt::{CheckpointManager, ConversationSummary, Error, Root};
+use ckpt::{CheckpointError, CheckpointManager, ConversationSummary, Error, Root};
 use common::{Run, S3, ckpt, ckpt_cmd, run, unique};
 
 fn s(p: &Path) -> String {
@@ -146,7 +146,7 @@ fn hostile_names(sb: &Sandbox) -> Vec<(String, &'static str)> {
 
 fn assert_invalid_name(err: &Error, name: &str, word: &str, what: &str) {
     assert!(
-        matches!(err, Error::InvalidName { .. }),
+        matches!(err, Error::Checkpoint(CheckpointError::InvalidName { .. })),
         "{what} {name:?}: not an invalid-name error: {err}"
     );
     let msg = err.to_string();
@@ -222,7 +222,8 @@ async fn managers_refuse_names_that_leave_the_root() {
     sb.assert_outside_untouched("the end");
 }
 
-/// COPY targets through the CLI (and stdin, for a NUL).
+/// COPY targets through the CLI with `--sandbox` (and stdin, for a NUL). Without it, the
+/// person at the shell may write anywhere (tests/cli.rs, `copy_writes_where_the_target_says`).
 #[test]
 fn copy_refuses_targets_that_leave_the_root() {
     let sb = Sandbox::new();
@@ -256,7 +257,7 @@ fn copy_refuses_targets_that_leave_the_root() {
                 target
             };
             let sql = format!("COPY (SELECT chat_id FROM summaries) TO '{t}' STORED AS {stored}");
-            let r = ckpt(["query", &root, &sql]).expect_err(&sql);
+            let r = ckpt(["query", "--sandbox", &root, &sql]).expect_err(&sql);
             assert!(
                 r.stderr.contains("invalid checkpoint name") && r.stderr.contains(word),
                 "{sql}: no {word:?} in:\n{}",
@@ -267,7 +268,7 @@ fn copy_refuses_targets_that_leave_the_root() {
     }
     // A NUL in the target, through standard input.
     let mut child = ckpt_cmd()
-        .args(["query", &root])
+        .args(["query", "--sandbox", &root])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -289,6 +290,7 @@ fn copy_refuses_targets_that_leave_the_root() {
     // Inside the root, a COPY still works.
     ckpt([
         "query",
+        "--sandbox",
         &root,
         "COPY (SELECT chat_id FROM summaries) TO 'sub/ok.parquet' STORED AS PARQUET",
     ])
@@ -344,7 +346,7 @@ async fn s3_roots_refuse_the_same_names() {
     ] {
         let err = m.save(name, &rows).await.unwrap_err();
         assert!(
-            matches!(err, Error::InvalidName { .. }),
+            matches!(err, Error::Checkpoint(CheckpointError::InvalidName { .. })),
             "s3 save {name:?}: {err}"
         );
     }
@@ -353,6 +355,7 @@ async fn s3_roots_refuse_the_same_names() {
     let mut args = s3.cli_args();
     args.extend([
         "query".to_owned(),
+        "--sandbox".to_owned(),
         root_url.clone(),
         "COPY (SELECT chat_id FROM summaries) TO '../x.parquet' STORED AS PARQUET".to_owned(),
     ]);

@@ -24,9 +24,9 @@ use ckpt::kind::CheckpointKind;
 use ckpt::sink::{WriteStats, write_batches};
 use ckpt::storage::{Root, StorageOptions};
 use ckpt::{
-    Checkpoint, CheckpointManager, Cluster, Conversation, ConversationSummary, Error, LoadStrategy,
-    Message, Metadata, MultiCheckpointManager, ProjectedCluster, Role, SaveStrategy, generate,
-    migrate,
+    Checkpoint, CheckpointError, CheckpointManager, Cluster, Conversation, ConversationSummary,
+    Error, LoadStrategy, Message, Metadata, MultiCheckpointManager, ProjectedCluster, Role,
+    SaveStrategy, generate, migrate,
 };
 use datafusion::arrow::array::{
     Array, ArrayRef, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray,
@@ -478,13 +478,13 @@ fn edge_floats() -> Vec<f64> {
         5e-324,
         -5e-324,
         f64::MIN_POSITIVE,
-        2.2250738585072009e-308, // largest subnormal
+        2.225_073_858_507_201e-308, // largest subnormal
         1.0 / 3.0,
         -2.0 / 3.0,
         std::f64::consts::PI,
         1e300,
         9007199254740993.0,
-        123456789.123456789,
+        123_456_789.123_456_79,
         f64::EPSILON,
         0.1f32 as f64,
         f32::MAX as f64,
@@ -1036,7 +1036,7 @@ async fn check_manager_semantics(backend: Backend) {
         assert!(
             matches!(
                 m.save(wrong, &data.summaries).await,
-                Err(Error::InvalidName { .. })
+                Err(Error::Checkpoint(CheckpointError::InvalidName { .. }))
             ),
             "{ctx}: {wrong}"
         );
@@ -1066,7 +1066,7 @@ async fn check_manager_semantics(backend: Backend) {
         // Invalid names are refused before anything touches the store.
         for bad in ["../x", "/abs", "a\0b", "../summaries", "a/../../b"] {
             let is_invalid = |r: Result<(), Error>, op: &str| match r {
-                Err(Error::InvalidName { .. }) => {}
+                Err(Error::Checkpoint(CheckpointError::InvalidName { .. })) => {}
                 other => panic!("{ctx}: {op}({bad:?}) gave {other:?}, not InvalidName"),
             };
             is_invalid(m.save(bad, &data.summaries[..1]).await.map(|_| ()), "save");
@@ -1220,8 +1220,7 @@ async fn check_failed_save_is_atomic(backend: Backend) {
             assert!(dirs.is_empty(), "{ctx} {what}: {dirs:?}");
         }
         // A typed save whose values cannot be written fails the same way: nothing changes.
-        let mut batch_of_wrong_kind = Vec::new();
-        batch_of_wrong_kind.push(Ok(Cluster::to_batch(&data.clusters).unwrap()));
+        let batch_of_wrong_kind = vec![Ok(Cluster::to_batch(&data.clusters).unwrap())];
         let err = write_batches(
             &root,
             &m.file_name("summaries").unwrap(),
@@ -1334,10 +1333,10 @@ async fn check_bad_jsonl_line(backend: Backend) {
     assert!(message.contains("\"high\""), "{store:?}: {shown}");
     assert!(!message.contains('\n'), "{store:?}: one line: {shown:?}");
     match &err {
-        Error::Data {
+        Error::Checkpoint(CheckpointError::Data {
             position,
             message: m2,
-        } => {
+        }) => {
             assert_eq!(position.file, "summaries.jsonl");
             assert_eq!(position.line, Some(17));
             assert_eq!(position.field.as_deref(), Some("concerning_score"));

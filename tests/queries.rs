@@ -14,6 +14,8 @@ use ckpt::CheckpointSession;
 use ckpt::jsonl::JsonlEncoder;
 use serde_json::{Map, Value};
 
+mod common;
+
 /// The files of `queries/`, each with its check below.
 const CHECKED: &[&str] = &[
     "cluster_sizes.sql",
@@ -76,17 +78,7 @@ const VARIANTS: [Variant; 3] = [Variant::Both, Variant::Jsonl, Variant::KuraParq
 /// A copy of `data/` in a temporary directory, in the form `variant` says.
 async fn copy_of_data(variant: Variant) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let mut copied = 0;
-    for e in std::fs::read_dir(manifest().join("data")).unwrap() {
-        let path = e.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if !matches!(variant, Variant::Both) && !name.ends_with(".jsonl") {
-            continue;
-        }
-        std::fs::copy(&path, dir.path().join(&name)).unwrap();
-        copied += 1;
-    }
-    assert!(copied >= 5, "data/ holds the five sample checkpoints");
+    let copied = common::copy_sample(dir.path(), !matches!(variant, Variant::Both)).len();
     if !matches!(variant, Variant::KuraParquet) {
         return dir;
     }

@@ -1,11 +1,11 @@
 //! JSONL decoding of summaries checkpoints: the fuzzer's bytes are one file, split into lines.
 #![no_main]
-use ckpt::CheckpointKind;
+use ckpt_core::CheckpointKind;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    ckpt::properties::decode_lines(
+    ckpt_core::properties::decode_lines(
         CheckpointKind::Summaries,
-        &ckpt::properties::split_lines(data),
+        &ckpt_core::properties::split_lines(data),
     );
 });

@@ -5,12 +5,12 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 
 /// One root for the whole run; the checks only compute paths and URLs, nothing is written.
-static ROOT: LazyLock<(tempfile::TempDir, ckpt::Root)> = LazyLock::new(|| {
+static ROOT: LazyLock<(tempfile::TempDir, ckpt_storage::Root)> = LazyLock::new(|| {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let root = ckpt::Root::local(dir.path()).expect("a local root");
+    let root = ckpt_storage::Root::local(dir.path()).expect("a local root");
     (dir, root)
 });
 
 fuzz_target!(|name: &str| {
-    ckpt::properties::check_name(&ROOT.1, name);
+    ckpt_storage::properties::check_name(&ROOT.1, name);
 });

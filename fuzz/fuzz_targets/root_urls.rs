@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|location: &str| {
-    ckpt::properties::check_root_url(location);
+    ckpt_storage::properties::check_root_url(location);
 });

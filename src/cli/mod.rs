@@ -1,7 +1,9 @@
 //! The `ckpt` command line: argument parsing and printing only. Every command calls the
 //! library (catalog, exec, convert, generate); nothing here is reachable only from `main`.
 
+pub mod print;
 pub mod shell;
+pub mod stdout;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -10,15 +12,16 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::context::{CheckpointSession, SessionOptions};
-use crate::convert::{ConvertOptions, convert, sizes};
-use crate::exec;
-use crate::format::{Compression, FileFormat, Layout, WriteOptions};
-use crate::generate::{GenerateOptions, generate};
-use crate::jsonl::{DecodeOptions, OnError};
-use crate::print::Printer;
-use crate::storage::{Root, StorageOptions};
-use crate::{Error, Result};
+use ckpt::context::{CheckpointSession, SessionOptions};
+use ckpt::convert::{ConvertOptions, convert, sizes};
+use ckpt::exec;
+use ckpt::format::{Compression, FileFormat, Layout, WriteOptions};
+use ckpt::generate::{GenerateOptions, generate};
+use ckpt::jsonl::{DecodeOptions, OnError};
+use ckpt::storage::{Root, StorageOptions, redact_url};
+use ckpt::{Error, Result};
+use print::{OutputFormat, Printer};
+use stdout::PipeState;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -34,7 +37,13 @@ Examples:
 
 Object stores: s3://, gs://, az://, http(s):// and memory:// roots work wherever a path does.
 S3 reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP...;
---storage-option KEY=VALUE overrides them (e.g. aws_endpoint=http://127.0.0.1:9000).";
+--storage-option KEY=VALUE overrides them (e.g. aws_endpoint=http://127.0.0.1:9000).
+
+Reading (ls, query, shell, sizes, convert's source) never creates a root: a missing one is an
+error. COPY writes where its target says (a relative path is in the root); --sandbox keeps
+writes inside the roots, for SQL that comes from others.
+Exit codes: 0 success (also when the reader of the output goes away, as with `| head`),
+1 failure, 2 usage (bad arguments or option values).";
 
 #[derive(Debug, Parser)]
 #[command(name = "ckpt", version, about = "Query, convert and store Kura pipeline checkpoints (JSONL, Parquet) with SQL", after_help = EXAMPLES)]
@@ -60,9 +69,9 @@ pub enum Command {
     /// List the checkpoints of a root with kind, format, rows and bytes.
     #[command(after_help = "Example:\n  ckpt ls data\n  ckpt ls s3://bucket/run1 --format json")]
     Ls {
-        /// Directory or URL.
+        /// Directory or URL (it must exist).
         root: String,
-        #[arg(long, default_value = "table")]
+        #[arg(long, value_enum, default_value_t = LsFormat::Table, ignore_case = true)]
         format: LsFormat,
     },
     /// Run SQL over the checkpoints of one or more roots.
@@ -79,15 +88,18 @@ pub enum Command {
     Convert(ConvertArgs),
     /// JSONL vs Parquet size of each checkpoint ("Compression Benefits").
     Sizes {
+        /// Directory or URL (it must exist).
         root: String,
-        #[arg(long, default_value = "snappy")]
-        compression: String,
-        #[arg(long, default_value = "table")]
+        /// Parquet codec: snappy, gzip, brotli, lz4, zstd, with an optional level: zstd(3).
+        #[arg(long, default_value = "snappy", value_parser = parse_compression)]
+        compression: Compression,
+        #[arg(long, value_enum, default_value_t = LsFormat::Table, ignore_case = true)]
         format: LsFormat,
     },
     /// Write a deterministic, realistic sample of all five checkpoint kinds.
     #[command(after_help = "Example:\n  ckpt generate data --summaries 200 --dim 16 --format both")]
     Generate {
+        /// Directory or URL (created if missing).
         root: String,
         #[arg(long, default_value_t = 1000)]
         summaries: usize,
@@ -96,12 +108,14 @@ pub enum Command {
         dim: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        #[arg(long, default_value = "jsonl")]
+        #[arg(long, value_enum, default_value_t = GenerateFormat::Jsonl, ignore_case = true)]
         format: GenerateFormat,
-        #[arg(long, default_value = "snappy")]
-        compression: String,
-        #[arg(long, default_value = "native")]
-        layout: String,
+        /// Parquet codec: snappy, gzip, brotli, lz4, zstd, with an optional level: zstd(3).
+        #[arg(long, default_value = "snappy", value_parser = parse_compression)]
+        compression: Compression,
+        /// Parquet layout: native (real types) or kura (what Kura's Parquet manager reads).
+        #[arg(long, value_enum, default_value_t = LayoutArg::Native, ignore_case = true)]
+        layout: LayoutArg,
         /// Skip the raw conversations.
         #[arg(long)]
         no_conversations: bool,
@@ -121,28 +135,86 @@ pub enum GenerateFormat {
     Both,
 }
 
+/// `--on-error`: what to do with a JSONL line that does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnErrorArg {
+    /// Stop with an error naming file, line and field.
+    Fail,
+    /// Drop the line, report it on stderr, go on.
+    Skip,
+}
+
+impl From<OnErrorArg> for OnError {
+    fn from(a: OnErrorArg) -> OnError {
+        match a {
+            OnErrorArg::Fail => OnError::Fail,
+            OnErrorArg::Skip => OnError::Skip,
+        }
+    }
+}
+
+/// `convert --to`: the target format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetFormat {
+    #[value(alias = "json", alias = "ndjson")]
+    Jsonl,
+    #[value(alias = "pq")]
+    Parquet,
+}
+
+impl From<TargetFormat> for FileFormat {
+    fn from(t: TargetFormat) -> FileFormat {
+        match t {
+            TargetFormat::Jsonl => FileFormat::Jsonl,
+            TargetFormat::Parquet => FileFormat::Parquet,
+        }
+    }
+}
+
+/// `--layout`: how known kinds are laid out in Parquet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    /// Real types: lists, timestamps, message structs.
+    Native,
+    /// What Kura's ParquetCheckpointManager reads (lists and metadata as JSON text).
+    Kura,
+}
+
+impl From<LayoutArg> for Layout {
+    fn from(l: LayoutArg) -> Layout {
+        match l {
+            LayoutArg::Native => Layout::Native,
+            LayoutArg::Kura => Layout::Kura,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct SessionArgs {
-    /// Directory or URL whose checkpoints become tables (the default schema).
+    /// Directory or URL whose checkpoints become tables (the default schema; it must exist).
     pub root: Option<String>,
     /// More roots as NAME=LOCATION (repeatable); each is a schema: NAME.summaries.
-    #[arg(long = "root", value_name = "NAME=LOCATION")]
-    pub roots: Vec<String>,
+    #[arg(long = "root", value_name = "NAME=LOCATION", value_parser = RootSpecParser)]
+    pub roots: Vec<(String, String)>,
     /// Memory pool (e.g. 512M, 2G); sorts and aggregations spill to disk beyond it.
-    #[arg(long, value_name = "SIZE")]
-    pub memory_limit: Option<String>,
-    /// fail (default) or skip: drop undecodable JSONL lines and report them.
-    #[arg(long, default_value = "fail")]
-    pub on_error: String,
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub memory_limit: Option<usize>,
+    /// fail: stop at an undecodable JSONL line; skip: drop such lines and report them.
+    #[arg(long, value_enum, default_value_t = OnErrorArg::Fail, ignore_case = true)]
+    pub on_error: OnErrorArg,
     /// Output format.
-    #[arg(long, default_value = "table")]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, ignore_case = true)]
+    pub format: OutputFormat,
     /// Print at most this many rows of each result.
     #[arg(long)]
     pub max_rows: Option<usize>,
     /// Print each statement's time on stderr.
     #[arg(long)]
     pub timing: bool,
+    /// Keep COPY inside the roots (for SQL from others): targets must be names inside the
+    /// default root or URLs inside one of the roots; absolute paths and `..` are refused.
+    #[arg(long)]
+    pub sandbox: bool,
 }
 
 #[derive(Debug, Args)]
@@ -164,22 +236,24 @@ pub struct ConvertArgs {
     /// A file (with extension) or a root.
     pub dst: String,
     /// Target format (default: the destination's extension, else the other format).
-    #[arg(long)]
-    pub to: Option<String>,
+    #[arg(long, value_enum, ignore_case = true)]
+    pub to: Option<TargetFormat>,
     /// Parquet codec: snappy, gzip, brotli, lz4, zstd, with an optional level: zstd(3).
-    #[arg(long, default_value = "snappy")]
-    pub compression: String,
+    #[arg(long, default_value = "snappy", value_parser = parse_compression)]
+    pub compression: Compression,
     /// Parquet layout: native (real types) or kura (what Kura's Parquet manager reads).
-    #[arg(long, default_value = "native")]
-    pub layout: String,
+    #[arg(long, value_enum, default_value_t = LayoutArg::Native, ignore_case = true)]
+    pub layout: LayoutArg,
     /// Parquet: store embeddings as float32 (fails, storing nothing, if a value is not
     /// exactly a float32).
     #[arg(long)]
     pub float32_embeddings: bool,
-    #[arg(long, value_name = "SIZE")]
-    pub memory_limit: Option<String>,
-    #[arg(long, default_value = "fail")]
-    pub on_error: String,
+    /// Memory pool (e.g. 512M, 2G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub memory_limit: Option<usize>,
+    /// fail: stop at an undecodable JSONL line; skip: drop such lines and report them.
+    #[arg(long, value_enum, default_value_t = OnErrorArg::Fail, ignore_case = true)]
+    pub on_error: OnErrorArg,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -194,67 +268,153 @@ pub fn parse_size(s: &str) -> Result<usize> {
     Ok(v.as_u64() as usize)
 }
 
-fn storage_options(cli: &Cli) -> Result<StorageOptions> {
+/// `--memory-limit`, for clap: a bad size is a usage error.
+fn parse_size_arg(s: &str) -> std::result::Result<usize, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+/// `--compression`, for clap: a bad codec or level is a usage error.
+fn parse_compression(s: &str) -> std::result::Result<Compression, String> {
+    s.parse::<Compression>().map_err(|e| e.to_string())
+}
+
+/// `--root NAME=LOCATION`, for clap. Its own error text, not clap's `invalid value '...'`:
+/// the value may be a URL with a password, which is never printed.
+#[derive(Debug, Clone, Copy)]
+struct RootSpecParser;
+
+impl clap::builder::TypedValueParser for RootSpecParser {
+    type Value = (String, String);
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> std::result::Result<Self::Value, clap::Error> {
+        let invalid = |message: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{message}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let spec = value
+            .to_str()
+            .ok_or_else(|| invalid("--root: the value is not UTF-8".to_owned()))?;
+        parse_root_spec(spec).map_err(invalid)
+    }
+}
+
+/// `run1=./checkpoints` → (`run1`, `./checkpoints`).
+fn parse_root_spec(spec: &str) -> std::result::Result<(String, String), String> {
+    let Some((name, loc)) = spec.split_once('=') else {
+        let shown = match url::Url::parse(spec) {
+            Ok(u) if u.scheme().len() > 1 => redact_url(&u),
+            _ => spec.to_owned(),
+        };
+        return Err(format!(
+            "--root {shown:?}: expected NAME=LOCATION, e.g. run1=./checkpoints"
+        ));
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "--root {name:?}=...: the name must be letters, digits or _ (it becomes the schema: NAME.summaries)"
+        ));
+    }
+    if loc.trim().is_empty() {
+        return Err(format!(
+            "--root {name}=: the location is empty; give a directory or URL"
+        ));
+    }
+    Ok((name.to_ascii_lowercase(), loc.to_owned()))
+}
+
+/// How a command ended badly: the exit code is 2 for a usage error, 1 for a failure.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad arguments: a missing root or SQL, a malformed `--storage-option`.
+    Usage(Error),
+    /// The command ran and failed.
+    Failed(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Failed(e)
+    }
+}
+
+impl From<ckpt::CheckpointError> for Failure {
+    fn from(e: ckpt::CheckpointError) -> Self {
+        Failure::Failed(e.into())
+    }
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure::Usage(Error::config(message))
+    }
+}
+
+fn storage_options(cli: &Cli) -> std::result::Result<StorageOptions, Failure> {
+    // Parsed here rather than by clap: clap would quote the value, which may be a secret
+    // given without its key (`-S <secret>`); these messages never show one.
     let mut o = StorageOptions::default();
     for kv in &cli.storage_option {
-        o.set(kv)?;
+        o.set(kv).map_err(|e| Failure::Usage(e.into()))?;
     }
     Ok(o)
 }
 
 impl SessionArgs {
-    pub fn session_options(&self, storage: StorageOptions) -> Result<SessionOptions> {
-        Ok(SessionOptions {
-            memory_limit: self.memory_limit.as_deref().map(parse_size).transpose()?,
+    pub fn session_options(&self, storage: StorageOptions) -> SessionOptions {
+        SessionOptions {
+            memory_limit: self.memory_limit,
             target_partitions: None,
             decode: DecodeOptions {
-                on_error: self.on_error.parse::<OnError>()?,
+                on_error: self.on_error.into(),
                 ..Default::default()
             },
             storage,
-        })
+            sandbox: self.sandbox,
+        }
     }
 
-    pub fn roots(&self) -> Result<Vec<(String, String)>> {
+    pub fn roots(&self) -> std::result::Result<Vec<(String, String)>, Failure> {
         let mut roots = Vec::new();
         if let Some(r) = &self.root {
             roots.push(("root".to_owned(), r.clone()));
         }
-        for spec in &self.roots {
-            let (name, loc) = spec.split_once('=').ok_or_else(|| {
-                Error::config(format!(
-                    "--root {spec:?}: expected NAME=LOCATION, e.g. run1=./checkpoints"
-                ))
-            })?;
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(Error::config(format!(
-                    "--root {spec:?}: the name must be letters, digits or _"
-                )));
-            }
-            roots.push((name.to_ascii_lowercase(), loc.to_owned()));
-        }
+        roots.extend(self.roots.iter().cloned());
         if roots.is_empty() {
-            return Err(Error::config(
+            return Err(Failure::usage(
                 "no root: give a directory or URL, e.g. `ckpt query data \"SELECT ...\"`",
             ));
         }
         Ok(roots)
     }
 
-    pub async fn open(&self, storage: StorageOptions) -> Result<CheckpointSession> {
-        CheckpointSession::new(self.roots()?, self.session_options(storage)?).await
+    pub async fn open(
+        &self,
+        storage: StorageOptions,
+    ) -> std::result::Result<CheckpointSession, Failure> {
+        Ok(CheckpointSession::new(self.roots()?, self.session_options(storage)).await?)
     }
 
-    pub fn printer(&self) -> Result<Printer> {
-        Ok(Printer {
-            format: self.format.parse()?,
+    pub fn printer(&self) -> Printer {
+        Printer {
+            format: self.format,
             max_rows: self.max_rows,
-        })
+        }
     }
 }
 
-/// Entry point of the binary: parses, runs, prints errors, returns the exit code.
-pub fn main() -> i32 {
+/// Entry point of the binary: parses, runs, prints errors, returns the exit code: 0 on
+/// success, 1 on failure, 2 on a usage error (clap's own parse errors exit 2 too). A
+/// closed standard output (`ckpt query ... | head -1`) ends the command quietly, with 0.
+pub fn main() -> std::process::ExitCode {
+    use std::process::ExitCode;
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -264,14 +424,21 @@ pub fn main() -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return 1;
+            return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
+    let pipe = PipeState::default();
+    match rt.block_on(run(cli, &pipe)) {
+        Ok(code) => ExitCode::from(code),
+        // Whatever error the printer made of it, the reader went away: nothing to report.
+        Err(_) if pipe.closed() => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {e}\n\nFor more information, try '--help'.");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(e)) => {
             eprintln!("error: {e}");
-            1
+            ExitCode::FAILURE
         }
     }
 }
@@ -290,15 +457,26 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-/// Runs a parsed command line; returns the exit code.
-pub async fn run(cli: Cli) -> Result<i32> {
+/// Runs a parsed command line; returns the exit code. Standard output goes through
+/// `pipe`, which records a reader that went away.
+pub async fn run(cli: Cli, pipe: &PipeState) -> std::result::Result<u8, Failure> {
     let storage = storage_options(&cli)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = pipe.watch(std::io::stdout().lock());
+    let code = run_command(&cli, storage, pipe, &mut out).await?;
+    out.flush().map_err(io)?;
+    Ok(code)
+}
+
+async fn run_command(
+    cli: &Cli,
+    storage: StorageOptions,
+    pipe: &PipeState,
+    out: &mut dyn Write,
+) -> std::result::Result<u8, Failure> {
     match &cli.command {
         Command::Ls { root, format } => {
-            let root = Root::with_options(root, &storage)?;
-            let infos = crate::catalog::describe_root(&root).await?;
+            let root = Root::open_existing(root, &storage)?;
+            let infos = ckpt::catalog::describe_root(&root).await?;
             match format {
                 LsFormat::Json => {
                     writeln!(
@@ -345,10 +523,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
             // `ckpt query --root a=X --root b=Y "SQL"`: clap gives the lone positional to
             // ROOT; when it is SQL, it is the statement (a path never parses as SQL).
             let (mut session_args, mut sql_arg) = (args.session.clone(), args.sql.clone());
-            if let (Some(r), None, None) = (&session_args.root, &sql_arg, &args.file) {
-                if !session_args.roots.is_empty() && exec::parse(r).is_ok_and(|s| !s.is_empty()) {
-                    sql_arg = session_args.root.take();
-                }
+            if let (Some(r), None, None) = (&session_args.root, &sql_arg, &args.file)
+                && !session_args.roots.is_empty()
+                && exec::parse(r).is_ok_and(|s| !s.is_empty())
+            {
+                sql_arg = session_args.root.take();
             }
             let args = QueryArgs {
                 session: session_args,
@@ -359,10 +538,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 (Some(s), None) => s.clone(),
                 (None, Some(f)) => std::fs::read_to_string(f)
                     .map_err(|e| Error::io(format!("cannot read {}", f.display()), e))?,
-                (Some(_), Some(_)) => return Err(Error::config("give SQL or -f FILE, not both")),
+                (Some(_), Some(_)) => return Err(Failure::usage("give SQL or -f FILE, not both")),
                 (None, None) => {
                     if std::io::stdin().is_terminal() {
-                        return Err(Error::config(
+                        return Err(Failure::usage(
                             "no SQL: give a statement, -f FILE, or pipe SQL on standard input",
                         ));
                     }
@@ -373,28 +552,28 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 }
             };
             let session = args.session.open(storage).await?;
-            let printer = args.session.printer()?;
-            run_script(&session, &sql, printer, args.session.timing, &mut out).await?;
+            let printer = args.session.printer();
+            run_script(&session, &sql, printer, args.session.timing, out).await?;
             Ok(0)
         }
         Command::Shell(args) => {
             let session = args.open(storage).await?;
-            shell::run(session, args.printer()?, args.timing).await?;
+            shell::run(session, args.printer(), args.timing, pipe).await?;
             Ok(0)
         }
         Command::Convert(args) => {
             let opts = ConvertOptions {
-                to: args.to.as_deref().map(str::parse).transpose()?,
+                to: args.to.map(FileFormat::from),
                 write: WriteOptions {
                     format: None,
-                    compression: args.compression.parse()?,
-                    layout: args.layout.parse()?,
+                    compression: args.compression,
+                    layout: args.layout.into(),
                     float32_embeddings: args.float32_embeddings,
                 },
                 session: SessionOptions {
-                    memory_limit: args.memory_limit.as_deref().map(parse_size).transpose()?,
+                    memory_limit: args.memory_limit,
                     decode: DecodeOptions {
-                        on_error: args.on_error.parse()?,
+                        on_error: args.on_error.into(),
                         ..Default::default()
                     },
                     storage,
@@ -467,7 +646,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         } => {
             let opts = ConvertOptions {
                 write: WriteOptions {
-                    compression: compression.parse()?,
+                    compression: *compression,
                     ..Default::default()
                 },
                 session: SessionOptions {
@@ -541,8 +720,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 dim: *dim,
                 seed: *seed,
                 formats,
-                compression: compression.parse::<Compression>()?,
-                layout: layout.parse::<Layout>()?,
+                compression: *compression,
+                layout: (*layout).into(),
                 conversations: !no_conversations,
             };
             for (file, stats) in generate(&root, &opts).await? {
@@ -620,7 +799,7 @@ fn report_skipped(session: &CheckpointSession) {
     print_skipped(&session.take_skipped());
 }
 
-fn print_skipped(skipped: &[(String, crate::jsonl::SkippedLine)]) {
+fn print_skipped(skipped: &[(String, ckpt::jsonl::SkippedLine)]) {
     if skipped.is_empty() {
         return;
     }

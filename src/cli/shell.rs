@@ -1,13 +1,15 @@
 //! `ckpt shell`: an interactive SQL prompt over checkpoint roots.
 
+use std::io::Write;
 use std::time::Instant;
 
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
-use crate::context::CheckpointSession;
-use crate::print::{OutputFormat, Printer};
-use crate::{Error, Result};
+use super::print::{OutputFormat, Printer};
+use super::stdout::PipeState;
+use ckpt::context::CheckpointSession;
+use ckpt::{Error, Result};
 
 const HELP: &str = "\
   \\d          list tables
@@ -21,19 +23,28 @@ fn history_path() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".ckpt_history"))
 }
 
-/// Runs the shell until `\q` or end of input.
-pub async fn run(session: CheckpointSession, mut printer: Printer, mut timing: bool) -> Result<()> {
+/// Runs the shell until `\q`, end of input, or a closed standard output (`pipe`).
+pub async fn run(
+    session: CheckpointSession,
+    mut printer: Printer,
+    mut timing: bool,
+    pipe: &PipeState,
+) -> Result<()> {
     let mut rl = DefaultEditor::new()
         .map_err(|e| Error::config(format!("cannot start the line editor: {e}")))?;
     if let Some(h) = history_path() {
         let _ = rl.load_history(&h);
     }
-    println!(
+    // Every write goes through the watcher: a reader that went away ends the shell quietly
+    // (`println!` would panic).
+    let mut out = pipe.watch(std::io::stdout());
+    let _ = writeln!(
+        out,
         "ckpt shell on {} — \\? for help, \\q to quit",
         session.root().display()
     );
     let mut buffer = String::new();
-    loop {
+    while !pipe.closed() {
         let prompt = if buffer.is_empty() {
             "ckpt> "
         } else {
@@ -48,7 +59,7 @@ pub async fn run(session: CheckpointSession, mut printer: Printer, mut timing: b
             Err(ReadlineError::Eof) => {
                 // Piped input whose last statement has no ';' still runs it.
                 if !buffer.trim().is_empty() {
-                    run_statements(&session, &buffer, printer, timing).await;
+                    run_statements(&session, &buffer, printer, timing, &mut out, pipe).await;
                 }
                 break;
             }
@@ -57,9 +68,10 @@ pub async fn run(session: CheckpointSession, mut printer: Printer, mut timing: b
         let trimmed = line.trim();
         if buffer.is_empty() && trimmed.starts_with('\\') {
             let _ = rl.add_history_entry(trimmed);
-            match command(&session, trimmed, &mut printer, &mut timing).await {
+            match command(&session, trimmed, &mut printer, &mut timing, &mut out).await {
                 Ok(true) => break,
                 Ok(false) => {}
+                Err(_) if pipe.closed() => break,
                 Err(e) => eprintln!("error: {e}"),
             }
             continue;
@@ -74,7 +86,7 @@ pub async fn run(session: CheckpointSession, mut printer: Printer, mut timing: b
         }
         let sql = std::mem::take(&mut buffer);
         let _ = rl.add_history_entry(sql.trim());
-        run_statements(&session, &sql, printer, timing).await;
+        run_statements(&session, &sql, printer, timing, &mut out, pipe).await;
     }
     if let Some(h) = history_path() {
         let _ = rl.save_history(&h);
@@ -83,15 +95,23 @@ pub async fn run(session: CheckpointSession, mut printer: Printer, mut timing: b
 }
 
 /// Runs the statements of one input, printing results, errors and (with `\timing`) the
-/// time taken; Ctrl-C cancels them.
-async fn run_statements(session: &CheckpointSession, sql: &str, printer: Printer, timing: bool) {
+/// time taken; Ctrl-C cancels them. An error after standard output closed is not shown
+/// (the shell then ends).
+async fn run_statements(
+    session: &CheckpointSession,
+    sql: &str,
+    printer: Printer,
+    timing: bool,
+    out: &mut dyn Write,
+    pipe: &PipeState,
+) {
     let started = Instant::now();
-    let mut out = std::io::stdout();
     tokio::select! {
-        res = super::run_script(session, sql, printer, false, &mut out) => {
+        res = super::run_script(session, sql, printer, false, out) => {
             match res {
                 Ok(()) if timing => eprintln!("({:.3}s)", started.elapsed().as_secs_f64()),
                 Ok(()) => {}
+                Err(_) if pipe.closed() => {}
                 Err(e) => eprintln!("error: {e}"),
             }
         }
@@ -99,30 +119,36 @@ async fn run_statements(session: &CheckpointSession, sql: &str, printer: Printer
     }
 }
 
-/// A backslash command; returns true to quit.
+/// A backslash command, printing to `out`; returns true to quit.
 pub async fn command(
     session: &CheckpointSession,
     cmd: &str,
     printer: &mut Printer,
     timing: &mut bool,
+    out: &mut dyn Write,
 ) -> Result<bool> {
+    let say = |out: &mut dyn Write, text: &str| {
+        writeln!(out, "{text}").map_err(|e| Error::io("cannot write the output", e))
+    };
     let mut parts = cmd.split_whitespace();
     let head = parts.next().unwrap_or("");
     let arg = parts.next();
     match head {
         "\\q" | "\\quit" => return Ok(true),
-        "\\?" | "\\h" | "\\help" => println!("{HELP}"),
+        "\\?" | "\\h" | "\\help" => say(out, HELP)?,
         "\\timing" => {
             *timing = !*timing;
-            println!("timing {}", if *timing { "on" } else { "off" });
+            say(
+                out,
+                &format!("timing {}", if *timing { "on" } else { "off" }),
+            )?;
         }
-        "\\format" => match arg {
-            Some(f) => {
+        "\\format" => {
+            if let Some(f) = arg {
                 printer.format = f.parse::<OutputFormat>()?;
-                println!("format {}", printer.format);
             }
-            None => println!("format {}", printer.format),
-        },
+            say(out, &format!("format {}", printer.format))?;
+        }
         "\\d" => {
             session.refresh().await?;
             let table = Printer {
@@ -132,7 +158,7 @@ pub async fn command(
             let Some(name) = arg else {
                 let sql = "SELECT table_schema, table_name FROM information_schema.tables \
                            WHERE table_schema <> 'information_schema' ORDER BY 1, 2";
-                super::run_script(session, sql, table, false, &mut std::io::stdout()).await?;
+                super::run_script(session, sql, table, false, out).await?;
                 return Ok(false);
             };
             // `summaries.jsonl` is a table name; `run1.summaries` is schema.table.
@@ -154,7 +180,7 @@ pub async fn command(
                 .count()
                 .await?;
             if found == 0 {
-                println!("no table named {name}; \\d lists the tables");
+                say(out, &format!("no table named {name}; \\d lists the tables"))?;
                 return Ok(false);
             }
             let sql = format!(
@@ -166,7 +192,7 @@ pub async fn command(
                     ""
                 }
             );
-            super::run_script(session, &sql, table, false, &mut std::io::stdout()).await?;
+            super::run_script(session, &sql, table, false, out).await?;
         }
         other => {
             return Err(Error::config(format!(

@@ -164,3 +164,41 @@ impl S3 {
         o
     }
 }
+
+/// The sample checkpoints committed in `data/`: the five kinds, each as JSONL and Parquet.
+/// Tests copy these by name, never the whole folder: running the examples writes more
+/// into `data/` (`queries/to_parquet.sql` writes `data/parquet/`), and that must not change
+/// what a test sees.
+pub const SAMPLE_CHECKPOINTS: [&str; 5] = [
+    "summaries",
+    "conversations",
+    "clusters",
+    "meta_clusters",
+    "dimensionality",
+];
+
+/// `data/` of this repository.
+pub fn sample_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// Copies the sample checkpoints into `dst` (created if missing): JSONL only, or JSONL and
+/// Parquet. Returns the file names copied.
+pub fn copy_sample(dst: &std::path::Path, jsonl_only: bool) -> Vec<String> {
+    std::fs::create_dir_all(dst).unwrap();
+    let exts: &[&str] = if jsonl_only {
+        &["jsonl"]
+    } else {
+        &["jsonl", "parquet"]
+    };
+    let mut copied = Vec::new();
+    for name in SAMPLE_CHECKPOINTS {
+        for ext in exts {
+            let file = format!("{name}.{ext}");
+            std::fs::copy(sample_dir().join(&file), dst.join(&file))
+                .unwrap_or_else(|e| panic!("copy data/{file}: {e}"));
+            copied.push(file);
+        }
+    }
+    copied
+}

@@ -3,12 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
+use arrow::array::{
     ArrayRef, BooleanBufferBuilder, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch,
     StringArray, StructArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::kind::{DEFAULT_JSON, computed_len_of, is_json_text};
@@ -118,7 +118,7 @@ impl JsonlDecoder {
                 stored.push(f.as_ref().clone());
             }
         }
-        let cols: Vec<Col> = stored.iter().map(|f| Col::new(f)).collect();
+        let cols: Vec<Col> = stored.iter().map(Col::new).collect();
         let names = stored.iter().map(|f| f.name().clone()).collect();
         let float_list = cols
             .iter()
@@ -233,29 +233,29 @@ impl JsonlDecoder {
         // decoded here; serde_json parses the rest, where the value reads `null`.
         let mut pre: Option<usize> = None;
         let mut shift = None;
-        if let Some((i, needle)) = &self.float_list {
-            if let Some((start, end)) = float_list_span(line, needle) {
-                let i = *i;
-                let mark = self.cols[i].mark();
-                // Bytes, not text: anything but ASCII numbers fails the list, and the
-                // general path below then reports it.
-                let ok = match &mut self.cols[i] {
-                    Col::F64List(l) => {
-                        parse_number_list(&line[start..end], (i < self.kept).then_some(l)).is_ok()
-                    }
-                    _ => false,
-                };
-                if ok {
-                    pre = Some(i);
-                    self.scratch.clear();
-                    self.scratch.extend_from_slice(&line[..start]);
-                    self.scratch.extend_from_slice(b"null");
-                    self.scratch.extend_from_slice(&line[end..]);
-                    shift = Some((start, (end - start) as i64 - 4));
-                } else {
-                    // Malformed: the general path below gives the precise error.
-                    self.cols[i].rollback(mark);
+        if let Some((i, needle)) = &self.float_list
+            && let Some((start, end)) = float_list_span(line, needle)
+        {
+            let i = *i;
+            let mark = self.cols[i].mark();
+            // Bytes, not text: anything but ASCII numbers fails the list, and the
+            // general path below then reports it.
+            let ok = match &mut self.cols[i] {
+                Col::F64List(l) => {
+                    parse_number_list(&line[start..end], (i < self.kept).then_some(l)).is_ok()
                 }
+                _ => false,
+            };
+            if ok {
+                pre = Some(i);
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&line[..start]);
+                self.scratch.extend_from_slice(b"null");
+                self.scratch.extend_from_slice(&line[end..]);
+                shift = Some((start, (end - start) as i64 - 4));
+            } else {
+                // Malformed: the general path below gives the precise error.
+                self.cols[i].rollback(mark);
             }
         }
         let text: &[u8] = if pre.is_some() { &self.scratch } else { line };
@@ -325,7 +325,7 @@ impl JsonlDecoder {
         let stored = RecordBatch::try_new_with_options(
             stored_schema,
             stored_cols,
-            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
         )?;
         let columns = self
             .output
@@ -336,7 +336,7 @@ impl JsonlDecoder {
         Ok(Some(RecordBatch::try_new_with_options(
             self.output.clone(),
             columns,
-            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
         )?))
     }
 }
@@ -701,7 +701,7 @@ impl Col {
             Col::F64(c) => Arc::new(Float64Array::new(c.values.into(), c.valid.nulls())),
             Col::Bool(c) => {
                 let nulls = c.valid.nulls();
-                Arc::new(datafusion::arrow::array::BooleanArray::new(
+                Arc::new(arrow::array::BooleanArray::new(
                     c.values.into_iter().collect(),
                     nulls,
                 ))
@@ -1163,16 +1163,12 @@ fn digit_run(b: &[u8]) -> usize {
 
 /// Where the value of the one top-level `needle` key (`"embedding":`) lies in a line, when
 /// it is `null` or a list without nested brackets: (value start, value end). None sends the
-/// line down the general path (absent, duplicated, or anything unusual).
+/// line down the general path (absent, nested, duplicated, or anything unusual).
 fn float_list_span(line: &[u8], needle: &[u8]) -> Option<(usize, usize)> {
     let pos = memchr::memmem::find(line, needle)?;
-    // A key, not text inside a string: preceded by `{` or `,` (a quote inside a string is
-    // escaped, so `,"embedding":` cannot occur there).
-    let before = line[..pos]
-        .iter()
-        .rev()
-        .find(|c| !c.is_ascii_whitespace())?;
-    if !matches!(before, b'{' | b',') {
+    // A key of the line's own object, not of a nested one (`"metadata": {"embedding":
+    // [..]}` is the user's data) nor text inside a string.
+    if !is_top_level_key(line, pos) {
         return None;
     }
     let mut start = pos + needle.len();
@@ -1184,17 +1180,85 @@ fn float_list_span(line: &[u8], needle: &[u8]) -> Option<(usize, usize)> {
         b'[' => start + 1 + memchr::memchr(b']', &line[start + 1..])? + 1,
         _ => return None,
     };
-    // A second key of that name is a duplicate: the general path reports it.
+    // Any later occurrence (a duplicate key, or the same name in nested data or text) goes
+    // to the general path, which tells them apart.
     if memchr::memmem::find(&line[end..], needle).is_some() {
         return None;
     }
     Some((start, end))
 }
 
+/// Whether the quote at `pos` opens a key of the outermost object: outside every string,
+/// at nesting depth 1, right after `{` or `,`. Strings are skipped with memchr, so the
+/// scan costs little next to parsing the line.
+fn is_top_level_key(line: &[u8], pos: usize) -> bool {
+    let prefix = &line[..pos];
+    let mut depth = 0usize;
+    let mut last = 0u8; // the last structural byte outside strings
+    let mut i = 0;
+    while i < prefix.len() {
+        match prefix[i] {
+            b'"' => {
+                // Skip the string, escapes included; a prefix ending inside it means `pos`
+                // is inside a string.
+                i += 1;
+                loop {
+                    // An escape at the very end leaves `i` past the prefix: `pos` is then
+                    // inside the string.
+                    let rest = prefix.get(i..).unwrap_or_default();
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        None => return false,
+                        Some(k) if prefix[i + k] == b'\\' => i += k + 2,
+                        Some(k) => {
+                            i += k;
+                            break;
+                        }
+                    }
+                }
+                last = b'"';
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                last = prefix[i];
+            }
+            b'}' | b']' => {
+                let Some(d) = depth.checked_sub(1) else {
+                    return false;
+                };
+                depth = d;
+                last = prefix[i];
+            }
+            c if c.is_ascii_whitespace() => {}
+            c => last = c,
+        }
+        i += 1;
+    }
+    depth == 1 && matches!(last, b'{' | b',')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_embedding_key_inside_metadata_is_the_users_data() {
+        let line = r#"{"summary":"b","chat_id":"c2","metadata":{"embedding":[0.5]}}"#;
+        let (res, batch) = decode_all(&[line.to_owned()], true);
+        assert_eq!(res, vec![Ok(())]);
+        let batch = batch.unwrap();
+        let meta = batch.column_by_name("metadata").unwrap();
+        let meta = meta
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(meta.value(0), r#"{"embedding":[0.5]}"#);
+        assert!(batch.column_by_name("embedding").unwrap().is_null(0));
+        assert!(is_top_level_key(br#"{"embedding":1}"#, 1));
+        assert!(!is_top_level_key(br#"{"m":{"embedding":1}}"#, 6));
+        assert!(!is_top_level_key(br#"{"s":"x,\"embedding\":"}"#, 9));
+        assert!(is_top_level_key(br#"{"s":"a\\","embedding":1}"#, 11));
+    }
 
     fn digit_run_bytewise(b: &[u8]) -> usize {
         b.iter().take_while(|c| c.is_ascii_digit()).count()
@@ -1250,7 +1314,117 @@ mod tests {
         }
     }
 
+    /// Decodes `lines` as summaries with or without the embedding fast path.
+    fn decode_all(lines: &[String], fast: bool) -> (Vec<Result<(), String>>, Option<RecordBatch>) {
+        let schema = crate::kind::CheckpointKind::Summaries.schema();
+        let mut d = JsonlDecoder::new(schema.clone(), &schema, "p.jsonl", DecodeOptions::default());
+        if !fast {
+            d.float_list = None;
+        }
+        let results = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                d.decode_line(l.as_bytes(), i as u64 + 1)
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        (results, d.flush().unwrap())
+    }
+
+    /// JSON text for a value that may hold `embedding` and `chat_id` keys at any depth,
+    /// in strings too, with odd whitespace.
+    fn nested_value() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("embedding"),
+            Just("chat_id"),
+            Just("summary"),
+            Just("a"),
+            Just("\\\"embedding\\\":"),
+            Just("x\\\\")
+        ];
+        let ws = prop_oneof![Just(""), Just(" "), Just("\t"), Just("  \r ")];
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            Just("[0.5, 1e-3,2]".to_owned()),
+            Just("[]".to_owned()),
+            Just("\"\\\"embedding\\\": [1]\"".to_owned()),
+            Just("\",\\\"embedding\\\":[9]\"".to_owned()),
+            (-5i64..5).prop_map(|n| n.to_string()),
+        ];
+        leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                proptest::collection::vec((key.clone(), ws.clone(), inner.clone()), 0..4).prop_map(
+                    |kvs| {
+                        let body: Vec<String> = kvs
+                            .iter()
+                            .map(|(k, w, v)| format!("{w}\"{k}\"{w}:{w}{v}{w}"))
+                            .collect();
+                        format!("{{{}}}", body.join(","))
+                    }
+                ),
+                proptest::collection::vec(inner, 0..3)
+                    .prop_map(|vs| format!("[{}]", vs.join(" , "))),
+            ]
+        })
+    }
+
+    /// A summary line with nested metadata and (maybe) a top-level embedding, keys in a
+    /// shuffled order, odd whitespace.
+    fn summary_line() -> impl Strategy<Value = String> {
+        let ws = prop_oneof![Just(""), Just(" "), Just("\t "), Just("\r")];
+        (
+            nested_value(),
+            prop_oneof![
+                Just(None),
+                Just(Some("null".to_owned())),
+                Just(Some("[0.25,-1.5e3, 7]".to_owned())),
+                Just(Some("[ ]".to_owned())),
+                Just(Some("[1,[2]]".to_owned())),
+                Just(Some("\"x\"".to_owned()))
+            ],
+            any::<bool>(),
+            ws,
+            nested_value(),
+        )
+            .prop_map(|(meta, emb, emb_first, w, extra)| {
+                let mut fields = vec![
+                    format!("\"summary\":{w}\"s, \\\"embedding\\\": [3]\""),
+                    format!("\"chat_id\"{w}:\"c\""),
+                    format!("\"metadata\":{w}{{\"m\":{meta}}}"),
+                    format!("\"unknown\":{extra}"),
+                ];
+                if let Some(e) = emb {
+                    let f = format!("\"embedding\":{w}{e}");
+                    if emb_first {
+                        fields.insert(0, f)
+                    } else {
+                        fields.push(f)
+                    }
+                }
+                format!("{w}{{{}}}{w}", fields.join(&format!("{w},{w}")))
+            })
+    }
+
     proptest! {
+        /// The embedding fast path gives exactly what the general path gives: the same
+        /// accepted and rejected lines (same messages) and every column equal.
+        #[test]
+        fn embedding_fast_path_equals_the_general_path(lines in proptest::collection::vec(summary_line(), 1..8)) {
+            let (fast_res, fast) = decode_all(&lines, true);
+            let (slow_res, slow) = decode_all(&lines, false);
+            prop_assert_eq!(&fast_res, &slow_res, "lines: {:?}", lines);
+            match (fast, slow) {
+                (Some(f), Some(s)) => {
+                    prop_assert_eq!(f.num_columns(), s.num_columns());
+                    for i in 0..f.num_columns() {
+                        prop_assert_eq!(f.column(i).to_data(), s.column(i).to_data(), "column {} of {:?}", f.schema().field(i).name(), lines);
+                    }
+                }
+                (f, s) => prop_assert_eq!(f.map(|b| b.num_rows()), s.map(|b| b.num_rows())),
+            }
+        }
+
         #[test]
         fn digit_run_agrees_with_a_bytewise_scan(b in proptest::collection::vec(any::<u8>(), 0..40), digits in 0usize..30) {
             let mut v = vec![b'7'; digits];

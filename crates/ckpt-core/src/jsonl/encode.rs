@@ -2,8 +2,8 @@
 //! fields in schema order, nulls written out, floats in their shortest round-trip form,
 //! naive datetimes as `2025-06-12T11:04:56.965428`, metadata as the JSON object itself.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{
     DataType, Date32Type, Field, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type,
     Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
     TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
@@ -111,7 +111,7 @@ pub fn write_value(out: &mut Vec<u8>, col: &ArrayRef, row: usize, field: &Field)
             let mut s = String::with_capacity(32);
             format_timestamp_micros(us, &mut s);
             if tz.is_some() {
-                s.push_str("Z");
+                s.push('Z');
             }
             write_json(out, &s);
         }
@@ -163,7 +163,7 @@ pub fn write_value(out: &mut Vec<u8>, col: &ArrayRef, row: usize, field: &Field)
                 if i > 0 {
                     out.push(b',');
                 }
-                let k = datafusion::arrow::util::display::array_value_to_string(keys, i)?;
+                let k = arrow::util::display::array_value_to_string(keys, i)?;
                 write_json(out, &k);
                 out.push(b':');
                 write_value(out, values, i, &vfield)?;
@@ -171,19 +171,18 @@ pub fn write_value(out: &mut Vec<u8>, col: &ArrayRef, row: usize, field: &Field)
             out.push(b'}');
         }
         DataType::Dictionary(_, _) => {
-            let plain = datafusion::arrow::compute::cast(&col.slice(row, 1), &DataType::Utf8)?;
+            let plain = arrow::compute::cast(&col.slice(row, 1), &DataType::Utf8)?;
             write_value(out, &plain, 0, field)?;
         }
         _ => {
             // Decimals, durations, binaries...: their display form, as a string.
-            let s =
-                datafusion::arrow::util::display::array_value_to_string(col, row).map_err(|e| {
-                    Error::config(format!(
-                        "column {}: cannot write {} as JSON: {e}",
-                        field.name(),
-                        col.data_type()
-                    ))
-                })?;
+            let s = arrow::util::display::array_value_to_string(col, row).map_err(|e| {
+                Error::config(format!(
+                    "column {}: cannot write {} as JSON: {e}",
+                    field.name(),
+                    col.data_type()
+                ))
+            })?;
             write_json(out, &s);
         }
     }

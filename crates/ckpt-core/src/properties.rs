@@ -1,4 +1,4 @@
-//! The properties fuzzing checks, in one place for both fuzzers: `tests/fuzz.rs`
+//! The decoder's properties that fuzzing checks, in one place for both fuzzers: `tests/fuzz.rs`
 //! (randomized, seeded, run with every `cargo test`) and the coverage-guided cargo-fuzz
 //! targets under `fuzz/` (a bounded run in CI). Each function panics when a property
 //! fails, which is what both fuzzers detect; otherwise it returns what it observed so a
@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
+use crate::CheckpointKind;
 use crate::jsonl::{DecodeOptions, JsonlDecoder, OnError};
-use crate::{CheckpointKind, Root};
 
 /// What [`decode_lines`] saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -102,76 +102,4 @@ pub fn split_lines(data: &[u8]) -> Vec<&[u8]> {
         lines.pop();
     }
     lines
-}
-
-/// Checks a checkpoint name and a COPY target against a local `root`: an accepted name
-/// has no `.`/`..`/empty component, is relative, has no NUL or backslash, and maps to a
-/// URL inside the root; a relative COPY target resolves inside the root (URLs are used as
-/// given, by design). Returns whether the name was accepted.
-pub fn check_name(root: &Root, name: &str) -> bool {
-    let accepted = crate::format::validate_name(name).is_ok();
-    if accepted {
-        assert!(
-            !name
-                .split('/')
-                .any(|p| p == ".." || p == "." || p.is_empty()),
-            "{name:?} accepted"
-        );
-        assert!(
-            !name.starts_with('/') && !name.contains('\0') && !name.contains('\\'),
-            "{name:?} accepted"
-        );
-        let url = root.url_of(name).expect("an accepted name has a URL");
-        assert!(
-            url.as_str().starts_with(root.url().as_str()),
-            "{name:?} -> {url} leaves the root"
-        );
-        root.path(name).expect("an accepted name has a store path");
-    }
-    if let Ok(target) = crate::exec::resolve_target(root, name) {
-        let is_url = url::Url::parse(name)
-            .map(|u| u.scheme().len() > 1)
-            .unwrap_or(false);
-        if !is_url {
-            assert!(
-                target.starts_with(root.url().as_str()),
-                "{name:?} -> {target} leaves the root"
-            );
-        }
-    }
-    accepted
-}
-
-/// Parses `location` as a root when it is a URL of a remote or in-memory scheme (a local
-/// path would create directories): either a root or an error with a message, and the
-/// root's display never shows a password. Returns whether a root was made.
-pub fn check_root_url(location: &str) -> bool {
-    match url::Url::parse(location) {
-        Ok(u) if u.scheme().len() > 1 && u.scheme() != "file" => {}
-        _ => return false,
-    }
-    // A password that also appears elsewhere in the URL (as the bucket, say) cannot be
-    // told apart in the output, so only a distinct one is checked.
-    let password = url::Url::parse(location).ok().and_then(|mut u| {
-        let p = u.password()?.to_owned();
-        u.set_password(None).ok()?;
-        (p.len() >= 4 && !u.as_str().contains(&p)).then_some(p)
-    });
-    match Root::parse(location) {
-        Ok(root) => {
-            let shown = root.to_string();
-            if let Some(p) = password {
-                assert!(!shown.contains(&p), "{shown} shows the password");
-            }
-            true
-        }
-        Err(e) => {
-            let text = e.to_string();
-            assert!(!text.is_empty());
-            if let Some(p) = password {
-                assert!(!text.contains(&p), "{text} shows the password");
-            }
-            false
-        }
-    }
 }

@@ -9,13 +9,13 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
+use arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
     StructBuilder, TimestampMicrosecondBuilder, new_null_array,
 };
-use datafusion::arrow::compute::{CastOptions, cast_with_options};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
-use datafusion::arrow::util::display::FormatOptions;
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
+use arrow::util::display::FormatOptions;
 
 use crate::format::Layout;
 use crate::kind::{CheckpointKind, computed_len_of, is_json_text, message_fields};
@@ -183,7 +183,7 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new_with_options(
         schema.clone(),
         columns,
-        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
     )?)
 }
 
@@ -272,7 +272,7 @@ pub fn logical_column(field: &Field, batch: &RecordBatch, file: &str) -> Result<
 }
 
 fn as_utf8(col: &ArrayRef) -> Result<ArrayRef> {
-    Ok(datafusion::arrow::compute::cast(col, &DataType::Utf8)?)
+    Ok(arrow::compute::cast(col, &DataType::Utf8)?)
 }
 
 fn text_to_timestamps(col: &ArrayRef, name: &str, file: &str) -> Result<ArrayRef> {

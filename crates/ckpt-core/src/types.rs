@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 
-use chrono::NaiveDateTime;
-use datafusion::arrow::array::{
+use arrow::array::{
     Array, ArrayRef, AsArray, Float64Builder, Int32Builder, ListBuilder, RecordBatch,
     StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
 };
-use datafusion::arrow::datatypes::{Float64Type, Int32Type, TimestampMicrosecondType};
+use arrow::datatypes::{Float64Type, Int32Type, TimestampMicrosecondType};
+use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
 use crate::kind::{CheckpointKind, message_fields};
@@ -209,7 +209,7 @@ fn count_column(chat_ids: &ArrayRef) -> ArrayRef {
         .windows(2)
         .map(|w| (w[1] - w[0]) as i64)
         .collect();
-    Arc::new(datafusion::arrow::array::Int64Array::from(counts))
+    Arc::new(arrow::array::Int64Array::from(counts))
 }
 
 impl Checkpoint for ConversationSummary {
@@ -452,10 +452,8 @@ impl Checkpoint for Conversation {
         // The list's item field must match the schema's exactly (name, nullability).
         let messages = messages.finish();
         let schema = Self::KIND.schema();
-        let messages = datafusion::arrow::compute::cast(
-            &messages,
-            schema.field_with_name("messages")?.data_type(),
-        )?;
+        let messages =
+            arrow::compute::cast(&messages, schema.field_with_name("messages")?.data_type())?;
         finish(
             Self::KIND,
             vec![

@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,8 +24,8 @@ use object_store::{
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
-use crate::format::validate_name;
-use crate::{Error, Result};
+use ckpt_core::format::validate_name;
+use ckpt_core::{Error, Result};
 
 /// Options for building a store: object_store config keys (`aws_endpoint`,
 /// `aws_allow_http`, `aws_access_key_id`, ...) plus ckpt's own retry settings.
@@ -166,10 +168,7 @@ pub fn redact_url(url: &Url) -> String {
 /// same store (tests open a root twice and expect to see what they wrote).
 fn memory_store(authority: &str) -> Arc<dyn ObjectStore> {
     static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
-    let mut stores = STORES
-        .get_or_init(Default::default)
-        .lock()
-        .expect("memory store registry");
+    let mut stores = STORES.get_or_init(Default::default).lock();
     stores
         .entry(authority.to_owned())
         .or_insert_with(|| Arc::new(InMemory::new()))
@@ -205,21 +204,13 @@ impl Root {
         Self::with_options(location, &StorageOptions::default())
     }
 
-    /// A local directory root; created if missing.
+    /// A local directory root. Nothing is created here: a root that does not exist yet
+    /// comes into being with the first write into it ([`Root::writer`],
+    /// [`Root::prepare_target`]), and readers open roots with [`Root::open_existing`],
+    /// which refuses a missing one.
     pub fn local(dir: impl AsRef<std::path::Path>) -> Result<Root> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::io(
-                format!("cannot create the root directory {}", dir.display()),
-                e,
-            )
-        })?;
-        let canon = dir.canonicalize().map_err(|e| {
-            Error::io(
-                format!("cannot resolve the root directory {}", dir.display()),
-                e,
-            )
-        })?;
+        let canon = resolve_local(dir)?;
         let mut url = Url::from_directory_path(&canon).map_err(|_| {
             Error::config(format!(
                 "{} is not a usable directory path",
@@ -237,6 +228,39 @@ impl Root {
             prefix,
             local_dir: Some(canon),
         })
+    }
+
+    /// A root to read from: [`Root::with_options`], and a local root must be an existing
+    /// directory (reading never creates one: `ckpt ls ./typo` fails instead of listing a
+    /// new, empty directory). An object-store prefix exists as soon as it holds an object,
+    /// so remote roots are not checked here.
+    pub fn open_existing(location: &str, options: &StorageOptions) -> Result<Root> {
+        let root = Self::with_options(location, options)?;
+        root.check_exists_as(&shown_location(location))?;
+        Ok(root)
+    }
+
+    /// Fails unless a local root's directory exists (remote roots always pass); see
+    /// [`Root::open_existing`].
+    pub fn check_exists(&self) -> Result<()> {
+        self.check_exists_as(&self.display())
+    }
+
+    fn check_exists_as(&self, shown: &str) -> Result<()> {
+        let Some(dir) = &self.local_dir else {
+            return Ok(());
+        };
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(Error::config(format!(
+                "not a root: {shown} is a file (a root is a directory or URL of checkpoints; \
+                 name its directory, or convert the file with `ckpt convert`)"
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::config(format!(
+                "no such root: {shown} (a directory or URL of checkpoints)"
+            ))),
+            Err(e) => Err(Error::io(format!("cannot open the root {shown}"), e)),
+        }
     }
 
     /// A root from a local path or URL, with explicit options over the environment's.
@@ -411,6 +435,11 @@ impl Root {
     }
 
     /// The name of a store path relative to the root.
+    /// The root's prefix in its store (empty for a bucket root).
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
+    }
+
     pub fn name_of(&self, path: &Path) -> Option<String> {
         let rel: Vec<_> = path
             .prefix_match(&self.prefix)?
@@ -427,23 +456,207 @@ impl Root {
         let mut cur = dir.clone();
         for part in name.split('/') {
             cur.push(part);
-            if let Ok(meta) = std::fs::symlink_metadata(&cur) {
-                if meta.file_type().is_symlink() {
-                    let target = cur.canonicalize().unwrap_or_else(|_| cur.clone());
-                    if !target.starts_with(dir) {
-                        return Err(Error::invalid_name(
-                            name,
-                            format!(
-                                "{} is a symlink to {}, outside the root",
-                                cur.display(),
-                                target.display()
-                            ),
-                        ));
-                    }
+            if let Ok(meta) = std::fs::symlink_metadata(&cur)
+                && meta.file_type().is_symlink()
+            {
+                let target = cur.canonicalize().unwrap_or_else(|_| cur.clone());
+                if !target.starts_with(dir) {
+                    return Err(Error::invalid_name(
+                        name,
+                        format!(
+                            "{} is a symlink to {}, outside the root",
+                            cur.display(),
+                            target.display()
+                        ),
+                    ));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Where a COPY target goes when writes are confined to this root (a sandbox); see
+    /// [`Root::resolve_target_within`]. Nothing accepted leaves the root.
+    pub fn resolve_target(&self, target: &str) -> Result<String> {
+        self.resolve_target_within(target, &[])
+    }
+
+    /// Where a COPY target goes when writes are confined to this root and `others` (the
+    /// roots of a sandboxed session). A relative path is a name inside this root (so
+    /// `COPY summaries TO 'summaries.parquet'` writes beside the source, locally or in the
+    /// bucket), checked like every checkpoint name: no `..`, no absolute path, no symlink
+    /// out. A URL (`s3://...`, `file:///...`) must lie inside one of the roots and is
+    /// checked as the name it has there. On local disk, parent directories are created.
+    pub fn resolve_target_within(&self, target: &str, others: &[&Root]) -> Result<String> {
+        if target.contains('\0') {
+            return Err(Error::invalid_name(target, "contains a NUL character"));
+        }
+        if let Some(url) = parse_target_url(target) {
+            // The parsed URL has its dot segments (`..`, `%2e%2e`) already applied: look at
+            // the text as written.
+            let path = target.split(['?', '#']).next().unwrap_or(target);
+            if path
+                .split('/')
+                .any(|p| p.to_ascii_lowercase().replace("%2e", ".") == "..")
+            {
+                return Err(Error::invalid_name(
+                    target,
+                    "'..' is not allowed in a target",
+                ));
+            }
+            let dir_target = url.path().ends_with('/');
+            for root in std::iter::once(self).chain(others.iter().copied()) {
+                if let Some(name) = root.name_in(&url) {
+                    return root.resolve_name(target, &name, dir_target);
+                }
+            }
+            let roots: Vec<String> = std::iter::once(self)
+                .chain(others.iter().copied())
+                .map(|r| redact_url(r.url()))
+                .collect();
+            return Err(Error::invalid_name(
+                target,
+                format!(
+                    "the URL is outside the roots ({}); write inside one of them",
+                    roots.join(", ")
+                ),
+            ));
+        }
+        if target.starts_with('/') || target.starts_with('~') {
+            return Err(Error::invalid_name(
+                target,
+                "absolute paths would leave the root; give a name relative to it",
+            ));
+        }
+        let name = target.trim_end_matches('/');
+        self.resolve_name(target, name, target.ends_with('/'))
+    }
+
+    /// Where a COPY target goes when the person at the shell decides (the CLI without
+    /// `--sandbox`). A relative path is relative to this root: while it stays inside, it is
+    /// a name there, checked like every checkpoint name; with `..` it may lead out of the
+    /// root, and that is where it is written. An absolute local path becomes a `file://`
+    /// URL; a URL is used as given. Parent directories are created by the write (local
+    /// disk); resolving a target outside the root creates nothing.
+    pub fn resolve_target_unconfined(&self, target: &str) -> Result<String> {
+        if target.contains('\0') {
+            return Err(Error::invalid_name(target, "contains a NUL character"));
+        }
+        if parse_target_url(target).is_some() {
+            return Ok(target.to_owned());
+        }
+        if target.starts_with('~') {
+            return Err(Error::invalid_name(
+                target,
+                "'~' is not expanded here: give the full path (/home/...), or a path relative to the root",
+            ));
+        }
+        let dir_target = target.ends_with('/');
+        if target.starts_with('/') {
+            let path = resolve_local(std::path::Path::new(target))?;
+            if let Some(name) = self
+                .local_dir
+                .as_ref()
+                .and_then(|d| relative_name(&path, d))
+            {
+                return self.resolve_name(target, &name, dir_target);
+            }
+            return file_url(target, &path, dir_target);
+        }
+        // `.` and `..` applied to the path as written, relative to the root.
+        let mut inside: Vec<&str> = Vec::new();
+        let mut up = 0usize;
+        for part in target.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    if inside.pop().is_none() {
+                        up += 1;
+                    }
+                }
+                p => inside.push(p),
+            }
+        }
+        if up == 0 {
+            return self.resolve_name(target, &inside.join("/"), dir_target);
+        }
+        match &self.local_dir {
+            Some(dir) => {
+                let mut path = dir.clone();
+                for _ in 0..up {
+                    path.pop();
+                }
+                path.extend(&inside);
+                file_url(target, &path, dir_target)
+            }
+            None => {
+                if up > self.prefix.parts().count() {
+                    return Err(Error::invalid_name(
+                        target,
+                        format!(
+                            "'..' leads above the top of {}",
+                            redact_url(&self.store_url())
+                        ),
+                    ));
+                }
+                let mut url = self.url.clone();
+                {
+                    let mut segments = url.path_segments_mut().map_err(|_| {
+                        Error::config(format!("{}: not a hierarchical URL", self.display()))
+                    })?;
+                    segments.pop_if_empty();
+                    for _ in 0..up {
+                        segments.pop();
+                    }
+                    segments.extend(&inside);
+                    if dir_target {
+                        segments.push("");
+                    }
+                }
+                Ok(url.to_string())
+            }
+        }
+    }
+
+    /// A target that is the name `name` inside this root: checked like every checkpoint
+    /// name (errors name `target`), parent directories created, as a URL.
+    fn resolve_name(&self, target: &str, name: &str, dir_target: bool) -> Result<String> {
+        let as_target = |e: Error| match e {
+            Error::InvalidName { reason, .. } => Error::invalid_name(target, reason),
+            other => other,
+        };
+        validate_name(name).map_err(as_target)?;
+        let url = self.url_of(name)?;
+        // Parent directories must exist for the local store, and must not be symlinks out.
+        self.prepare_target(name, dir_target).map_err(as_target)?;
+        Ok(if dir_target {
+            format!("{url}/")
+        } else {
+            url.to_string()
+        })
+    }
+
+    /// The name a URL has inside this root, when it lies inside (symlinks resolved on
+    /// local disk: a link out of the root is not inside).
+    fn name_in(&self, url: &Url) -> Option<String> {
+        match &self.local_dir {
+            Some(dir) => {
+                if url.scheme() != "file" {
+                    return None;
+                }
+                let path = resolve_local(&url.to_file_path().ok()?).ok()?;
+                relative_name(&path, dir)
+            }
+            None => {
+                if url.scheme() != self.url.scheme()
+                    || url.host_str() != self.url.host_str()
+                    || url.port_or_known_default() != self.url.port_or_known_default()
+                {
+                    return None;
+                }
+                self.name_of(&Path::from_url_path(url.path()).ok()?)
+            }
+        }
     }
 
     /// Checks that a write to `name` stays inside the root and, on local disk, creates its
@@ -571,6 +784,93 @@ impl Root {
     }
 }
 
+/// A COPY target that is a URL (a one-letter scheme is a Windows drive, not a URL).
+fn parse_target_url(target: &str) -> Option<Url> {
+    Url::parse(target).ok().filter(|u| u.scheme().len() > 1)
+}
+
+/// `path` relative to the directory `dir`, as a name (`a/b.parquet`); None when it is not
+/// below `dir`, is `dir` itself, or is not UTF-8.
+fn relative_name(path: &std::path::Path, dir: &std::path::Path) -> Option<String> {
+    let rel = path.strip_prefix(dir).ok()?;
+    let parts: Option<Vec<&str>> = rel
+        .components()
+        .map(|c| match c {
+            std::path::Component::Normal(p) => p.to_str(),
+            _ => None,
+        })
+        .collect();
+    let parts = parts?;
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// A local path as a `file://` URL COPY can write to (`dir_target`: with a trailing `/`).
+fn file_url(target: &str, path: &std::path::Path, dir_target: bool) -> Result<String> {
+    let url = Url::from_file_path(path).map_err(|_| {
+        Error::invalid_name(target, format!("{} is not a usable path", path.display()))
+    })?;
+    let mut s = url.to_string();
+    if dir_target && !s.ends_with('/') {
+        s.push('/');
+    }
+    Ok(s)
+}
+
+/// A root's location as given, for messages: a path as typed, a URL without password or
+/// query.
+fn shown_location(location: &str) -> String {
+    let location = location.trim();
+    match Url::parse(location) {
+        Ok(u) if u.scheme().len() > 1 => redact_url(&u),
+        _ => location.to_owned(),
+    }
+}
+
+/// A local path made absolute without creating anything: the longest existing ancestor
+/// is canonicalized (symlinks resolved, as the kernel will), and the part that does not
+/// exist yet is appended with `.` and `..` applied to the path as written (none of its
+/// components is a symlink: none exists). Creating the directories later yields this
+/// very path.
+fn resolve_local(dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    use std::path::{Component, PathBuf};
+    let abs = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::io("cannot read the working directory", e))?
+            .join(dir)
+    };
+    let parts: Vec<Component> = abs.components().collect();
+    for keep in (1..=parts.len()).rev() {
+        let ancestor: PathBuf = parts[..keep].iter().collect();
+        match ancestor.canonicalize() {
+            Ok(mut out) => {
+                for part in &parts[keep..] {
+                    match part {
+                        Component::Normal(p) => out.push(p),
+                        Component::ParentDir => {
+                            out.pop();
+                        }
+                        Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+                    }
+                }
+                return Ok(out);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot resolve the directory {}", dir.display()),
+                    e,
+                ));
+            }
+        }
+    }
+    Err(Error::config(format!(
+        "cannot resolve the directory {}: none of its ancestors exists",
+        dir.display()
+    )))
+}
+
 /// object_store's URL parsing, plus `memory://name/...`: object_store only knows `memory:///`,
 /// while ckpt keeps one in-memory store per name (see [`memory_store`]).
 fn parse_scheme(url: &Url) -> std::result::Result<(ObjectStoreScheme, Path), String> {
@@ -667,10 +967,10 @@ impl AtomicWriter {
 
     /// Discards everything written; the previous object stays.
     pub async fn abort(&mut self) {
-        if let Some(mut w) = self.inner.take() {
-            if let Err(e) = w.abort().await {
-                tracing::warn!("aborting the write of {} failed: {e}", self.what);
-            }
+        if let Some(mut w) = self.inner.take()
+            && let Err(e) = w.abort().await
+        {
+            tracing::warn!("aborting the write of {} failed: {e}", self.what);
         }
     }
 }
@@ -782,5 +1082,153 @@ impl ObjectStore for CutBodiesRetried {
         options: object_store::RenameOptions,
     ) -> object_store::Result<()> {
         self.inner.rename_opts(from, to, options).await
+    }
+}
+
+// ---- Staged files of writers that are gone ---------------------------------------------
+
+impl Root {
+    /// On local disk, removes the staged files (`name#N`) that writers which are gone
+    /// (killed mid-write) left in the root and in the directories the catalog reads; a
+    /// live writer's file is left (the rule is in [`crate::durable`]). Never fails: what
+    /// cannot be removed (a read-only root, say) is logged at debug level. Returns the
+    /// paths removed. Object stores have nothing to clean: an unfinished upload is never
+    /// visible.
+    pub async fn clean_staged(&self) -> Vec<std::path::PathBuf> {
+        let Some(dir) = self.local_dir.clone() else {
+            return Vec::new();
+        };
+        tokio::task::spawn_blocking(move || crate::durable::clean_staged_tree(&dir))
+            .await
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_root_is_created_by_its_first_write_not_by_opening_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let root = Root::local(tmp.path().join("a/b/../c")).unwrap();
+        assert_eq!(root.display(), base.join("a/c").display().to_string());
+        assert!(!base.join("a").exists(), "opening created the root");
+        let missing = base.join("a/c").display().to_string();
+        let err = Root::open_existing(&missing, &StorageOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!("no such root: {missing} (a directory or URL of checkpoints)")
+        );
+        assert!(root.check_exists().is_err());
+        assert!(!base.join("a").exists(), "checking created the root");
+        // A file is not a root.
+        std::fs::write(base.join("f.jsonl"), b"").unwrap();
+        let err = Root::open_existing(
+            base.join("f.jsonl").to_str().unwrap(),
+            &StorageOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is a file"), "{err}");
+        // The first write creates the directory, and only it.
+        let _writer = root.writer("x.jsonl").unwrap();
+        assert!(base.join("a/c").is_dir());
+        assert!(!base.join("a/b").exists());
+        root.check_exists().unwrap();
+    }
+
+    #[test]
+    fn copy_targets_sandboxed_and_unconfined() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        std::fs::create_dir(base.join("root")).unwrap();
+        let root = Root::local(base.join("root")).unwrap();
+        let inside = root.url().to_string();
+        let parent = Url::from_directory_path(&base).unwrap().to_string();
+        let confined = |t: &str| root.resolve_target(t);
+        let open = |t: &str| root.resolve_target_unconfined(t).unwrap();
+
+        // Names inside the root: the same place either way.
+        assert_eq!(
+            confined("a/x.parquet").unwrap(),
+            format!("{inside}a/x.parquet")
+        );
+        assert_eq!(open("a/x.parquet"), format!("{inside}a/x.parquet"));
+        assert_eq!(open("out/"), format!("{inside}out/"));
+        assert_eq!(open("./b/../y.parquet"), format!("{inside}y.parquet"));
+        // Still checked as names while inside.
+        assert!(root.resolve_target_unconfined("x#1.parquet").is_err());
+
+        // `..` and absolute paths: refused confined, written there unconfined.
+        for t in ["../x.parquet", "a/../../x.parquet"] {
+            let e = confined(t).unwrap_err().to_string();
+            assert!(e.contains("'..'"), "{t}: {e}");
+            assert_eq!(open(t), format!("{parent}x.parquet"), "{t}");
+        }
+        assert_eq!(open("../new/dir/"), format!("{parent}new/dir/"));
+        let abs = base.join("abs/deeper/x.parquet");
+        let abs_text = abs.to_str().unwrap();
+        let e = confined(abs_text).unwrap_err().to_string();
+        assert!(e.contains("absolute"), "{e}");
+        assert_eq!(
+            open(abs_text),
+            Url::from_file_path(&abs).unwrap().to_string()
+        );
+        assert!(!base.join("abs").exists(), "resolving created directories");
+        // An absolute path into the root is a name there.
+        let into = base.join("root/z.parquet");
+        assert_eq!(open(into.to_str().unwrap()), format!("{inside}z.parquet"));
+        // `~` is not expanded, in either mode.
+        assert!(confined("~/x.parquet").is_err());
+        assert!(root.resolve_target_unconfined("~/x.parquet").is_err());
+
+        // URLs: used as given unconfined; confined, only inside one of the roots.
+        let elsewhere = format!("{parent}elsewhere.parquet");
+        assert_eq!(open(&elsewhere), elsewhere);
+        let e = confined(&elsewhere).unwrap_err().to_string();
+        assert!(e.contains("outside the roots"), "{e}");
+        assert_eq!(
+            confined(&format!("{inside}sub/u.parquet")).unwrap(),
+            format!("{inside}sub/u.parquet")
+        );
+        std::fs::create_dir(base.join("other")).unwrap();
+        let other = Root::local(base.join("other")).unwrap();
+        let in_other = format!("{}v.parquet", other.url());
+        assert!(confined(&in_other).is_err());
+        assert_eq!(
+            root.resolve_target_within(&in_other, &[&other]).unwrap(),
+            in_other
+        );
+        // A symlink in the root that leads out is not inside.
+        std::os::unix::fs::symlink(base.join("other"), base.join("root/link")).unwrap();
+        assert!(confined(&format!("{inside}link/w.parquet")).is_err());
+        assert!(confined("link/w.parquet").is_err());
+    }
+
+    #[test]
+    fn copy_targets_on_an_object_store_root() {
+        let root = Root::parse("memory://targets/run1").unwrap();
+        assert_eq!(
+            root.resolve_target_unconfined("../x.parquet").unwrap(),
+            "memory://targets/x.parquet"
+        );
+        assert!(root.resolve_target_unconfined("../../x.parquet").is_err());
+        assert!(root.resolve_target("../x.parquet").is_err());
+        assert_eq!(
+            root.resolve_target("memory://targets/run1/a.parquet")
+                .unwrap(),
+            "memory://targets/run1/a.parquet"
+        );
+        for outside in [
+            "memory://targets/run2/a.parquet",
+            "memory://other/run1/a.parquet",
+            "s3://targets/run1/a.parquet",
+        ] {
+            assert!(root.resolve_target(outside).is_err(), "{outside}");
+        }
     }
 }

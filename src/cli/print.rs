@@ -8,18 +8,25 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
 
-use crate::jsonl::JsonlEncoder;
-use crate::{Error, Result};
+use ckpt::jsonl::JsonlEncoder;
+use ckpt::{Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `--format` (a closed set, parsed by clap) and `\format` in the shell (parsed by
+/// `FromStr`, with the same names and aliases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputFormat {
+    /// A bordered grid.
     #[default]
     Table,
+    /// A header line, then one line per row; nested values as JSON.
     Csv,
     /// One JSON array of row objects.
     Json,
     /// One JSON object per line.
+    #[value(alias = "jsonl")]
     Ndjson,
+    /// A pipe table.
+    #[value(alias = "md")]
     Markdown,
 }
 
@@ -160,7 +167,7 @@ fn display_schema(schema: &SchemaRef) -> SchemaRef {
         .iter()
         .map(|f| match is_json_union(f.data_type()) {
             true => Field::new(f.name(), DataType::Utf8, true)
-                .with_metadata([(crate::kind::JSON_TEXT.to_owned(), "value".to_owned())].into()),
+                .with_metadata([(ckpt::kind::JSON_TEXT.to_owned(), "value".to_owned())].into()),
             false => f.as_ref().clone(),
         })
         .collect();
@@ -257,7 +264,7 @@ fn json_cells(col: &ArrayRef, field: &Field) -> Result<Vec<Option<String>>> {
                 return Ok(None);
             }
             let mut buf = Vec::new();
-            crate::jsonl::encode::write_value(&mut buf, col, i, field)?;
+            ckpt::jsonl::encode::write_value(&mut buf, col, i, field)?;
             Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
         })
         .collect()

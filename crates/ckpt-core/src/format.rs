@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use datafusion::parquet::basic::{BrotliLevel, Compression as PqCompression, GzipLevel, ZstdLevel};
+use parquet::basic::{BrotliLevel, Compression as PqCompression, GzipLevel, ZstdLevel};
 
 use crate::{Error, Result};
 
@@ -67,9 +67,8 @@ impl Compression {
         ["snappy", "gzip", "brotli", "lz4", "zstd", "uncompressed"];
 
     pub fn to_parquet(self) -> Result<PqCompression> {
-        let bad = |e: datafusion::parquet::errors::ParquetError| {
-            Error::config(format!("compression {self}: {e}"))
-        };
+        let bad =
+            |e: parquet::errors::ParquetError| Error::config(format!("compression {self}: {e}"));
         Ok(match self {
             Compression::Snappy => PqCompression::SNAPPY,
             Compression::Gzip(l) => PqCompression::GZIP(
@@ -217,12 +216,12 @@ pub struct WriteOptions {
 
 /// Splits a known extension off a name: `summaries.jsonl` → (`summaries`, Some(Jsonl)).
 pub fn strip_extension(name: &str) -> (&str, Option<FileFormat>) {
-    if let Some((stem, ext)) = name.rsplit_once('.') {
-        if !stem.is_empty() && !ext.contains('/') {
-            if let Some(f) = FileFormat::from_extension(ext) {
-                return (stem, Some(f));
-            }
-        }
+    if let Some((stem, ext)) = name.rsplit_once('.')
+        && !stem.is_empty()
+        && !ext.contains('/')
+        && let Some(f) = FileFormat::from_extension(ext)
+    {
+        return (stem, Some(f));
     }
     (name, None)
 }

@@ -1,0 +1,27 @@
+//! # ckpt-core — what a Kura checkpoint is, without an engine
+//!
+//! The checkpoint kinds and their one Arrow schema each ([`kind`]), the Rust values and
+//! their conversion to record batches ([`types`]), formats, compression and names
+//! ([`format`]), Kura's Parquet layout ([`layout`]), and the JSONL codec ([`jsonl`]).
+//!
+//! It depends on arrow, not on DataFusion: the fuzz targets and any tool that only reads
+//! or writes checkpoint files link this crate alone. The engine (`ckpt`) builds its
+//! DataFusion data sources and sinks on it.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod format;
+pub mod jsonl;
+pub mod kind;
+pub mod layout;
+#[doc(hidden)]
+pub mod properties;
+pub mod types;
+
+pub use error::{Error, Position, Result};
+pub use format::{Compression, FileFormat, Layout, WriteOptions};
+pub use kind::CheckpointKind;
+pub use types::{
+    Checkpoint, Cluster, Conversation, ConversationSummary, Message, Metadata, ProjectedCluster,
+    Role,
+};

@@ -1,0 +1,989 @@
+//! Local disk with durable atomic replacement.
+//!
+//! object_store's `LocalFileSystem` already writes to a staging file beside the target
+//! (`name#N`, which its listings hide) and renames it into place, but it never calls
+//! fsync: after a power cut the renamed file can be empty. A checkpoint tool must not lose
+//! the previous checkpoint that way, so writes here stage, fsync the file, rename, and
+//! fsync the directory. Everything else is delegated to `LocalFileSystem`.
+//!
+//! Written by hand because object_store has no durability option and this is the one
+//! place the guarantee lives; every local write (typed saves, convert, COPY) passes here.
+//!
+//! # Staged files of writers that are gone
+//!
+//! A writer killed mid-write (SIGKILL, power cut) leaves its `name#N` behind: nothing in
+//! the dead process can remove it. Such files are removed by the next write of the same
+//! name ([`stage`] cleans `name#<digits>` beside its target, and so do renames and copies
+//! onto a name) and by `ckpt ls` of the root ([`clean_staged_tree`]). A live writer's file
+//! is told from a dead one's by an advisory lock, which the kernel drops when the
+//! process dies, however it dies:
+//!
+//! - **Writer.** It creates `name#N` (`create_new`), takes an exclusive lock on it
+//!   (`File::lock`, blocking: a cleaner holds it only for a moment), then checks that the
+//!   path still names the file it holds (same device and inode); if not, a cleaner removed
+//!   it between create and lock, and the writer takes another `N`. Only then is a byte
+//!   written. The lock is held until the file is renamed into place or removed (the `File`
+//!   stays open until after the rename), so a staged file with data is locked for as long
+//!   as its writer lives.
+//! - **Cleaner.** For each regular file `NAME#<digits>` it opens the file and takes
+//!   `try_lock`. Locked by someone else: a live writer, left alone. Not lockable (an
+//!   error, e.g. a file system without locks): left alone. Lock obtained: the writer is
+//!   gone, or is between creating and locking the file. The cleaner then checks, still
+//!   holding the lock, that the path names the file it locked (else someone replaced it:
+//!   left), and leaves a file that is **empty and younger than [`EMPTY_STAGED_GRACE`]**:
+//!   that is the one state a writer between create and lock can be in (it writes only
+//!   after locking). Everything else is removed, by path, while the lock is held — no
+//!   writer can lock, verify and fill that file meanwhile, and a writer whose file was
+//!   removed before its lock notices at the verification above. An empty file of a writer
+//!   killed right after creating it is removed once older than the grace.
+//! - Symlinks and directories named `NAME#N` are never touched; names with `#` are
+//!   refused as checkpoint names, so `NAME#<digits>` is only ever a staged file.
+//! - Cleaning never fails a write or a listing: a read-only root, a permission error or a
+//!   file that vanished meanwhile is logged (debug) and skipped. What is removed is
+//!   reported at debug level (`-vv`).
+//! - Writes that object_store's own `LocalFileSystem` would stage unlocked are done here
+//!   too: a put that must create (`PutMode::Create`) stages like every other put, and a
+//!   copy holds a shared lock on its source while its hard link `to#N` exists (the link
+//!   is the same inode, so a cleaner's `try_lock` on it fails).
+//! - Locks are advisory `flock`-style locks on local disk. On a file system where the
+//!   writer cannot lock (it logs and writes unlocked) and a cleaner can, a cleaner may
+//!   remove a live writer's file: that write then fails at its rename, and the previous
+//!   checkpoint stays as it was.
+
+use std::ffi::OsStr;
+use std::fs::{File, Metadata, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+    Result, UploadPart,
+};
+
+#[derive(Debug)]
+pub struct DurableLocalFileSystem {
+    inner: LocalFileSystem,
+}
+
+impl DurableLocalFileSystem {
+    pub fn new() -> Self {
+        DurableLocalFileSystem {
+            inner: LocalFileSystem::new(),
+        }
+    }
+}
+
+impl Default for DurableLocalFileSystem {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for DurableLocalFileSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DurableLocalFileSystem")
+    }
+}
+
+fn io_err(path: &FsPath, source: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!("{}: {source}", path.display()).into(),
+    }
+}
+
+/// Creates `dest#N` (first free N), creating parent directories as needed, and returns it
+/// open and locked (see the module docs); staged files of dead writers of `dest` are
+/// removed first.
+fn stage(dest: &FsPath) -> Result<(File, PathBuf)> {
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+    }
+    clean_staged_siblings(dest);
+    for n in 1u64.. {
+        let mut p = dest.as_os_str().to_owned();
+        p.push(format!("#{n}"));
+        let p = PathBuf::from(p);
+        match OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(f) => {
+                if lock_staged(&f, &p).map_err(|e| io_err(&p, e))? {
+                    return Ok((f, p));
+                }
+                // A cleaner removed it between create and lock: take another name.
+                tracing::debug!(
+                    "{} was removed before it was locked; staging anew",
+                    p.display()
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err(&p, e)),
+        }
+    }
+    unreachable!("an unbounded counter finds a free name")
+}
+
+/// Locks a staged file just created at `path`, before anything is written to it. False
+/// when `path` no longer names it: a cleaner removed it before the lock was taken.
+fn lock_staged(file: &File, path: &FsPath) -> std::io::Result<bool> {
+    if let Err(e) = file.lock() {
+        // No locks on this file system: cleaners cannot lock it either, so they leave it.
+        tracing::debug!(
+            "cannot lock the staged file {}: {e}; writing it unlocked",
+            path.display()
+        );
+        return Ok(true);
+    }
+    Ok(names_file(path, &file.metadata()?))
+}
+
+/// Whether `path` names the file whose metadata (from an open handle) is `held`: same
+/// device and inode, symlinks not followed. Without inodes (not Unix), whether it exists.
+fn names_file(path: &FsPath, held: &Metadata) -> bool {
+    let Ok(now) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        now.dev() == held.dev() && now.ino() == held.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = held;
+        now.file_type().is_file()
+    }
+}
+
+/// fsync the staged file, rename it over the destination, fsync the directory. On any
+/// failure the staged file is removed: nothing half-written stays behind.
+fn commit(file: &File, staged: &FsPath, dest: &FsPath) -> Result<PutResult> {
+    let res = (|| {
+        file.sync_all().map_err(|e| io_err(staged, e))?;
+        std::fs::rename(staged, dest).map_err(|e| io_err(dest, e))?;
+        sync_dir(dest);
+        Ok(PutResult {
+            e_tag: None,
+            version: None,
+        })
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(staged);
+    }
+    res
+}
+
+/// As [`commit`], for a put that must not replace an existing file (`PutMode::Create`):
+/// the staged file is hard-linked as the destination, which fails if that exists, and
+/// then removed.
+fn commit_new(file: &File, staged: &FsPath, dest: &FsPath) -> Result<PutResult> {
+    let res = (|| {
+        file.sync_all().map_err(|e| io_err(staged, e))?;
+        std::fs::hard_link(staged, dest).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => object_store::Error::AlreadyExists {
+                path: dest.display().to_string(),
+                source: Box::new(e),
+            },
+            _ => io_err(dest, e),
+        })?;
+        sync_dir(dest);
+        Ok(PutResult {
+            e_tag: None,
+            version: None,
+        })
+    })();
+    let _ = std::fs::remove_file(staged);
+    res
+}
+
+/// A directory fsync makes a rename (or link) in it durable.
+fn sync_dir(dest: &FsPath) {
+    if let Some(dir) = dest.parent()
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+}
+
+/// How long an empty, unlocked staged file is left alone by cleaners: its writer may have
+/// created it and not yet locked it (a matter of microseconds; see the module docs).
+pub const EMPTY_STAGED_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether a file name is a staged file's, `BASE#<digits>` with a non-empty base.
+pub fn is_staged_name(name: &str) -> bool {
+    name.rsplit_once('#')
+        .is_some_and(|(base, n)| !base.is_empty() && all_digits(n))
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Removes the staged files `dest#<digits>` that writers which are gone left beside
+/// `dest` (no other name is touched); a live writer's file is left. Never fails: what
+/// cannot be checked or removed is logged at debug level. Returns the paths removed.
+pub fn clean_staged_siblings(dest: &FsPath) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name().and_then(OsStr::to_str)) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        FsPath::new(".")
+    } else {
+        dir
+    };
+    let mut removed = Vec::new();
+    for (entry, is_file, _) in entries(dir) {
+        let ours = entry
+            .file_name()
+            .and_then(OsStr::to_str)
+            .and_then(|n| n.strip_prefix(name))
+            .and_then(|rest| rest.strip_prefix('#'))
+            .is_some_and(all_digits);
+        if ours && is_file && clean_one(&entry) {
+            removed.push(entry);
+        }
+    }
+    removed
+}
+
+/// Removes every staged checkpoint file (`NAME.EXT#<digits>`, EXT a checkpoint format:
+/// `jsonl`, `parquet`, ...) that writers which are gone left in a root directory and in its
+/// subdirectories one level down (the part directories the catalog reads; names not
+/// starting with `.` or `_`); symlinks are never followed, and other files that merely
+/// look staged (`notes#1`) are never touched. A live writer's file is left. Never fails
+/// (errors are logged at debug level). Returns the paths removed.
+pub fn clean_staged_tree(dir: &FsPath) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let mut dirs = vec![(dir.to_owned(), 0)];
+    while let Some((d, depth)) = dirs.pop() {
+        for (entry, is_file, is_dir) in entries(&d) {
+            let Some(name) = entry.file_name().and_then(OsStr::to_str) else {
+                continue;
+            };
+            if is_file && is_staged_checkpoint_name(name) {
+                if clean_one(&entry) {
+                    removed.push(entry);
+                }
+            } else if is_dir && depth == 0 && !name.starts_with(['.', '_']) && !name.contains('#') {
+                dirs.push((entry, depth + 1));
+            }
+        }
+    }
+    removed
+}
+
+/// A staged name whose base is a checkpoint file: `summaries.jsonl#3`.
+fn is_staged_checkpoint_name(name: &str) -> bool {
+    is_staged_name(name)
+        && name.rsplit_once('#').is_some_and(|(base, _)| {
+            let (_, format) = ckpt_core::format::strip_extension(base);
+            format.is_some()
+        })
+}
+
+/// The entries of a directory as (path, is a regular file, is a directory), symlinks
+/// being neither; an unreadable directory is logged and has none.
+fn entries(dir: &FsPath) -> Vec<(PathBuf, bool, bool)> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            tracing::debug!("cannot look for staged files in {}: {e}", dir.display());
+            return Vec::new();
+        }
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            // `DirEntry::file_type` does not follow symlinks.
+            let t = e.file_type().ok()?;
+            Some((e.path(), t.is_file(), t.is_dir()))
+        })
+        .collect()
+}
+
+/// Removes one staged file if its writer is gone (the rule is in the module docs).
+/// Returns whether it was removed.
+fn clean_one(path: &FsPath) -> bool {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!("cannot check the staged file {}: {e}; left", path.display());
+            return false;
+        }
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            tracing::debug!("{} is being written (locked); left", path.display());
+            return false;
+        }
+        Err(TryLockError::Error(e)) => {
+            tracing::debug!("cannot lock the staged file {}: {e}; left", path.display());
+            return false;
+        }
+    }
+    let held = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!("cannot check the staged file {}: {e}; left", path.display());
+            return false;
+        }
+    };
+    // Replaced since it was opened (or a symlink now): not the file this lock is on.
+    if !held.is_file() || !names_file(path, &held) {
+        return false;
+    }
+    if held.len() == 0 {
+        let age = held
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .unwrap_or(Duration::ZERO);
+        if age < EMPTY_STAGED_GRACE {
+            tracing::debug!(
+                "{} is empty and new: its writer may be about to lock it; left",
+                path.display()
+            );
+            return false;
+        }
+    }
+    // Removed while the lock is held: no writer can lock, verify and fill it meanwhile.
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            tracing::debug!(
+                "removed {} ({} bytes), staged by a writer that is gone",
+                path.display(),
+                held.len()
+            );
+            true
+        }
+        Err(e) => {
+            tracing::debug!(
+                "cannot remove the staged file {}: {e}; left",
+                path.display()
+            );
+            false
+        }
+    }
+}
+
+/// Runs file work on a blocking thread, off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        })?
+}
+
+#[async_trait]
+impl ObjectStore for DurableLocalFileSystem {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        let create = match opts.mode {
+            PutMode::Overwrite => false,
+            // Staged here too (LocalFileSystem would stage it unlocked), then hard-linked.
+            PutMode::Create => true,
+            PutMode::Update(_) => return self.inner.put_opts(location, payload, opts).await,
+        };
+        let dest = self.inner.path_to_filesystem(location)?;
+        blocking(move || {
+            let (mut file, staged) = stage(&dest)?;
+            for chunk in payload.iter() {
+                if let Err(e) = file.write_all(chunk) {
+                    let _ = std::fs::remove_file(&staged);
+                    return Err(io_err(&staged, e));
+                }
+            }
+            match create {
+                false => commit(&file, &staged, &dest),
+                true => commit_new(&file, &staged, &dest),
+            }
+        })
+        .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        _opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        let dest = self.inner.path_to_filesystem(location)?;
+        let (file, staged) = {
+            let dest = dest.clone();
+            blocking(move || stage(&dest)).await?
+        };
+        Ok(Box::new(DurableUpload {
+            state: Arc::new(Mutex::new(Some((file, staged)))),
+            dest,
+        }))
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let mut r = self.inner.get_opts(location, options).await?;
+        // LocalFileSystem streams a file in 8 KiB reads, each a hop to a blocking thread:
+        // on a checkpoint of hundreds of MB that is most of the time. Read the same open
+        // file (one version, even if it is replaced meanwhile) in large chunks instead.
+        if let GetResultPayload::File(file, path) = r.payload {
+            r.payload = GetResultPayload::Stream(large_chunks(file, path, r.range.clone()));
+        }
+        Ok(r)
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<bytes::Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        // A write of `to`: dead writers' staged files beside it go. LocalFileSystem copies
+        // by hard-linking `from` as `to#N` and renaming that over `to`; the link is the
+        // same file as `from`, so a shared lock on `from` keeps cleaners off it meanwhile.
+        let src = self.inner.path_to_filesystem(from)?;
+        let dst = self.inner.path_to_filesystem(to)?;
+        let held = blocking(move || {
+            clean_staged_siblings(&dst);
+            Ok(File::open(&src)
+                .ok()
+                .filter(|f| f.try_lock_shared().is_ok()))
+        })
+        .await?;
+        let res = self.inner.copy_opts(from, to, options).await;
+        drop(held);
+        res
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        // A write of `to` (COPY renames its staged result into place): dead writers'
+        // staged files beside it go.
+        let dst = self.inner.path_to_filesystem(to)?;
+        blocking(move || {
+            clean_staged_siblings(&dst);
+            Ok(())
+        })
+        .await?;
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+/// Parts are appended in the order `put_part` is called (the write happens in the call,
+/// not in the returned future), which is the order object_store's writers use.
+#[derive(Debug)]
+struct DurableUpload {
+    state: Arc<Mutex<Option<(File, PathBuf)>>>,
+    dest: PathBuf,
+}
+
+#[async_trait]
+impl MultipartUpload for DurableUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let res = {
+            let mut guard = self.state.lock();
+            match guard.as_mut() {
+                Some((file, staged)) => data
+                    .iter()
+                    .try_for_each(|c| file.write_all(c))
+                    .map_err(|e| io_err(staged, e)),
+                None => Err(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: "upload already finished".into(),
+                }),
+            }
+        };
+        Box::pin(futures::future::ready(res))
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        let taken = self.state.lock().take();
+        let Some((file, staged)) = taken else {
+            return Err(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: "upload already finished".into(),
+            });
+        };
+        let dest = self.dest.clone();
+        blocking(move || commit(&file, &staged, &dest)).await
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        let taken = self.state.lock().take();
+        if let Some((file, staged)) = taken {
+            // Removed while its lock is held (the file is closed after): see the module docs.
+            let res = std::fs::remove_file(&staged);
+            drop(file);
+            res.map_err(|e| io_err(&staged, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DurableUpload {
+    fn drop(&mut self) {
+        // Dropped without complete or abort (an error or a cancelled task): the staged
+        // file is garbage.
+        let taken = self.state.lock().take();
+        if let Some((file, staged)) = taken {
+            let _ = std::fs::remove_file(staged);
+            drop(file);
+        }
+    }
+}
+
+/// Bytes read from a file at a time: large reads amortise the hand-off to a blocking thread.
+const READ_CHUNK: u64 = 4 << 20;
+
+/// Read buffers a stream keeps for reuse: as many as its reader holds at once, about.
+const POOLED_CHUNKS: usize = 8;
+
+/// A full-size read buffer that goes back to its stream's pool when the last `Bytes`
+/// pointing into it is dropped: a large file is read through a few buffers, not one fresh
+/// (page-faulted, zeroed) allocation per 4 MiB.
+struct PooledChunk {
+    buf: Vec<u8>,
+    len: usize,
+    pool: std::sync::Weak<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for PooledChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for PooledChunk {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            let mut pool = pool.lock();
+            if pool.len() < POOLED_CHUNKS {
+                pool.push(std::mem::take(&mut self.buf));
+            }
+        }
+    }
+}
+
+fn large_chunks(
+    file: File,
+    path: PathBuf,
+    range: std::ops::Range<u64>,
+) -> BoxStream<'static, Result<bytes::Bytes>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let state = Arc::new(Mutex::new((file, range.start)));
+    let pool = Arc::new(Mutex::new(Vec::new()));
+    let end = range.end;
+    let seek_to = range.start;
+    let mut first = true;
+    // Fused: object_store polls a stream again after its end (`collect_bytes` of an
+    // empty range), which a bare `unfold` answers with a panic.
+    Box::pin(futures::StreamExt::fuse(futures::stream::unfold(
+        (),
+        move |()| {
+            let state = state.clone();
+            let path = path.clone();
+            let pool = pool.clone();
+            let seek = std::mem::take(&mut first);
+            async move {
+                let res = blocking(move || -> Result<Option<bytes::Bytes>> {
+                    let mut guard = state.lock();
+                    let (file, pos) = &mut *guard;
+                    if seek {
+                        file.seek(SeekFrom::Start(seek_to))
+                            .map_err(|e| io_err(&path, e))?;
+                    }
+                    if *pos >= end {
+                        return Ok(None);
+                    }
+                    let want = (end - *pos).min(READ_CHUNK) as usize;
+                    let mut buf = if want == READ_CHUNK as usize {
+                        pool.lock().pop().unwrap_or_else(|| vec![0u8; want])
+                    } else {
+                        vec![0u8; want]
+                    };
+                    let mut got = 0;
+                    while got < want {
+                        match file.read(&mut buf[got..]) {
+                            Ok(0) => break,
+                            Ok(n) => got += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err(io_err(&path, e)),
+                        }
+                    }
+                    if got == 0 {
+                        return Ok(None);
+                    }
+                    *pos += got as u64;
+                    if want == READ_CHUNK as usize {
+                        return Ok(Some(bytes::Bytes::from_owner(PooledChunk {
+                            buf,
+                            len: got,
+                            pool: Arc::downgrade(&pool),
+                        })));
+                    }
+                    buf.truncate(got);
+                    Ok(Some(bytes::Bytes::from(buf)))
+                })
+                .await;
+                match res {
+                    Ok(Some(b)) => Some((Ok(b), ())),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(e), ())),
+                }
+            }
+        },
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+
+    /// A store over `dir` and the object path of `name` in it.
+    fn store_and_path(dir: &FsPath, name: &str) -> (DurableLocalFileSystem, Path) {
+        let path = Path::from_filesystem_path(dir).unwrap().join(name);
+        (DurableLocalFileSystem::new(), path)
+    }
+
+    fn plant(dir: &FsPath, name: &str, content: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// A staged file as a live writer holds it: created, locked, written.
+    fn live(dir: &FsPath, name: &str) -> (File, PathBuf) {
+        let p = dir.join(name);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .unwrap();
+        f.lock().unwrap();
+        f.write_all(b"half a checkpoint, still being written")
+            .unwrap();
+        (f, p)
+    }
+
+    fn names(dir: &FsPath) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn make_old(p: &FsPath) {
+        let old = SystemTime::now() - EMPTY_STAGED_GRACE - Duration::from_secs(60);
+        OpenOptions::new()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+
+    #[test]
+    fn staged_names() {
+        for yes in [
+            "summaries.jsonl#1",
+            "a#0",
+            "x.parquet#123",
+            ".s.parquet.ckpt-staging-1-2#4",
+        ] {
+            assert!(is_staged_name(yes), "{yes}");
+        }
+        for no in ["summaries.jsonl", "#1", "a#", "a#1x", "a#x", "a#-1", "a#1 "] {
+            assert!(!is_staged_name(no), "{no}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_put_removes_dead_writers_staged_files_of_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = store_and_path(dir.path(), "summaries.jsonl");
+        store
+            .put(&path, PutPayload::from_static(b"old\n"))
+            .await
+            .unwrap();
+        plant(dir.path(), "summaries.jsonl#7", b"half a checkpoint");
+        plant(dir.path(), "summaries.jsonl#1", b"half another");
+        let empty_old = plant(dir.path(), "summaries.jsonl#2", b"");
+        make_old(&empty_old);
+        store
+            .put(&path, PutPayload::from_static(b"new\n"))
+            .await
+            .unwrap();
+        assert_eq!(names(dir.path()), ["summaries.jsonl"]);
+        assert_eq!(
+            std::fs::read(dir.path().join("summaries.jsonl")).unwrap(),
+            b"new\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_multipart_upload_removes_them_too_and_keeps_its_own_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = store_and_path(dir.path(), "summaries.parquet");
+        plant(dir.path(), "summaries.parquet#1", b"dead");
+        let mut up = store.put_multipart(&path).await.unwrap();
+        up.put_part(PutPayload::from_static(b"part one "))
+            .await
+            .unwrap();
+        // The dead one is gone; the upload's own staged file is there, and locked.
+        let staged: Vec<String> = names(dir.path());
+        assert_eq!(staged.len(), 1, "{staged:?}");
+        assert!(is_staged_name(&staged[0]));
+        assert!(clean_staged_tree(dir.path()).is_empty());
+        // A concurrent write of the same name leaves it too.
+        store
+            .put(&path, PutPayload::from_static(b"other"))
+            .await
+            .unwrap();
+        assert!(dir.path().join(&staged[0]).exists());
+        up.put_part(PutPayload::from_static(b"part two"))
+            .await
+            .unwrap();
+        up.complete().await.unwrap();
+        assert_eq!(names(dir.path()), ["summaries.parquet"]);
+        assert_eq!(
+            std::fs::read(dir.path().join("summaries.parquet")).unwrap(),
+            b"part one part two"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_live_writers_staged_file_is_left_by_writes_and_by_cleaning() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = store_and_path(dir.path(), "summaries.jsonl");
+        let (held, p) = live(dir.path(), "summaries.jsonl#1");
+        store
+            .put(&path, PutPayload::from_static(b"new\n"))
+            .await
+            .unwrap();
+        assert!(p.exists(), "a write removed a live writer's file");
+        assert!(clean_staged_tree(dir.path()).is_empty());
+        assert!(p.exists(), "cleaning removed a live writer's file");
+        // The writer dies (its lock goes with it): the next cleaning removes the file.
+        drop(held);
+        assert_eq!(clean_staged_tree(dir.path()), std::slice::from_ref(&p));
+        assert!(!p.exists());
+    }
+
+    #[tokio::test]
+    async fn a_write_leaves_staged_files_of_other_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = store_and_path(dir.path(), "summaries.jsonl");
+        let others = [
+            "clusters.jsonl#1",
+            "summaries.parquet#2",
+            "xsummaries.jsonl#2",
+        ];
+        // Not a staged checkpoint file: no cleaning ever removes these.
+        let not_staged = [
+            "summaries.jsonl#x",
+            "summaries.jsonl#",
+            "summaries.jsonl#1x",
+            "summaries.jsonl.bak#1",
+            "summaries#1",
+            "notes#1",
+        ];
+        for n in others.iter().chain(&not_staged) {
+            plant(dir.path(), n, b"something");
+        }
+        store
+            .put(&path, PutPayload::from_static(b"new\n"))
+            .await
+            .unwrap();
+        let mut want: Vec<&str> = others.iter().chain(&not_staged).copied().collect();
+        want.push("summaries.jsonl");
+        want.sort();
+        assert_eq!(names(dir.path()), want);
+        // Cleaning the root takes every staged file, and only those.
+        let mut removed = clean_staged_tree(dir.path());
+        removed.sort();
+        let mut want_removed: Vec<PathBuf> = others.iter().map(|n| dir.path().join(n)).collect();
+        want_removed.sort();
+        assert_eq!(removed, want_removed);
+        let mut left: Vec<&str> = not_staged.to_vec();
+        left.push("summaries.jsonl");
+        left.sort();
+        assert_eq!(names(dir.path()), left);
+    }
+
+    #[test]
+    fn an_empty_new_staged_file_is_left_until_the_grace_is_over() {
+        let dir = tempfile::tempdir().unwrap();
+        // As a writer leaves it between creating and locking it.
+        let p = plant(dir.path(), "summaries.jsonl#1", b"");
+        assert!(clean_staged_tree(dir.path()).is_empty());
+        assert!(clean_staged_siblings(&dir.path().join("summaries.jsonl")).is_empty());
+        assert!(p.exists());
+        make_old(&p);
+        assert_eq!(clean_staged_tree(dir.path()), std::slice::from_ref(&p));
+    }
+
+    #[test]
+    fn a_writer_whose_file_went_before_its_lock_knows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("summaries.jsonl#1");
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)
+                .unwrap()
+        };
+        // Nothing happened between create and lock.
+        let f = create();
+        assert!(lock_staged(&f, &p).unwrap());
+        drop(f);
+        std::fs::remove_file(&p).unwrap();
+        // A cleaner removed it.
+        let f = create();
+        std::fs::remove_file(&p).unwrap();
+        assert!(!lock_staged(&f, &p).unwrap());
+        // ... and another writer staged the same name since.
+        let f = create();
+        std::fs::remove_file(&p).unwrap();
+        let (_other, _) = live(dir.path(), "summaries.jsonl#1");
+        assert!(!lock_staged(&f, &p).unwrap());
+    }
+
+    #[test]
+    fn staging_takes_another_name_while_a_live_writer_holds_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("summaries.jsonl");
+        let (_held, p1) = live(dir.path(), "summaries.jsonl#1");
+        let (f, p) = stage(&dest).unwrap();
+        assert_eq!(p, dir.path().join("summaries.jsonl#2"));
+        // Locked: a cleaner leaves it.
+        assert!(clean_staged_siblings(&dest).is_empty());
+        assert!(p.exists() && p1.exists());
+        drop(f);
+    }
+
+    #[test]
+    fn cleaning_follows_what_the_catalog_reads_and_never_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("parts")).unwrap();
+        std::fs::create_dir_all(d.join("parts/deeper")).unwrap();
+        std::fs::create_dir_all(d.join("_scratch")).unwrap();
+        std::fs::create_dir_all(d.join(".hidden")).unwrap();
+        std::fs::create_dir_all(d.join("dir#1")).unwrap();
+        let removable = [
+            plant(d, "summaries.jsonl#3", b"x"),
+            plant(d, "parts/part-0.parquet#1", b"x"),
+        ];
+        // Deeper than the catalog reads, hidden, or not a checkpoint's name.
+        let kept = [
+            plant(d, "parts/deeper/part-1.parquet#2", b"x"),
+            plant(d, "_scratch/a.jsonl#1", b"x"),
+            plant(d, ".hidden/a.jsonl#1", b"x"),
+            plant(d, "notes#1", b"x"),
+        ];
+        let target = plant(outside.path(), "victim#1", b"outside the root");
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&target, d.join("link.jsonl#1")).unwrap();
+            std::os::unix::fs::symlink(outside.path(), d.join("linkdir")).unwrap();
+        }
+        let mut removed = clean_staged_tree(d);
+        removed.sort();
+        let mut want = removable.to_vec();
+        want.sort();
+        assert_eq!(removed, want);
+        for k in &kept {
+            assert!(k.exists(), "{}", k.display());
+        }
+        assert!(target.exists());
+        assert!(d.join("dir#1").is_dir());
+        #[cfg(unix)]
+        assert!(std::fs::symlink_metadata(d.join("link.jsonl#1")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_put_that_must_create_stages_locked_and_refuses_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = store_and_path(dir.path(), "summaries.jsonl");
+        plant(dir.path(), "summaries.jsonl#4", b"dead");
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        store
+            .put_opts(&path, PutPayload::from_static(b"first\n"), create.clone())
+            .await
+            .unwrap();
+        let again = store
+            .put_opts(&path, PutPayload::from_static(b"second\n"), create)
+            .await;
+        assert!(
+            matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+            "{again:?}"
+        );
+        assert_eq!(names(dir.path()), ["summaries.jsonl"]);
+        assert_eq!(
+            std::fs::read(dir.path().join("summaries.jsonl")).unwrap(),
+            b"first\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn copies_and_renames_onto_a_name_clean_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, a) = store_and_path(dir.path(), "a.jsonl");
+        let (_, b) = store_and_path(dir.path(), "b.jsonl");
+        let (_, c) = store_and_path(dir.path(), "c.jsonl");
+        store
+            .put(&a, PutPayload::from_static(b"a\n"))
+            .await
+            .unwrap();
+        plant(dir.path(), "b.jsonl#1", b"dead");
+        store.copy(&a, &b).await.unwrap();
+        assert_eq!(names(dir.path()), ["a.jsonl", "b.jsonl"]);
+        plant(dir.path(), "c.jsonl#2", b"dead");
+        store.rename(&b, &c).await.unwrap();
+        assert_eq!(names(dir.path()), ["a.jsonl", "c.jsonl"]);
+        assert_eq!(std::fs::read(dir.path().join("c.jsonl")).unwrap(), b"a\n");
+    }
+}

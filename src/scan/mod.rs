@@ -1,0 +1,16 @@
+//! Checkpoints as DataFusion data sources: every scan is a `DataSourceExec` (or a plan over
+//! one), so DataFusion splits files into partitions, accounts memory in its pool, shows
+//! metrics in `EXPLAIN ANALYZE`, and can ship the plan to another process.
+//!
+//! - [`jsonl`]: JSONL checkpoints of a known kind, ckpt-core's decoder over byte ranges.
+//! - [`parquet`]: DataFusion's Parquet scan with reads pinned to one version of a file.
+//! - [`kura`]: Kura's Parquet layout as that scan plus a projection of conversions.
+//! - [`codec`]: ships plans holding these scans to another process.
+
+pub mod codec;
+pub mod jsonl;
+pub mod kura;
+pub mod parquet;
+
+pub use codec::CkptCodec;
+pub use jsonl::{FileNames, JsonlFormat, JsonlSource, SkipLog};
