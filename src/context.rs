@@ -35,7 +35,7 @@ pub struct SessionOptions {
     /// Confine writes to the session's roots, for SQL that comes from others: a COPY
     /// target must be a name inside the default root or a URL inside one of the roots;
     /// absolute paths and `..` are refused. Off by default: then a COPY writes where its
-    /// target says (see [`crate::exec`]).
+    /// target says (see `crate::exec`).
     pub sandbox: bool,
 }
 
@@ -247,16 +247,6 @@ impl CheckpointSession {
             ))
         })?;
         Ok(self.ctx.read_table(provider)?)
-    }
-
-    /// Runs SQL (one statement) and returns its DataFrame. Use [`crate::exec`] for
-    /// scripts and COPY targets relative to the root.
-    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        let mut frames = crate::exec::plan_statements(self, sql).await?;
-        match frames.len() {
-            1 => Ok(frames.remove(0).1),
-            n => Err(Error::config(format!("expected one statement, found {n}"))),
-        }
     }
 }
 

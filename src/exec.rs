@@ -19,6 +19,19 @@ use crate::context::CheckpointSession;
 use crate::storage::Root;
 use crate::{CheckpointError, Error, Result};
 
+impl CheckpointSession {
+    /// Runs SQL (one statement) and returns its DataFrame; COPY targets resolve as in a
+    /// script ([`plan_statements`]). Defined here, beside the planning it calls, so that
+    /// the session module does not depend on this one.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let mut frames = plan_statements(self, sql).await?;
+        match frames.len() {
+            1 => Ok(frames.remove(0).1),
+            n => Err(Error::config(format!("expected one statement, found {n}"))),
+        }
+    }
+}
+
 /// Splits a script into statements (text for messages, and the parsed statement).
 pub fn parse(sql: &str) -> Result<Vec<(String, Statement)>> {
     // PostgreSQL's precedence binds `->>` tighter than `=`, so

@@ -29,7 +29,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Statistics, not_impl_err, plan_err};
+use datafusion::common::{Statistics, internal_err, not_impl_err, plan_err};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::listing::PartitionedFile;
@@ -108,13 +108,7 @@ impl FileNames {
     pub fn display(&self, location: &Path) -> String {
         self.root
             .as_ref()
-            .and_then(|root| {
-                let rel: Vec<String> = location
-                    .prefix_match(root)?
-                    .map(|part| part.as_ref().to_owned())
-                    .collect();
-                (!rel.is_empty()).then(|| rel.join("/"))
-            })
+            .and_then(|root| ckpt_storage::storage::name_under(root, location))
             .unwrap_or_else(|| location.to_string())
     }
 }
@@ -245,24 +239,12 @@ impl FileFormat for JsonlFormat {
             return not_impl_err!("compressed JSONL checkpoints are not supported");
         }
         check_declared_schema(self.kind, conf.file_schema())?;
-        let source = match conf.file_source().downcast_ref::<JsonlSource>() {
-            Some(source) if source.kind == self.kind => source.clone(),
-            Some(source) => {
-                return plan_err!(
-                    "a {} JSONL format cannot scan with a source of {}",
-                    self.kind,
-                    source.kind
-                );
-            }
-            // A configuration built around another source: same table and projection.
-            None => {
-                let other = conf.file_source();
-                let source = self.source(other.table_schema().clone());
-                match other.projection() {
-                    Some(projection) => source.projected(projection)?,
-                    None => source,
-                }
-            }
+        // DataFusion builds the configuration around this format's `file_source`.
+        let Some(source) = conf.file_source().downcast_ref::<JsonlSource>().cloned() else {
+            return internal_err!(
+                "a JSONL scan planned with a {} source",
+                conf.file_source().file_type()
+            );
         };
         // The opener has no TaskContext: the session's pool is taken here, where the plan
         // is made for it, so the scan's blocks count against `--memory-limit`.

@@ -175,6 +175,17 @@ fn memory_store(authority: &str) -> Arc<dyn ObjectStore> {
         .clone()
 }
 
+/// The name of `path` under `prefix` (`summaries.jsonl`, `parts/part-0.jsonl`): how a file
+/// of a root is named in messages and listings. None outside the prefix, or for the
+/// prefix itself.
+pub fn name_under(prefix: &Path, path: &Path) -> Option<String> {
+    let rel: Vec<_> = path
+        .prefix_match(prefix)?
+        .map(|p| p.as_ref().to_owned())
+        .collect();
+    (!rel.is_empty()).then(|| rel.join("/"))
+}
+
 /// A directory or bucket prefix holding checkpoints.
 #[derive(Clone)]
 pub struct Root {
@@ -441,11 +452,7 @@ impl Root {
     }
 
     pub fn name_of(&self, path: &Path) -> Option<String> {
-        let rel: Vec<_> = path
-            .prefix_match(&self.prefix)?
-            .map(|p| p.as_ref().to_owned())
-            .collect();
-        (!rel.is_empty()).then(|| rel.join("/"))
+        name_under(&self.prefix, path)
     }
 
     /// Refuses a target whose parent directories are symlinks leading out of a local root.
@@ -881,6 +888,23 @@ fn parse_scheme(url: &Url) -> std::result::Result<(ObjectStoreScheme, Path), Str
     ObjectStoreScheme::parse(url).map_err(|e| e.to_string())
 }
 
+/// Whether a request failed in its response body (the connection closed or reset, the
+/// body incomplete), by the kind object_store gives its HTTP error.
+fn is_cut_short(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(http) = err.downcast_ref::<HttpError>() {
+            return matches!(
+                http.kind(),
+                HttpErrorKind::Request | HttpErrorKind::Interrupted | HttpErrorKind::Decode
+            );
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// object_store retries a request until its response starts, and re-reads an object's
 /// body that breaks off, but not a listing's body cut short: as transient a fault as a
 /// reset connection. Lists again a few times before giving up.
@@ -892,9 +916,7 @@ where
     let mut attempt = 0u32;
     loop {
         match list().await {
-            Err(e @ object_store::Error::Generic { .. })
-                if attempt < 3 && e.to_string().contains("response body") =>
-            {
+            Err(e @ object_store::Error::Generic { .. }) if attempt < 3 && is_cut_short(&e) => {
                 attempt += 1;
                 tracing::debug!("listing again after a cut response ({e})");
                 tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
