@@ -30,6 +30,24 @@ where
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A root holding `n` generated summaries with `dim`-dimensional embeddings (no
+/// conversations).
+async fn generated_summaries(n: usize, dim: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    ckpt::generate::generate(
+        &ckpt::Root::local(dir.path()).unwrap(),
+        &ckpt::generate::GenerateOptions {
+            summaries: n,
+            dim,
+            conversations: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    dir
+}
+
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
 }
@@ -1341,18 +1359,7 @@ async fn known_kinds_get_their_declared_schema() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_limit_spills_instead_of_failing() {
-    let dir = tempfile::tempdir().unwrap();
-    ckpt::generate::generate(
-        &ckpt::Root::local(dir.path()).unwrap(),
-        &ckpt::generate::GenerateOptions {
-            summaries: 30_000,
-            dim: 64,
-            conversations: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let dir = generated_summaries(30_000, 64).await;
     let file = dir.path().join("summaries.jsonl");
     let limit: u64 = 64 << 20;
     assert!(std::fs::metadata(&file).unwrap().len() > limit);
@@ -2025,18 +2032,7 @@ fn sandbox_confines_copy_to_the_roots() {
 /// with the same answer as an order-keeping single-partition read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_analyze_shows_the_jsonl_scan_split_into_partitions() {
-    let dir = tempfile::tempdir().unwrap();
-    ckpt::generate::generate(
-        &ckpt::Root::local(dir.path()).unwrap(),
-        &ckpt::generate::GenerateOptions {
-            summaries: 12_000,
-            dim: 64,
-            conversations: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let dir = generated_summaries(12_000, 64).await;
     let file = dir.path().join("summaries.jsonl");
     assert!(std::fs::metadata(&file).unwrap().len() > 10 << 20);
 
