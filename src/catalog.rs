@@ -13,7 +13,9 @@
 //!   start-up is visible to the next query.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
@@ -377,17 +379,17 @@ impl CheckpointSchema {
     /// Lists the root again.
     pub async fn refresh(&self) -> Result<()> {
         let entries = list_checkpoints(&self.root).await?;
-        *self.entries.write().expect("entries") = entries;
+        *self.entries.write() = entries;
         Ok(())
     }
 
     pub fn entries(&self) -> Vec<Entry> {
-        self.entries.read().expect("entries").clone()
+        self.entries.read().clone()
     }
 
     /// The entry a table name stands for (see the module docs for the rule).
     pub fn lookup(&self, name: &str) -> Option<Entry> {
-        pick(&self.entries.read().expect("entries"), name).cloned()
+        pick(&self.entries.read(), name).cloned()
     }
 }
 
@@ -410,7 +412,7 @@ fn pick<'a>(entries: &'a [Entry], name: &str) -> Option<&'a Entry> {
 #[async_trait]
 impl SchemaProvider for CheckpointSchema {
     fn table_names(&self) -> Vec<String> {
-        let entries = self.entries.read().expect("entries");
+        let entries = self.entries.read();
         let mut names: Vec<String> = Vec::new();
         for e in entries.iter() {
             // The bare name is the entry `lookup` gives for it (the Parquet file when both
@@ -423,12 +425,12 @@ impl SchemaProvider for CheckpointSchema {
                 names.push(name);
             }
         }
-        names.extend(self.extra.read().expect("extra").keys().cloned());
+        names.extend(self.extra.read().keys().cloned());
         names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if let Some(t) = self.extra.read().expect("extra").get(name) {
+        if let Some(t) = self.extra.read().get(name) {
             return Ok(Some(t.clone()));
         }
         self.refresh().await.map_err(DataFusionError::from)?;
@@ -453,11 +455,11 @@ impl SchemaProvider for CheckpointSchema {
                 self.root.display()
             )));
         }
-        Ok(self.extra.write().expect("extra").insert(name, table))
+        Ok(self.extra.write().insert(name, table))
     }
 
     fn deregister_table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if let Some(t) = self.extra.write().expect("extra").remove(name) {
+        if let Some(t) = self.extra.write().remove(name) {
             return Ok(Some(t));
         }
         match self.lookup(name) {
@@ -472,7 +474,7 @@ impl SchemaProvider for CheckpointSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.extra.read().expect("extra").contains_key(name) || self.lookup(name).is_some()
+        self.extra.read().contains_key(name) || self.lookup(name).is_some()
     }
 }
 

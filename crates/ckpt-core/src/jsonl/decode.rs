@@ -1061,7 +1061,7 @@ fn parse_number_list(b: &[u8], out: Option<&mut ListCol<PrimCol<f64>>>) -> Resul
     let mut out = out;
     let mut i = 1;
     let skip_ws = |i: &mut usize| {
-        while *i < b.len() && b[*i].is_ascii_whitespace() {
+        while *i < b.len() && is_json_whitespace(b[*i]) {
             *i += 1;
         }
     };
@@ -1169,6 +1169,13 @@ fn digit_run(b: &[u8]) -> usize {
     n + b[n..].iter().take_while(|c| c.is_ascii_digit()).count()
 }
 
+/// JSON's whitespace: space, tab, line feed, carriage return. Not the form feed or
+/// vertical tab that `u8::is_ascii_whitespace` also takes, which serde_json refuses: a
+/// fast path must refuse them too.
+fn is_json_whitespace(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r')
+}
+
 /// Where the value of the one top-level `needle` key (`"embedding":`) lies in a line, when
 /// it is `null` or a list without nested brackets: (value start, value end). None sends the
 /// line down the general path (absent, nested, duplicated, or anything unusual).
@@ -1180,7 +1187,7 @@ fn float_list_span(line: &[u8], needle: &[u8]) -> Option<(usize, usize)> {
         return None;
     }
     let mut start = pos + needle.len();
-    while start < line.len() && line[start].is_ascii_whitespace() {
+    while start < line.len() && is_json_whitespace(line[start]) {
         start += 1;
     }
     let end = match line.get(start)? {
@@ -1236,7 +1243,7 @@ fn is_top_level_key(line: &[u8], pos: usize) -> bool {
                 depth = d;
                 last = prefix[i];
             }
-            c if c.is_ascii_whitespace() => {}
+            c if is_json_whitespace(c) => {}
             c => last = c,
         }
         i += 1;
@@ -1389,7 +1396,11 @@ mod tests {
                 Just(Some("[0.25,-1.5e3, 7]".to_owned())),
                 Just(Some("[ ]".to_owned())),
                 Just(Some("[1,[2]]".to_owned())),
-                Just(Some("\"x\"".to_owned()))
+                Just(Some("\"x\"".to_owned())),
+                // Form feed and vertical tab: whitespace to `u8::is_ascii_whitespace`, not
+                // to JSON.
+                Just(Some("[1,\u{c}2]".to_owned())),
+                Just(Some("[\u{b}1]".to_owned()))
             ],
             any::<bool>(),
             ws,
