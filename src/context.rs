@@ -155,16 +155,20 @@ impl CheckpointSession {
         // Under a memory limit, DataFusion's fixed sizes shrink with it, or a few
         // partitions' worth of them fill a small pool before any operator can spill:
         // - batches: a sort that spills holds a batch per spilled run while it merges, and
-        //   8192 summaries with 384-d embeddings are 25 MB; one row in 64 KiB of the limit,
+        //   8192 summaries with 384-d embeddings are 25 MB; one row in 256 KiB of the limit,
         //   1024 rows at the least;
         // - the memory each sort sets aside for merging its spills (10 MB by default):
-        //   a thirty-second of the limit at most.
+        //   a thirty-second of the limit at most;
+        // - files are not split into byte ranges: every partition of a scan is another
+        //   sort and another merge holding batches (the JSONL scan still decodes on every
+        //   core within its one partition per file).
         if let Some(limit) = options.memory_limit {
-            let rows = (limit >> 16).clamp(1024, config.batch_size());
+            let rows = (limit >> 18).clamp(1024, config.batch_size());
             config = config.with_batch_size(rows);
             let execution = &mut config.options_mut().execution;
             execution.sort_spill_reservation_bytes =
                 execution.sort_spill_reservation_bytes.min(limit / 32);
+            config.options_mut().optimizer.repartition_file_scans = false;
         }
         // Parquet strings come back as Utf8, the type the kinds declare.
         config
