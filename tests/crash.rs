@@ -136,13 +136,7 @@ async fn assert_only_checkpoints(place: &Place, files: &[&str], what: &str) {
     let mut args = place.cli.clone();
     args.extend(["ls".into(), place.root.clone()]);
     let r = ckpt(&args).expect_ok(what);
-    let mut listed: Vec<&str> = r
-        .stdout
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    listed.sort();
+    let listed = common::listed_names(&r.stdout);
     let mut want = files.to_vec();
     want.sort();
     assert_eq!(listed, want, "{what}: ckpt ls shows\n{}", r.stdout);

@@ -46,13 +46,7 @@ fn plant(dir: &Path, name: &str) -> PathBuf {
 /// `ckpt ls ROOT`, which must succeed and list exactly `files`.
 fn ls(dir: &Path, files: &[&str]) -> String {
     let r = ckpt(["ls", &s(dir)]).expect_ok("ckpt ls");
-    let mut listed: Vec<&str> = r
-        .stdout
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    listed.sort();
+    let listed = common::listed_names(&r.stdout);
     let mut want = files.to_vec();
     want.sort();
     assert_eq!(listed, want, "ckpt ls shows\n{}", r.stdout);

@@ -202,3 +202,15 @@ pub fn copy_sample(dst: &std::path::Path, jsonl_only: bool) -> Vec<String> {
     }
     copied
 }
+
+/// The checkpoint names `ckpt ls` printed (its table's first column, header skipped),
+/// sorted.
+pub fn listed_names(ls_stdout: &str) -> Vec<&str> {
+    let mut names: Vec<&str> = ls_stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    names.sort();
+    names
+}
