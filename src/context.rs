@@ -161,7 +161,9 @@ impl CheckpointSession {
         //   a thirty-second of the limit at most;
         // - files are not split into byte ranges: every partition of a scan is another
         //   sort and another merge holding batches (the JSONL scan still decodes on every
-        //   core within its one partition per file).
+        //   core within its one partition per file);
+        // - Parquet is written one row group at a time, not several in parallel, each
+        //   buffered whole.
         if let Some(limit) = options.memory_limit {
             let rows = (limit >> 18).clamp(1024, config.batch_size());
             config = config.with_batch_size(rows);
@@ -169,6 +171,11 @@ impl CheckpointSession {
             execution.sort_spill_reservation_bytes =
                 execution.sort_spill_reservation_bytes.min(limit / 32);
             config.options_mut().optimizer.repartition_file_scans = false;
+            config
+                .options_mut()
+                .execution
+                .parquet
+                .allow_single_file_parallelism = false;
         }
         // Parquet strings come back as Utf8, the type the kinds declare.
         config
