@@ -264,7 +264,7 @@ mod tests {
         format!(
             r#"{{"summary":"s{i}","topic":"t{}","concerning_score":{},"chat_id":"c{i}","metadata":{{"n":{i}}},"embedding":[0.{i},{i}]}}"#,
             i % 3,
-            i % 5
+            1 + i % 5
         )
     }
 

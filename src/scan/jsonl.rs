@@ -1258,7 +1258,7 @@ mod tests {
         format!(
             r#"{{"summary":"s{i} says \"hi\"\n","request":null,"topic":"t{}","languages":["en"],"task":null,"concerning_score":{},"user_frustration":null,"assistant_errors":[],"chat_id":"c{i}","metadata":{{"turns":{i},"nested":{{"embedding":[1,2],"chat_id":"x"}}}},"embedding":[0.{i},-1.5e-3,{i}]}}"#,
             i % 3,
-            i % 5
+            1 + i % 5
         )
     }
 
@@ -1758,7 +1758,7 @@ mod tests {
         (
             text(),
             prop::option::of(text()),
-            prop::option::of(-5i32..10),
+            prop::option::of(1i32..=5),
             "[a-z0-9]{1,6}",
             metadata(),
             prop::option::of(prop::collection::vec(-1000i32..1000, 0..4)),

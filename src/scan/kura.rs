@@ -22,7 +22,7 @@ use datafusion::logical_expr::{
     ScalarUDFImpl, Signature, Volatility, col, lit,
 };
 
-use crate::kind::{CheckpointKind, computed_len_of};
+use crate::kind::{CheckpointKind, computed_len_of, utc_offset_of};
 use crate::layout::logical_column;
 use crate::{Error, Result};
 
@@ -111,14 +111,20 @@ impl ScalarUDFImpl for KuraColumn {
                 vec![],
                 &RecordBatchOptions::new().with_row_count(Some(args.number_rows)),
             )?,
-            _ => {
-                let source = computed_len_of(&field).unwrap_or(field.name()).to_owned();
-                one_column_batch(&source, stored)?
-            }
+            _ => one_column_batch(stored_source(&field), stored)?,
         };
         let column = logical_column(&field, &batch, file).map_err(Error::from)?;
         Ok(ColumnarValue::Array(column))
     }
+}
+
+/// The stored column a declared column is made from: itself, the list a computed column
+/// counts, or the datetime text a UTC offset column is read from (Kura's files have no
+/// offset columns: an aware datetime's text carries its offset).
+fn stored_source(field: &Field) -> &str {
+    computed_len_of(field)
+        .or_else(|| utc_offset_of(field))
+        .unwrap_or(field.name())
 }
 
 fn one_column_batch(name: &str, array: ArrayRef) -> Result<RecordBatch> {
@@ -138,7 +144,7 @@ pub fn kura_layout_table(
     let udf = Arc::new(KuraColumn::udf());
     let mut exprs: Vec<Expr> = Vec::new();
     for field in kind.schema().fields() {
-        let source = computed_len_of(field).unwrap_or(field.name());
+        let source = stored_source(field);
         let stored_column = match stored_schema.index_of(source) {
             Ok(_) => col(Column::new_unqualified(source)),
             Err(_) => lit(ScalarValue::Null),

@@ -9,6 +9,14 @@
 //!   it is written and read as the JSON value itself, not as a string.
 //! - [`COMPUTED_LEN_OF`]: the column is computed (`count` = number of `chat_ids`). Kura
 //!   writes it and ignores it on load; so do we.
+//! - Kura's validation rules that the Arrow type cannot say: [`RANGE`] (`ge=1, le=5`),
+//!   [`REQUIRED`] (a key that must be present although its value may be null),
+//!   [`DEFAULT_FACTORY`] (`Cluster.id`), [`METADATA_DICT`] (the value types of
+//!   `Conversation.metadata`).
+//! - [`UTC_OFFSET_OF`]: the column holds the UTC offset of a datetime column. Kura's
+//!   datetimes are aware (with an offset) or naive, row by row; the datetime column holds
+//!   the UTC instant of an aware one and the wall-clock time of a naive one, and this
+//!   column the offset in seconds (null: naive), so each is written back as it was read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -21,6 +29,18 @@ pub const JSON_TEXT: &str = "ckpt.json";
 pub const COMPUTED_LEN_OF: &str = "ckpt.len_of";
 /// Field metadata key: the JSON text used when the field is absent from a JSONL line.
 pub const DEFAULT_JSON: &str = "ckpt.default";
+/// Field metadata key: `GE..=LE`, the range Kura's model allows an integer field.
+pub const RANGE: &str = "ckpt.range";
+/// Field metadata key: the key is required although its value may be null.
+pub const REQUIRED: &str = "ckpt.required";
+/// Field metadata key: how an absent value is made (`uuid4_hex`, Kura's `uuid4().hex`).
+pub const DEFAULT_FACTORY: &str = "ckpt.default_factory";
+/// The [`JSON_TEXT`] value of Kura's `Conversation.metadata`: an object whose values are
+/// str, int, float, bool, or lists of str, int or float (any object otherwise).
+pub const METADATA_DICT: &str = "metadata_dict";
+/// Field metadata key: the Int32 column is the UTC offset (seconds, null when naive) of
+/// the named datetime column.
+pub const UTC_OFFSET_OF: &str = "ckpt.utc_offset_of";
 
 /// A kind of checkpoint, as Kura writes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,6 +93,18 @@ impl CheckpointKind {
         Self::ALL.into_iter().find(|k| k.default_name() == stem)
     }
 
+    /// The column that identifies a row: `chat_id` for summaries and conversations, `id`
+    /// for the cluster kinds. Appended checkpoints resolve duplicates and find what is
+    /// missing by it.
+    pub fn id_column(self) -> &'static str {
+        match self {
+            CheckpointKind::Summaries | CheckpointKind::Conversations => "chat_id",
+            CheckpointKind::Clusters
+            | CheckpointKind::MetaClusters
+            | CheckpointKind::Dimensionality => "id",
+        }
+    }
+
     /// The logical schema: what SQL sees, what the native Parquet layout stores, and what
     /// JSONL lines are decoded into. Column order is Kura's `model_dump` order, so JSONL
     /// written from it matches Kura's own lines field for field.
@@ -121,9 +153,21 @@ pub fn float_list_type() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Float64, true)))
 }
 
-/// Timestamps are naive microseconds, as Kura's `datetime.now()` values are.
+/// Microseconds without a zone: the UTC instant of an aware datetime or the wall-clock
+/// time of a naive one; the column's [`UTC_OFFSET_OF`] companion says which.
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, None)
+}
+
+/// The UTC offset column of the datetime column `of`: `<of>_utc_offset`.
+pub fn utc_offset_field(of: &str) -> Field {
+    Field::new(format!("{of}_utc_offset"), DataType::Int32, true)
+        .with_metadata(HashMap::from([(UTC_OFFSET_OF.to_owned(), of.to_owned())]))
+}
+
+/// The datetime column this column is the UTC offset of, if it is one.
+pub fn utc_offset_of(field: &Field) -> Option<&str> {
+    field.metadata().get(UTC_OFFSET_OF).map(String::as_str)
 }
 
 pub fn message_fields() -> Fields {
@@ -131,6 +175,7 @@ pub fn message_fields() -> Fields {
         Field::new("created_at", timestamp_type(), false),
         utf8("role", false),
         utf8("content", false),
+        utc_offset_field("created_at"),
     ])
 }
 
@@ -142,11 +187,19 @@ pub fn messages_type() -> DataType {
     )))
 }
 
-fn json_object(name: &str) -> Field {
+/// Kura's `metadata`; `kind` is the [`JSON_TEXT`] value (`object` or [`METADATA_DICT`]).
+/// Missing or null reads as `{}`, ckpt's one leniency (Kura requires the key).
+fn json_object(name: &str, kind: &str) -> Field {
     Field::new(name, DataType::Utf8, false).with_metadata(HashMap::from([
-        (JSON_TEXT.to_owned(), "object".to_owned()),
+        (JSON_TEXT.to_owned(), kind.to_owned()),
         (DEFAULT_JSON.to_owned(), "{}".to_owned()),
     ]))
+}
+
+/// An optional integer score, `ge=1, le=5`.
+fn score(name: &str) -> Field {
+    Field::new(name, DataType::Int32, true)
+        .with_metadata(HashMap::from([(RANGE.to_owned(), "1..=5".to_owned())]))
 }
 
 fn count_of(list: &str) -> Field {
@@ -158,12 +211,17 @@ fn count_of(list: &str) -> Field {
 
 fn cluster_fields() -> Vec<Field> {
     vec![
-        utf8("id", false),
+        utf8("id", false).with_metadata(HashMap::from([(
+            DEFAULT_FACTORY.to_owned(),
+            "uuid4_hex".to_owned(),
+        )])),
         utf8("name", false),
         utf8("description", false),
         utf8("slug", false),
         Field::new("chat_ids", string_list_type(), false),
-        utf8("parent_id", true),
+        // `Union[str, None]` without a default: the key is required, null allowed.
+        utf8("parent_id", true)
+            .with_metadata(HashMap::from([(REQUIRED.to_owned(), "true".to_owned())])),
     ]
 }
 
@@ -175,11 +233,11 @@ fn build_schema(kind: CheckpointKind) -> Schema {
             utf8("topic", true),
             Field::new("languages", string_list_type(), true),
             utf8("task", true),
-            Field::new("concerning_score", DataType::Int32, true),
-            Field::new("user_frustration", DataType::Int32, true),
+            score("concerning_score"),
+            score("user_frustration"),
             Field::new("assistant_errors", string_list_type(), true),
             utf8("chat_id", false),
-            json_object("metadata"),
+            json_object("metadata", "object"),
             Field::new("embedding", float_list_type(), true),
         ],
         CheckpointKind::Clusters | CheckpointKind::MetaClusters => {
@@ -199,7 +257,8 @@ fn build_schema(kind: CheckpointKind) -> Schema {
             utf8("chat_id", false),
             Field::new("created_at", timestamp_type(), false),
             Field::new("messages", messages_type(), false),
-            json_object("metadata"),
+            json_object("metadata", METADATA_DICT),
+            utc_offset_field("created_at"),
         ],
     };
     Schema::new(fields)
@@ -223,7 +282,7 @@ pub fn kind_of_columns<'a>(columns: impl IntoIterator<Item = &'a str>) -> Option
         k.schema()
             .fields()
             .iter()
-            .filter(|f| computed_len_of(f).is_none())
+            .filter(|f| computed_len_of(f).is_none() && utc_offset_of(f).is_none())
             .all(|f| cols.contains(f.name().as_str()))
     };
     // Most specific first: a projected cluster also has every cluster column.

@@ -10,15 +10,15 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
-    StructBuilder, TimestampMicrosecondBuilder, new_null_array,
+    Array, ArrayRef, AsArray, Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray,
+    StringBuilder, StructBuilder, TimestampMicrosecondBuilder, new_null_array,
 };
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
 use arrow::util::display::FormatOptions;
 
 use crate::format::Layout;
-use crate::kind::{CheckpointKind, computed_len_of, is_json_text, message_fields};
+use crate::kind::{CheckpointKind, computed_len_of, is_json_text, message_fields, utc_offset_of};
 use crate::{Error, Result};
 
 /// The columns Kura's Parquet manager writes, in its order, all nullable as pyarrow makes them.
@@ -27,7 +27,9 @@ pub fn kura_schema(kind: CheckpointKind) -> SchemaRef {
     let mut names: Vec<&str> = logical
         .fields()
         .iter()
-        .filter(|f| computed_len_of(f).is_none())
+        // Kura's files have no offset columns: an aware datetime carries its offset in
+        // its text instead.
+        .filter(|f| computed_len_of(f).is_none() && utc_offset_of(f).is_none())
         .map(|f| f.name().as_str())
         .collect();
     if kind == CheckpointKind::Summaries {
@@ -80,7 +82,10 @@ pub fn to_kura(kind: CheckpointKind, batch: &RecordBatch) -> Result<RecordBatch>
             Ok(match lf.data_type() {
                 DataType::List(item) if item.data_type() == &DataType::Float64 => col.clone(),
                 DataType::List(_) => list_to_json_text(col)?,
-                DataType::Timestamp(..) => timestamps_to_text(col, ' '),
+                DataType::Timestamp(..) => {
+                    let offsets = batch.column_by_name(&format!("{}_utc_offset", f.name()));
+                    timestamps_to_text(col, offsets)
+                }
                 _ => col.clone(),
             })
         })
@@ -121,22 +126,39 @@ pub fn parse_timestamp_micros(s: &str) -> Option<i64> {
     None
 }
 
-/// Kura writes a conversation's `created_at` with Python's `str(datetime)`: a space, not `T`.
-fn timestamps_to_text(col: &ArrayRef, sep: char) -> ArrayRef {
+/// A datetime as Kura's models read it (see [`crate::jsonl::lax::to_datetime`]), also in
+/// Python's `str(datetime)` form: microseconds (the UTC instant of an aware one, the
+/// wall clock of a naive one) and the UTC offset in seconds when it is aware.
+pub fn parse_datetime(s: &str) -> Option<(i64, Option<i32>)> {
+    let v = crate::jsonl::value::Value::Str(s.into());
+    crate::jsonl::lax::to_datetime(&v)
+        .ok()
+        .map(|t| (t.micros, t.offset))
+}
+
+/// Kura writes a conversation's `created_at` with Python's `str(datetime)`: a space, not
+/// `T`, and an aware datetime with its offset (`2024-05-01 10:00:00+02:00`, `+00:00` for
+/// UTC), which Kura's model reads back as the same aware datetime. `offsets` is the
+/// column's UTC offset column, when the batch has one; a null offset is a naive datetime.
+fn timestamps_to_text(col: &ArrayRef, offsets: Option<&ArrayRef>) -> ArrayRef {
     let ts = col.as_primitive::<TimestampMicrosecondType>();
+    let offsets = offsets.and_then(|o| o.as_primitive_opt::<arrow::datatypes::Int32Type>());
     let mut b = StringBuilder::new();
     let mut s = String::new();
     for i in 0..ts.len() {
         if ts.is_null(i) {
             b.append_null();
-        } else {
-            s.clear();
-            format_timestamp_micros(ts.value(i), &mut s);
-            if sep != 'T' {
-                s = s.replacen('T', &sep.to_string(), 1);
-            }
-            b.append_value(&s);
+            continue;
         }
+        let offset = offsets.filter(|o| o.is_valid(i)).map(|o| o.value(i));
+        s.clear();
+        format_timestamp_micros(ts.value(i) + offset.unwrap_or(0) as i64 * 1_000_000, &mut s);
+        s = s.replacen('T', " ", 1);
+        if let Some(o) = offset {
+            let (sign, o) = if o < 0 { ('-', -o) } else { ('+', o) };
+            s.push_str(&format!("{sign}{:02}:{:02}", o / 3600, o / 60 % 60));
+        }
+        b.append_value(&s);
     }
     Arc::new(b.finish())
 }
@@ -224,6 +246,11 @@ pub fn logical_column(field: &Field, batch: &RecordBatch, file: &str) -> Result<
         return Ok(Arc::new(counts));
     }
     let Some(col) = batch.column_by_name(name) else {
+        if let Some(of) = utc_offset_of(field)
+            && let Some(text) = batch.column_by_name(of).filter(|c| is_text(c.data_type()))
+        {
+            return text_to_offsets(text);
+        }
         if let Some(default) = field.metadata().get(crate::kind::DEFAULT_JSON) {
             return Ok(Arc::new(StringArray::from(vec![
                 default.as_str();
@@ -244,6 +271,9 @@ pub fn logical_column(field: &Field, batch: &RecordBatch, file: &str) -> Result<
         );
         match field.data_type() {
             DataType::List(_) if text_like => json_text_to_list(col, field, file)?,
+            DataType::List(_) if messages_without_offsets(col.data_type()) => {
+                add_null_offsets(col, field)?
+            }
             DataType::Timestamp(..) if text_like => text_to_timestamps(col, name, file)?,
             dt => {
                 let opts = CastOptions {
@@ -271,6 +301,81 @@ pub fn logical_column(field: &Field, batch: &RecordBatch, file: &str) -> Result<
     Ok(out)
 }
 
+fn is_text(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+/// The UTC offsets of datetimes stored as text (Kura's layout): null where naive or null.
+fn text_to_offsets(col: &ArrayRef) -> Result<ArrayRef> {
+    let text = as_utf8(col)?;
+    let s = text.as_string::<i32>();
+    let offsets: Int32Array = (0..s.len())
+        .map(|i| {
+            s.is_valid(i)
+                .then(|| parse_datetime(s.value(i)).and_then(|(_, o)| o))
+                .flatten()
+        })
+        .collect();
+    Ok(Arc::new(offsets))
+}
+
+/// Whether a stored type is the messages list as native files held it before messages had
+/// their `created_at_utc_offset`: a list of structs without that field.
+pub fn messages_without_offsets(dt: &DataType) -> bool {
+    match dt {
+        DataType::List(item) => match item.data_type() {
+            DataType::Struct(fields) => {
+                fields.find("created_at").is_some()
+                    && fields.find("created_at_utc_offset").is_none()
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Messages of an earlier native file: their datetimes are naive (null offsets).
+fn add_null_offsets(col: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+    let list = col.as_list::<i32>();
+    let structs = list.values().as_struct();
+    let DataType::List(item) = field.data_type() else {
+        unreachable!("messages are a list")
+    };
+    let DataType::Struct(fields) = item.data_type() else {
+        unreachable!("messages are structs")
+    };
+    let columns = fields
+        .iter()
+        .map(|f| match structs.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => Ok(arrow::compute::cast(c, f.data_type())?),
+            None => Ok(new_null_array(f.data_type(), structs.len())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let structs =
+        arrow::array::StructArray::try_new(fields.clone(), columns, structs.nulls().cloned())?;
+    Ok(Arc::new(arrow::array::ListArray::try_new(
+        item.clone(),
+        list.offsets().clone(),
+        Arc::new(structs),
+        list.nulls().cloned(),
+    )?))
+}
+
+/// Whether a stored Parquet schema of `kind` must be converted column by column to the
+/// kind's schema: Kura's layout, or a native file written before conversations had their
+/// UTC offset columns.
+pub fn needs_conversion(kind: CheckpointKind, stored: &Schema) -> bool {
+    detect_layout(kind, stored) == Layout::Kura
+        || stored
+            .fields()
+            .iter()
+            .any(|f| messages_without_offsets(f.data_type()))
+}
+
 fn as_utf8(col: &ArrayRef) -> Result<ArrayRef> {
     Ok(arrow::compute::cast(col, &DataType::Utf8)?)
 }
@@ -283,17 +388,20 @@ fn text_to_timestamps(col: &ArrayRef, name: &str, file: &str) -> Result<ArrayRef
         if s.is_null(i) {
             b.append_null();
         } else {
-            let v = parse_timestamp_micros(s.value(i)).ok_or_else(|| {
-                Error::data(
-                    file,
-                    None,
-                    Some(name),
-                    format!(
-                        "row {i}: expected an ISO-8601 datetime, found {:?}",
-                        s.value(i)
-                    ),
-                )
-            })?;
+            let v = parse_datetime(s.value(i))
+                .map(|(us, _)| us)
+                .or_else(|| parse_timestamp_micros(s.value(i)))
+                .ok_or_else(|| {
+                    Error::data(
+                        file,
+                        None,
+                        Some(name),
+                        format!(
+                            "row {i}: expected an ISO-8601 datetime, found {:?}",
+                            s.value(i)
+                        ),
+                    )
+                })?;
             b.append_value(v);
         }
     }
@@ -350,7 +458,7 @@ fn json_text_to_list(col: &ArrayRef, field: &Field, file: &str) -> Result<ArrayR
                 match v {
                     Some(msgs) => {
                         for m in msgs {
-                            let us = parse_timestamp_micros(&m.created_at).ok_or_else(|| {
+                            let (us, offset) = parse_datetime(&m.created_at).ok_or_else(|| {
                                 bad(
                                     i,
                                     format!(
@@ -369,6 +477,9 @@ fn json_text_to_list(col: &ArrayRef, field: &Field, file: &str) -> Result<ArrayR
                             sb.field_builder::<StringBuilder>(2)
                                 .expect("content")
                                 .append_value(&m.content);
+                            sb.field_builder::<arrow::array::Int32Builder>(3)
+                                .expect("created_at_utc_offset")
+                                .append_option(offset);
                             sb.append(true);
                         }
                         b.append(true)

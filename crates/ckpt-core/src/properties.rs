@@ -25,8 +25,12 @@ pub struct DecodeOutcome {
 ///   or one reported skip (never both, never neither);
 /// - fail mode stops at the first skipped line, with an error that starts `file:line:`;
 /// - fail mode accepts exactly the files skip mode skips nothing of;
-/// - the decoder's fast paths (the embedding list parsed beside serde_json) give exactly
-///   what its general path gives: the same rows, every column equal, the same skips.
+/// - the decoder's fast paths (the embedding list cut out of the line and parsed apart)
+///   give exactly what its general path gives: the same rows, every column equal (compared
+///   bit for bit, so NaN equals NaN), the same skips;
+/// - a projection (each column alone, the others only checked) accepts and skips the same
+///   lines as the full decode, with the same messages, and its column equals the full
+///   decode's.
 ///
 /// `batch_rows` is small so the batch-boundary code runs too.
 pub fn decode_lines(kind: CheckpointKind, lines: &[&[u8]]) -> DecodeOutcome {
@@ -48,10 +52,14 @@ pub fn decode_lines(kind: CheckpointKind, lines: &[&[u8]]) -> DecodeOutcome {
         batches.extend(d.flush().expect("a flush of decoded rows succeeds"));
         (batches, d.take_skipped())
     };
+    // Ids a row lacks are counted, not random, so both decoders make the same ones.
     let (batches, skipped) =
-        decode_all(JsonlDecoder::new(Arc::clone(&schema), &schema, FILE, opts));
-    let general =
-        decode_all(JsonlDecoder::new(Arc::clone(&schema), &schema, FILE, opts).general_path_only());
+        decode_all(JsonlDecoder::new(Arc::clone(&schema), &schema, FILE, opts).sequential_ids());
+    let general = decode_all(
+        JsonlDecoder::new(Arc::clone(&schema), &schema, FILE, opts)
+            .sequential_ids()
+            .general_path_only(),
+    );
     assert!(
         general.0 == batches && general.1 == skipped,
         "the fast path and the general path disagree on {:?}",
@@ -60,6 +68,28 @@ pub fn decode_lines(kind: CheckpointKind, lines: &[&[u8]]) -> DecodeOutcome {
             .map(|l| String::from_utf8_lossy(l))
             .collect::<Vec<_>>()
     );
+    // A projection decodes only some columns and checks the others without building them
+    // (the number list only scanned, metadata not written): each column decoded alone
+    // must accept and skip the same lines, and equal the column of the full decode.
+    for (c, field) in schema.fields().iter().enumerate() {
+        let output = Arc::new(schema.project(&[c]).expect("a column of the schema"));
+        let (projected, projected_skipped) = decode_all(
+            JsonlDecoder::new(Arc::clone(&output), &schema, FILE, opts).sequential_ids(),
+        );
+        let expected: Vec<_> = batches
+            .iter()
+            .map(|b| b.project(&[c]).expect("a column of the batch"))
+            .collect();
+        assert!(
+            projected == expected && projected_skipped == skipped,
+            "the projection on {} disagrees with the full decode on {:?}",
+            field.name(),
+            lines
+                .iter()
+                .map(|l| String::from_utf8_lossy(l))
+                .collect::<Vec<_>>()
+        );
+    }
     let mut out = DecodeOutcome {
         rows: batches.iter().map(|b| b.num_rows()).sum(),
         ..Default::default()

@@ -212,6 +212,22 @@ fn count_column(chat_ids: &ArrayRef) -> ArrayRef {
     Arc::new(arrow::array::Int64Array::from(counts))
 }
 
+/// Kura's scores are `ge=1, le=5`: a summary outside that range is refused when saved,
+/// as Kura would refuse to load it, rather than written into a checkpoint no one can read.
+fn check_score(s: &ConversationSummary, field: &str, score: Option<i32>) -> Result<()> {
+    match score {
+        Some(v) if !(1..=5).contains(&v) => Err(Error::data(
+            format!("summary of chat {:?}", s.chat_id),
+            None,
+            Some(field),
+            format!(
+                "{v} is out of Kura's range: input should be between 1 and 5 (None for no score)"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Checkpoint for ConversationSummary {
     const KIND: CheckpointKind = CheckpointKind::Summaries;
 
@@ -228,6 +244,8 @@ impl Checkpoint for ConversationSummary {
         let mut metadata = StringBuilder::new();
         let mut embedding = ListBuilder::new(Float64Builder::new());
         for s in items {
+            check_score(s, "concerning_score", s.concerning_score)?;
+            check_score(s, "user_frustration", s.user_frustration)?;
             summary.append_value(&s.summary);
             request.append_option(s.request.as_deref());
             topic.append_option(s.topic.as_deref());
@@ -421,6 +439,29 @@ fn from_micros(us: i64, row: usize, field: &str) -> Result<NaiveDateTime> {
         })
 }
 
+/// A conversation's metadata as Kura's `Conversation.metadata` holds it (values str, int,
+/// float, bool or lists of them), or an error naming the value it cannot hold: saved as
+/// it is, Kura could not load the checkpoint.
+fn conversation_metadata_text(c: &Conversation) -> Result<String> {
+    let text = metadata_text(&c.metadata);
+    let checked = crate::jsonl::value::parse(&text)
+        .map_err(|e| e.message)
+        .and_then(|v| crate::jsonl::lax::conversation_metadata(&v));
+    match checked {
+        Ok(v) => {
+            let mut out = String::with_capacity(text.len());
+            v.write(&mut out);
+            Ok(out)
+        }
+        Err(message) => Err(Error::data(
+            format!("conversation {:?}", c.chat_id),
+            None,
+            Some("metadata"),
+            message,
+        )),
+    }
+}
+
 impl Checkpoint for Conversation {
     const KIND: CheckpointKind = CheckpointKind::Conversations;
 
@@ -444,10 +485,14 @@ impl Checkpoint for Conversation {
                 sb.field_builder::<StringBuilder>(2)
                     .expect("content")
                     .append_value(&m.content);
+                // The Rust types hold naive datetimes.
+                sb.field_builder::<arrow::array::Int32Builder>(3)
+                    .expect("created_at_utc_offset")
+                    .append_null();
                 sb.append(true);
             }
             messages.append(true);
-            metadata.append_value(metadata_text(&c.metadata));
+            metadata.append_value(conversation_metadata_text(c)?);
         }
         // The list's item field must match the schema's exactly (name, nullability).
         let messages = messages.finish();
@@ -461,6 +506,7 @@ impl Checkpoint for Conversation {
                 Arc::new(created.finish()),
                 messages,
                 Arc::new(metadata.finish()),
+                arrow::array::new_null_array(&arrow::datatypes::DataType::Int32, items.len()),
             ],
         )
     }

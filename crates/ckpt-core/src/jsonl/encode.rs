@@ -1,6 +1,13 @@
 //! Arrow → JSON lines, written the way pydantic's `model_dump_json` writes Kura's models:
 //! fields in schema order, nulls written out, floats in their shortest round-trip form,
 //! naive datetimes as `2025-06-12T11:04:56.965428`, metadata as the JSON object itself.
+//!
+//! A datetime column with a UTC offset column beside it (`created_at_utc_offset`, see
+//! `crate::kind::UTC_OFFSET_OF`) is written with its offset (`Z`, `+02:00`) where the
+//! offset is set, so Kura reads an aware datetime again, and naive where it is null; the
+//! offset column itself is not written. Non-finite floats are written as `NaN`,
+//! `Infinity`, `-Infinity`, which Kura reads (pydantic itself would write `null`, which
+//! it then refuses for a float).
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{
@@ -20,6 +27,27 @@ pub struct JsonlEncoder;
 impl JsonlEncoder {
     /// Appends one line per row of `batch` to `out`.
     pub fn encode(&self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+        self.encode_rows(batch, out, b"", b"\n")
+    }
+
+    /// Appends the rows of `batch` to `out` as one JSON array (`[{...},{...}]`): the
+    /// shape a whole batch is validated in at once on the Python side (pydantic's
+    /// `TypeAdapter(list[Model]).validate_json`), one call instead of one per line.
+    pub fn encode_array(&self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+        out.push(b'[');
+        self.encode_rows(batch, out, b",", b"")?;
+        out.push(b']');
+        Ok(())
+    }
+
+    /// Each row as a JSON object; `between` goes between two rows, `after` after each.
+    fn encode_rows(
+        &self,
+        batch: &RecordBatch,
+        out: &mut Vec<u8>,
+        between: &[u8],
+        after: &[u8],
+    ) -> Result<()> {
         let schema = batch.schema();
         // Field names are escaped once per batch, not once per row.
         let keys: Vec<Vec<u8>> = schema
@@ -31,19 +59,85 @@ impl JsonlEncoder {
                 k
             })
             .collect();
+        let offsets = offset_columns(schema.fields());
         for row in 0..batch.num_rows() {
+            if row > 0 {
+                out.extend_from_slice(between);
+            }
             out.push(b'{');
+            let mut first = true;
             for (i, (field, col)) in schema.fields().iter().zip(batch.columns()).enumerate() {
-                if i > 0 {
+                let Some(offset) = &offsets[i] else {
+                    continue;
+                };
+                if !first {
                     out.push(b',');
                 }
+                first = false;
                 out.extend_from_slice(&keys[i]);
-                write_value(out, col, row, field)?;
+                match offset {
+                    Some(j) => write_datetime(out, col, batch.column(*j), row)?,
+                    None => write_value(out, col, row, field)?,
+                }
             }
-            out.extend_from_slice(b"}\n");
+            out.push(b'}');
+            out.extend_from_slice(after);
         }
         Ok(())
     }
+}
+
+/// Per field: None when it is an offset column written with its datetime (skipped), else
+/// Some(the index of its offset column, if it is a datetime that has one).
+fn offset_columns(fields: &arrow::datatypes::Fields) -> Vec<Option<Option<usize>>> {
+    let offset_name = |f: &Field| format!("{}_utc_offset", f.name());
+    fields
+        .iter()
+        .map(|f| {
+            let datetime = fields.iter().find(|d| {
+                matches!(d.data_type(), DataType::Timestamp(..)) && offset_name(d) == *f.name()
+            });
+            if datetime.is_some() && f.data_type() == &DataType::Int32 {
+                return None;
+            }
+            Some(if matches!(f.data_type(), DataType::Timestamp(_, None)) {
+                fields
+                    .iter()
+                    .position(|o| *o.name() == offset_name(f) && o.data_type() == &DataType::Int32)
+            } else {
+                None
+            })
+        })
+        .collect()
+}
+
+/// A naive timestamp written with the offset of its offset column at `row`, if set.
+fn write_datetime(out: &mut Vec<u8>, col: &ArrayRef, offset: &ArrayRef, row: usize) -> Result<()> {
+    let (DataType::Timestamp(TimeUnit::Microsecond, None), false) =
+        (col.data_type(), col.is_null(row))
+    else {
+        return write_value(
+            out,
+            col,
+            row,
+            &Field::new("", col.data_type().clone(), true),
+        );
+    };
+    let offsets = offset.as_primitive::<Int32Type>();
+    let t = crate::jsonl::lax::DateTime {
+        micros: col.as_primitive::<TimestampMicrosecondType>().value(row),
+        offset: offsets.is_valid(row).then(|| offsets.value(row)),
+    };
+    let mut s = String::with_capacity(40);
+    crate::jsonl::lax::format_datetime(t, &mut s);
+    write_json(out, &s);
+    Ok(())
+}
+
+fn write_non_finite(out: &mut Vec<u8>, v: f64) {
+    let mut s = String::new();
+    crate::jsonl::value::push_non_finite(v, &mut s);
+    out.extend_from_slice(s.as_bytes());
 }
 
 fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
@@ -54,8 +148,7 @@ fn write_f64(out: &mut Vec<u8>, v: f64) {
     if v.is_finite() {
         write_json(out, &v);
     } else {
-        // Pydantic writes non-finite floats as null; JSON has no NaN.
-        out.extend_from_slice(b"null");
+        write_non_finite(out, v);
     }
 }
 
@@ -86,7 +179,7 @@ pub fn write_value(out: &mut Vec<u8>, col: &ArrayRef, row: usize, field: &Field)
             if v.is_finite() {
                 write_json(out, &v)
             } else {
-                out.extend_from_slice(b"null")
+                write_non_finite(out, v as f64)
             }
         }
         DataType::Float64 => write_f64(out, col.as_primitive::<Float64Type>().value(row)),
@@ -136,14 +229,23 @@ pub fn write_value(out: &mut Vec<u8>, col: &ArrayRef, row: usize, field: &Field)
         }
         DataType::Struct(fields) => {
             let s = col.as_struct();
+            let offsets = offset_columns(fields);
             out.push(b'{');
+            let mut first = true;
             for (i, (f, c)) in fields.iter().zip(s.columns()).enumerate() {
-                if i > 0 {
+                let Some(offset) = &offsets[i] else {
+                    continue;
+                };
+                if !first {
                     out.push(b',');
                 }
+                first = false;
                 write_json(out, f.name());
                 out.push(b':');
-                write_value(out, c, row, f)?;
+                match offset {
+                    Some(j) => write_datetime(out, c, s.column(*j), row)?,
+                    None => write_value(out, c, row, f)?,
+                }
             }
             out.push(b'}');
         }
@@ -215,7 +317,7 @@ fn write_list(out: &mut Vec<u8>, values: &ArrayRef, item: &Field) -> Result<()> 
             if v.is_finite() {
                 out.extend_from_slice(buf.format_finite(*v).as_bytes());
             } else {
-                out.extend_from_slice(b"null");
+                write_non_finite(out, *v);
             }
         }
         out.push(b']');

@@ -9,6 +9,8 @@
 
 pub mod decode;
 pub mod encode;
+pub mod lax;
+pub mod value;
 
 pub use decode::{DecodeOptions, JsonlDecoder, OnError, SkippedLine};
 pub use encode::JsonlEncoder;
