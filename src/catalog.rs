@@ -27,7 +27,7 @@ use datafusion::datasource::listing::{
 use datafusion::error::{DataFusionError, Result as DfResult};
 use object_store::{ObjectMeta, ObjectStoreExt};
 
-use crate::format::{FileFormat, Layout, strip_extension};
+use crate::format::{FileFormat, strip_extension};
 use crate::jsonl::DecodeOptions;
 use crate::kind::{CheckpointKind, kind_of_columns};
 use crate::layout::detect_layout;
@@ -79,6 +79,25 @@ pub async fn list_checkpoints(root: &Root) -> Result<Vec<Entry>> {
         });
     }
     for dir in dirs {
+        // The parts of an appended checkpoint belong to its entry (made here when it has
+        // no base yet): listed after the base, as every reader lists them.
+        if let Some((base, format)) = crate::append::parts_dir_base(&dir) {
+            let parts = crate::append::list_parts(root, base, format).await?;
+            if parts.is_empty() {
+                continue;
+            }
+            match out.iter_mut().find(|e| e.file == base) {
+                Some(e) => e.files.extend(parts),
+                None => out.push(Entry {
+                    name: strip_extension(base).0.to_owned(),
+                    kind: CheckpointKind::from_name(strip_extension(base).0),
+                    format,
+                    file: base.to_owned(),
+                    files: parts,
+                }),
+            }
+            continue;
+        }
         let parts = root.list_dir(&dir).await?;
         // A directory is a checkpoint when its files share one checkpoint format.
         let formats: Vec<FileFormat> = parts
@@ -177,13 +196,40 @@ pub struct TableOptions {
     pub skips: SkipLog,
 }
 
-/// The table for one checkpoint.
+/// The table for one checkpoint: a checkpoint with appended parts is one table of all its
+/// files, duplicates resolved (see [`crate::append`]).
 pub async fn table_for(
     root: &Root,
     entry: &Entry,
     opts: &TableOptions,
 ) -> Result<Arc<dyn TableProvider>> {
-    let kind = resolve_kind(root, entry).await?;
+    if crate::append::part_count(entry) == 0 {
+        return single_file_table(root, entry, None, opts).await;
+    }
+    let kind = resolve_kind(root, entry).await?.ok_or_else(|| {
+        Error::config(format!(
+            "{} has appended parts but no known kind (summaries, clusters, meta_clusters, \
+             dimensionality, conversations): its rows have no id to resolve duplicates by",
+            root.describe(&entry.file)
+        ))
+    })?;
+    Ok(Arc::new(
+        crate::append::AppendedTable::new(root, entry, kind, opts).await?,
+    ))
+}
+
+/// The table of a checkpoint stored as one file (or a directory of parts written by
+/// COPY), of kind `kind` when given, else as [`resolve_kind`] finds it.
+pub(crate) async fn single_file_table(
+    root: &Root,
+    entry: &Entry,
+    kind: Option<CheckpointKind>,
+    opts: &TableOptions,
+) -> Result<Arc<dyn TableProvider>> {
+    let kind = match kind {
+        Some(k) => Some(k),
+        None => resolve_kind(root, entry).await?,
+    };
     match (entry.format, kind) {
         (FileFormat::Jsonl, Some(kind)) => {
             let format = JsonlFormat::new(kind, opts.decode, opts.skips.clone())
@@ -205,7 +251,8 @@ pub async fn table_for(
             // Reads that never mix two versions of a file a save replaces meanwhile.
             let format = Arc::new(SnapshotParquetFormat::new());
             match kind {
-                Some(kind) if detect_layout(kind, &stored) == Layout::Kura => {
+                // Kura's layout, or a native file from before the UTC offset columns.
+                Some(kind) if crate::layout::needs_conversion(kind, &stored) => {
                     let inner = listing(root, entry, format, stored, ".parquet")?;
                     crate::scan::kura::kura_layout_table(kind, inner, &entry.file)
                 }
@@ -491,6 +538,8 @@ pub struct CheckpointInfo {
     /// Null when the checkpoint could not be read (see `error`).
     pub rows: Option<u64>,
     pub bytes: u64,
+    /// Appended parts not yet compacted (0 for a checkpoint stored as one file).
+    pub parts: usize,
     /// Why the checkpoint could not be read (a damaged Parquet footer, say); the other
     /// checkpoints of the root are listed all the same.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -519,6 +568,7 @@ pub async fn describe_root(root: &Root) -> Result<Vec<CheckpointInfo>> {
             layout,
             rows,
             bytes: entry.bytes(),
+            parts: crate::append::part_count(&entry),
             error,
         });
     }
@@ -532,6 +582,9 @@ async fn describe_entry(
     entry: &Entry,
 ) -> Result<(Option<CheckpointKind>, Option<String>, u64)> {
     let kind = resolve_kind(root, entry).await?;
+    if crate::append::part_count(entry) > 0 {
+        return describe_appended(root, entry, kind).await;
+    }
     let mut rows = 0u64;
     let mut layout = None;
     for meta in &entry.files {
@@ -587,5 +640,28 @@ async fn describe_entry(
             }
         }
     }
+    Ok((kind, layout, rows))
+}
+
+/// Kind, layout and rows of an appended checkpoint: rows as every reader sees them (the
+/// last row of each id), counted by DataFusion over its table; the layout of its first
+/// file.
+async fn describe_appended(
+    root: &Root,
+    entry: &Entry,
+    kind: Option<CheckpointKind>,
+) -> Result<(Option<CheckpointKind>, Option<String>, u64)> {
+    let layout = match (entry.format, kind, entry.files.first()) {
+        (FileFormat::Parquet, Some(k), Some(first)) => {
+            let (schema, _) =
+                parquet_schema(root.store(), first, &display_name(root, first)).await?;
+            Some(detect_layout(k, &schema).to_string())
+        }
+        _ => None,
+    };
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_object_store(&root.store_url(), root.store().clone());
+    let table = table_for(root, entry, &TableOptions::default()).await?;
+    let rows = ctx.read_table(table)?.count().await? as u64;
     Ok((kind, layout, rows))
 }

@@ -13,6 +13,7 @@
 //! - [`storage`]: roots on object stores and atomic writes ([`durable`]: fsync on local
 //!   disk); [`sink`]: the one write path.
 //! - [`catalog`], [`table`], [`context`], [`exec`], [`copy`], [`functions`]: the SQL side.
+//! - [`append`]: appended checkpoints (many parts, one table, last row wins).
 //! - [`manager`]: Kura's checkpoint manager API; [`convert`]: format migration;
 //!   [`generate`]: sample data.
 //!
@@ -65,6 +66,7 @@
 pub use ckpt_core::{format, jsonl, kind, layout, types};
 pub use ckpt_storage::{durable, storage};
 
+pub mod append;
 pub mod catalog;
 pub mod context;
 pub mod convert;

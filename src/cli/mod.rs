@@ -33,6 +33,8 @@ Examples:
   ckpt convert data/summaries.jsonl out/summaries.parquet --compression zstd
   ckpt convert s3://bucket/run1 ./local-copy --to jsonl
   ckpt generate /tmp/ckpt --summaries 1000 --dim 384 --format both
+  ckpt append ./checkpoints summaries batch-0007.jsonl
+  ckpt compact ./checkpoints summaries
   ckpt shell data
 
 Object stores: s3://, gs://, az://, http(s):// and memory:// roots work wherever a path does.
@@ -95,6 +97,40 @@ pub enum Command {
         compression: Compression,
         #[arg(long, value_enum, default_value_t = LsFormat::Table, ignore_case = true)]
         format: LsFormat,
+    },
+    /// Append the rows of a JSONL or Parquet file to a checkpoint as one new part.
+    #[command(
+        after_help = "Every row is checked by the checkpoint kind's codec first: a bad one fails the\nappend (naming file, line and field) and stores nothing. Several appenders may run at\nonce; an id appended again replaces its earlier row.\n\nExamples:\n  ckpt append ./checkpoints summaries batch-0007.jsonl\n  ckpt append s3://bucket/run1 summaries.parquet batch.parquet"
+    )]
+    Append {
+        /// Directory or URL of the checkpoints (created if missing).
+        root: String,
+        /// Checkpoint name (`summaries`; with an extension to choose the format).
+        name: String,
+        /// The rows: a .jsonl or .parquet file (path or URL).
+        file: String,
+        /// Parquet codec of the new part: snappy, gzip, brotli, lz4, zstd(3), ...
+        #[arg(long, default_value = "snappy", value_parser = parse_compression)]
+        compression: Compression,
+        /// Parquet layout of the new part: native or kura.
+        #[arg(long, value_enum, default_value_t = LayoutArg::Native, ignore_case = true)]
+        layout: LayoutArg,
+    },
+    /// Rewrite a checkpoint and its appended parts as one file, atomically.
+    #[command(
+        after_help = "Readers meanwhile see the checkpoint before or after, never both. The result loads\nin Kura (JSONL, or Parquet with --layout kura). Run one compaction of a checkpoint at a time.\n\nExamples:\n  ckpt compact ./checkpoints summaries\n  ckpt compact ./checkpoints summaries.parquet --layout kura"
+    )]
+    Compact {
+        /// Directory or URL of the checkpoints (it must exist).
+        root: String,
+        /// Checkpoint name (`summaries`, or `summaries.parquet` when both formats exist).
+        name: String,
+        /// Parquet codec: snappy, gzip, brotli, lz4, zstd, with an optional level: zstd(3).
+        #[arg(long, default_value = "snappy", value_parser = parse_compression)]
+        compression: Compression,
+        /// Parquet layout: native (real types) or kura (what Kura's Parquet manager reads).
+        #[arg(long, value_enum, default_value_t = LayoutArg::Native, ignore_case = true)]
+        layout: LayoutArg,
     },
     /// Write a deterministic, realistic sample of all five checkpoint kinds.
     #[command(after_help = "Example:\n  ckpt generate data --summaries 200 --dim 16 --format both")]
@@ -453,8 +489,25 @@ fn init_tracing(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr)
         .try_init();
+}
+
+/// Standard error for log lines, without the credentials a server's answer may echo: a
+/// dependency's log line (a retried request, its error) can quote it whole. Each log
+/// line comes in one write, so a credential is never split between two.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(ckpt::error::redact_secrets(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// Runs a parsed command line; returns the exit code. Standard output goes through
@@ -489,20 +542,21 @@ async fn run_command(
                 LsFormat::Table => {
                     writeln!(
                         out,
-                        "{:<24} {:<16} {:<8} {:<7} {:>10} {:>12}",
-                        "checkpoint", "kind", "format", "layout", "rows", "bytes"
+                        "{:<24} {:<16} {:<8} {:<7} {:>10} {:>12} {:>6}",
+                        "checkpoint", "kind", "format", "layout", "rows", "bytes", "parts"
                     )
                     .map_err(io)?;
                     for i in &infos {
                         writeln!(
                             out,
-                            "{:<24} {:<16} {:<8} {:<7} {:>10} {:>12}",
+                            "{:<24} {:<16} {:<8} {:<7} {:>10} {:>12} {:>6}",
                             i.file,
                             i.kind.as_deref().unwrap_or("-"),
                             i.format,
                             i.layout.as_deref().unwrap_or("-"),
                             i.rows.map_or("?".to_owned(), |r| r.to_string()),
-                            i.bytes
+                            i.bytes,
+                            i.parts
                         )
                         .map_err(io)?;
                     }
@@ -696,6 +750,53 @@ async fn run_command(
                         .map_err(io)?;
                     }
                 }
+            }
+            Ok(0)
+        }
+        Command::Append {
+            root,
+            name,
+            file,
+            compression,
+            layout,
+        } => {
+            let write = WriteOptions {
+                format: None,
+                compression: *compression,
+                layout: (*layout).into(),
+                float32_embeddings: false,
+            };
+            let done = ckpt::append::append_file(root, name, file, &write, &storage).await?;
+            writeln!(
+                out,
+                "{}: appended {} rows from {} as a new part ({} bytes)",
+                done.checkpoint, done.rows, done.source, done.bytes
+            )
+            .map_err(io)?;
+            Ok(0)
+        }
+        Command::Compact {
+            root,
+            name,
+            compression,
+            layout,
+        } => {
+            let write = WriteOptions {
+                format: None,
+                compression: *compression,
+                layout: (*layout).into(),
+                float32_embeddings: false,
+            };
+            let (checkpoint, stats) = ckpt::append::compact(root, name, &write, &storage).await?;
+            if stats.parts == 0 {
+                writeln!(out, "{checkpoint}: no appended parts; nothing to do").map_err(io)?;
+            } else {
+                writeln!(
+                    out,
+                    "{checkpoint}: compacted {} parts into {} rows, {} bytes",
+                    stats.parts, stats.rows, stats.bytes
+                )
+                .map_err(io)?;
             }
             Ok(0)
         }

@@ -1,0 +1,837 @@
+//! Appended checkpoints: one checkpoint of many parts, read as one table everywhere.
+//!
+//! - Every reader (typed load, stream, SQL, `ckpt ls`, convert, COPY, `missing`) sees the
+//!   base and its parts as one table, the last row of an id winning.
+//! - `ckpt append` checks every row with the kind's codec; a bad file stores nothing.
+//! - 4 appender processes × 50 batches at once: exactly 200 batches readable.
+//! - SIGKILL of an appender at random moments: every acknowledged batch is there whole,
+//!   the batch in flight is there whole or not at all, and the resumed step computes only
+//!   what is missing (counted).
+//! - Compaction while readers read: every read sees the checkpoint before or after.
+//! - All of it on local disk and on the S3 server (moto) of `scripts/test`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ckpt::generate::summary;
+use ckpt::{
+    CheckpointManager, CheckpointSession, ConversationSummary, FileFormat, SessionOptions,
+    StorageOptions,
+};
+use common::{S3, ckpt, unique};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A root of checkpoints: a local directory or an S3 prefix.
+#[derive(Clone)]
+struct Place {
+    root: String,
+    cli: Vec<String>,
+    storage: StorageOptions,
+    local: Option<std::path::PathBuf>,
+}
+
+impl Place {
+    fn local(dir: &Path) -> Place {
+        Place {
+            root: dir.to_str().unwrap().to_owned(),
+            cli: vec![],
+            storage: StorageOptions::default(),
+            local: Some(dir.to_owned()),
+        }
+    }
+    fn s3(tag: &str) -> Place {
+        let s3 = S3::from_env();
+        Place {
+            root: s3.url(&unique(tag)),
+            cli: s3.cli_args(),
+            storage: s3.options(),
+            local: None,
+        }
+    }
+    fn manager(&self, format: FileFormat) -> CheckpointManager {
+        CheckpointManager::with_storage(&self.root, format, &self.storage).unwrap()
+    }
+    async fn session(&self) -> CheckpointSession {
+        CheckpointSession::new(
+            vec![("root".into(), self.root.clone())],
+            SessionOptions {
+                storage: self.storage.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+    /// `ckpt [-S ...] ARGS`.
+    fn args(&self, args: &[&str]) -> Vec<String> {
+        let mut v = self.cli.clone();
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    }
+}
+
+/// Summary `i` of batch `tag`: chat_id `tag-i`, topic `topic`.
+fn item(tag: &str, i: usize, topic: &str) -> ConversationSummary {
+    let mut s = summary(i, 8, 7);
+    s.chat_id = format!("{tag}-{i}");
+    s.topic = Some(topic.to_owned());
+    s
+}
+
+fn batch(tag: &str, n: usize, topic: &str) -> Vec<ConversationSummary> {
+    (0..n).map(|i| item(tag, i, topic)).collect()
+}
+
+/// (chat_id → topic) of a load, failing on a duplicate id.
+fn by_id(rows: &[ConversationSummary]) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for r in rows {
+        let prev = m.insert(r.chat_id.clone(), r.topic.clone().unwrap_or_default());
+        assert!(prev.is_none(), "{} read twice", r.chat_id);
+    }
+    m
+}
+
+async fn sql_i64(session: &CheckpointSession, sql: &str) -> ckpt::Result<i64> {
+    let batches = session.sql(sql).await?.collect().await?;
+    Ok(batches[0].column(0).as_primitive::<Int64Type>().value(0))
+}
+
+fn ls_json(place: &Place) -> Vec<serde_json::Value> {
+    let r = ckpt(place.args(&["ls", &place.root, "--format", "json"])).expect_ok("ls");
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
+fn ls_entry(place: &Place, file: &str) -> serde_json::Value {
+    ls_json(place)
+        .into_iter()
+        .find(|e| e["file"] == file)
+        .unwrap_or_else(|| panic!("{file} not listed"))
+}
+
+// ---- One table, every reader ----------------------------------------------------------
+
+async fn one_table_everywhere(place: &Place) {
+    let m = place.manager(FileFormat::Jsonl);
+    let base = batch("s", 10, "old");
+    m.save("summaries", &base).await.unwrap();
+    m.append("summaries", &batch("t", 5, "second"))
+        .await
+        .unwrap();
+    // s-3 again (an item stored twice), with a new value, and one more.
+    let again = vec![item("s", 3, "new"), item("u", 0, "third")];
+    m.append("summaries", &again).await.unwrap();
+
+    // Typed load: the last row of s-3 wins; file order otherwise.
+    let rows = m
+        .load::<ConversationSummary>("summaries")
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<&str> = rows.iter().map(|r| r.chat_id.as_str()).collect();
+    let mut want: Vec<String> = (0..10)
+        .filter(|i| *i != 3)
+        .map(|i| format!("s-{i}"))
+        .collect();
+    want.extend((0..5).map(|i| format!("t-{i}")));
+    want.extend(["s-3".to_owned(), "u-0".to_owned()]);
+    assert_eq!(ids, want);
+    assert_eq!(by_id(&rows)["s-3"], "new");
+
+    // Stream.
+    use futures::TryStreamExt;
+    let streamed: Vec<ConversationSummary> = m
+        .load_stream::<ConversationSummary>("summaries")
+        .await
+        .unwrap()
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(streamed, rows);
+
+    // SQL.
+    let session = place.session().await;
+    assert_eq!(
+        sql_i64(&session, "SELECT count(*) FROM summaries")
+            .await
+            .unwrap(),
+        16
+    );
+    assert_eq!(
+        sql_i64(&session, "SELECT count(DISTINCT chat_id) FROM summaries")
+            .await
+            .unwrap(),
+        16
+    );
+    assert_eq!(
+        sql_i64(
+            &session,
+            "SELECT count(*) FROM summaries WHERE chat_id = 's-3' AND topic = 'new'"
+        )
+        .await
+        .unwrap(),
+        1
+    );
+
+    // ls: one checkpoint, its rows as read, and its parts.
+    let e = ls_entry(place, "summaries.jsonl");
+    assert_eq!(e["rows"], 16, "{e}");
+    assert_eq!(e["parts"], 2, "{e}");
+    assert_eq!(
+        ls_json(place).len(),
+        1,
+        "the parts are not checkpoints of their own"
+    );
+    assert_eq!(m.list().await.unwrap(), ["summaries.jsonl"]);
+
+    // missing.
+    let missing = m
+        .missing("summaries", &["s-0", "u-0", "x-1", "t-4", "x-1", "x-2"])
+        .await
+        .unwrap();
+    assert_eq!(missing, ["x-1", "x-2"]);
+
+    // COPY and convert read the same table.
+    session
+        .sql("COPY summaries TO 'copied.parquet' STORED AS PARQUET")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let copied = place
+        .manager(FileFormat::Parquet)
+        .load::<ConversationSummary>("copied")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_id(&copied), by_id(&rows));
+    let out = place.root.clone() + "/converted";
+    let mut args = place.args(&["convert", "-q"]);
+    args.push(format!("{}/summaries.jsonl", place.root));
+    args.push(format!("{out}/summaries.parquet"));
+    ckpt(&args).expect_ok("convert");
+    let converted = CheckpointManager::with_storage(&out, FileFormat::Parquet, &place.storage)
+        .unwrap()
+        .load::<ConversationSummary>("summaries")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(converted, rows);
+
+    // Compaction: one file, the same rows, no parts; a plain file Kura loads line by line.
+    let r = ckpt(place.args(&["compact", &place.root, "summaries"])).expect_ok("compact");
+    assert!(
+        r.stdout.contains("compacted 2 parts into 16 rows"),
+        "{}",
+        r.stdout
+    );
+    let after = m
+        .load::<ConversationSummary>("summaries")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after, rows);
+    let e = ls_entry(place, "summaries.jsonl");
+    assert_eq!(
+        (e["rows"].as_u64(), e["parts"].as_u64()),
+        (Some(16), Some(0))
+    );
+    let root = ckpt::Root::with_options(&place.root, &place.storage).unwrap();
+    let text = root.get("summaries.jsonl").await.unwrap();
+    assert_eq!(
+        text.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        16
+    );
+    let r = ckpt(place.args(&["compact", &place.root, "summaries"])).expect_ok("compact again");
+    assert!(r.stdout.contains("nothing to do"), "{}", r.stdout);
+
+    // A save replaces the whole checkpoint, parts included.
+    m.append("summaries", &batch("v", 3, "x")).await.unwrap();
+    m.save("summaries", &batch("w", 2, "y")).await.unwrap();
+    let rows = m
+        .load::<ConversationSummary>("summaries")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows, batch("w", 2, "y"));
+    // And delete takes the parts too.
+    m.append("summaries", &batch("v", 3, "x")).await.unwrap();
+    assert!(m.delete("summaries").await.unwrap());
+    assert!(!m.exists("summaries").await.unwrap());
+    assert!(
+        m.load::<ConversationSummary>("summaries")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appended_parts_are_one_table_for_every_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    one_table_everywhere(&Place::local(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appended_parts_are_one_table_for_every_reader_on_s3() {
+    one_table_everywhere(&Place::s3("append-one-table")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parts_only_parquet_and_kura_layout_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let place = Place::local(dir.path());
+    let m = place.manager(FileFormat::Parquet);
+    m.append("summaries", &batch("a", 4, "one")).await.unwrap();
+    m.append("summaries", &batch("a", 2, "two")).await.unwrap();
+    let rows = m
+        .load::<ConversationSummary>("summaries")
+        .await
+        .unwrap()
+        .unwrap();
+    let got = by_id(&rows);
+    assert_eq!(got.len(), 4);
+    assert_eq!((got["a-0"].as_str(), got["a-3"].as_str()), ("two", "one"));
+    let r = ckpt(["compact", &place.root, "summaries", "--layout", "kura"]).expect_ok("compact");
+    assert!(
+        r.stdout.contains("compacted 2 parts into 4 rows"),
+        "{}",
+        r.stdout
+    );
+    let e = ls_entry(&place, "summaries.parquet");
+    assert_eq!(e["layout"], "kura");
+    assert_eq!(e["parts"], 0);
+    assert_eq!(
+        by_id(
+            &m.load::<ConversationSummary>("summaries")
+                .await
+                .unwrap()
+                .unwrap()
+        ),
+        got
+    );
+}
+
+// ---- ckpt append ---------------------------------------------------------------------------
+
+fn write_jsonl(path: &Path, rows: &[ConversationSummary]) {
+    let mut text = String::new();
+    for r in rows {
+        text.push_str(&serde_json::to_string(r).unwrap());
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ckpt_append_checks_every_row_and_a_bad_file_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let good = inputs.path().join("good.jsonl");
+    write_jsonl(&good, &batch("g", 3, "ok"));
+    let r = ckpt(["append", root, "summaries", good.to_str().unwrap()]).expect_ok("append");
+    assert!(r.stdout.contains("appended 3 rows"), "{}", r.stdout);
+
+    // Line 2 has a score that is not an integer: the whole file is refused.
+    let bad = inputs.path().join("bad.jsonl");
+    let mut lines: Vec<serde_json::Value> = batch("b", 3, "bad")
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect();
+    lines[1]["concerning_score"] = serde_json::json!("high");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&bad, text).unwrap();
+    let r = ckpt(["append", root, "summaries", bad.to_str().unwrap()]).expect_err("bad append");
+    assert!(
+        r.stderr.contains("bad.jsonl:2") && r.stderr.contains("concerning_score"),
+        "{}",
+        r.stderr
+    );
+    let parts: Vec<_> = std::fs::read_dir(dir.path().join("summaries.jsonl.parts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(parts.len(), 1, "a refused file left something: {parts:?}");
+
+    // A Parquet file of rows, into the same JSONL checkpoint.
+    let pq_root = inputs.path().join("pq");
+    CheckpointManager::parquet(pq_root.to_str().unwrap())
+        .unwrap()
+        .save("rows", &batch("p", 2, "parquet"))
+        .await
+        .unwrap();
+    let pq = pq_root.join("rows.parquet");
+    ckpt(["append", root, "summaries", pq.to_str().unwrap()]).expect_ok("append parquet");
+    let place = Place::local(dir.path());
+    let rows = place
+        .manager(FileFormat::Jsonl)
+        .load::<ConversationSummary>("summaries")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(ls_entry(&place, "summaries.jsonl")["parts"], 2);
+
+    // A missing input, a missing root to compact: errors, nothing created.
+    let missing = inputs.path().join("nope.jsonl");
+    ckpt(["append", root, "summaries", missing.to_str().unwrap()]).expect_err("missing input");
+    let nowhere = dir.path().join("nowhere");
+    ckpt(["compact", nowhere.to_str().unwrap(), "summaries"]).expect_err("missing root");
+    assert!(!nowhere.exists());
+}
+
+// ---- Concurrent appenders ------------------------------------------------------------------
+
+/// `procs` appender processes append `batches` batches each (`ckpt append`, one process
+/// per batch, the processes of different appenders overlapping); then exactly
+/// procs × batches batches are readable, each whole.
+async fn concurrent_appenders(place: &Place, procs: usize, batches: usize) {
+    let inputs = tempfile::tempdir().unwrap();
+    const ROWS: usize = 3;
+    let mut threads = Vec::new();
+    for p in 0..procs {
+        let place = place.clone();
+        let dir = inputs.path().to_owned();
+        threads.push(std::thread::spawn(move || {
+            for b in 0..batches {
+                let tag = format!("p{p}b{b}");
+                let file = dir.join(format!("{tag}.jsonl"));
+                write_jsonl(&file, &batch(&tag, ROWS, &tag));
+                ckpt(place.args(&["append", &place.root, "summaries", file.to_str().unwrap()]))
+                    .expect_ok("append");
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let rows = place
+        .manager(FileFormat::Jsonl)
+        .load::<ConversationSummary>("summaries")
+        .await
+        .unwrap()
+        .unwrap();
+    let got = by_id(&rows);
+    assert_eq!(got.len(), procs * batches * ROWS);
+    let mut per_batch: BTreeMap<String, usize> = BTreeMap::new();
+    for topic in got.values() {
+        *per_batch.entry(topic.clone()).or_default() += 1;
+    }
+    assert_eq!(per_batch.len(), procs * batches, "batches readable");
+    assert!(
+        per_batch.values().all(|n| *n == ROWS),
+        "a torn batch: {per_batch:?}"
+    );
+    let session = place.session().await;
+    assert_eq!(
+        sql_i64(&session, "SELECT count(DISTINCT topic) FROM summaries")
+            .await
+            .unwrap() as usize,
+        procs * batches
+    );
+    assert_eq!(
+        ls_entry(place, "summaries.jsonl")["parts"].as_u64(),
+        Some((procs * batches) as u64)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_appender_processes_times_fifty_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    concurrent_appenders(&Place::local(dir.path()), 4, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_appender_processes_times_fifty_batches_on_s3() {
+    concurrent_appenders(&Place::s3("append-concurrent"), 4, 50).await;
+}
+
+// ---- SIGKILL, then resume ------------------------------------------------------------------
+
+/// Starts `ckpt ARGS` and SIGKILLs it after `delay` (a deadline of 60 s for a run that
+/// finishes first). Returns whether the kill hit it.
+async fn run_and_kill(args: &[String], delay: Duration) -> bool {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .args(args)
+        .env_remove("CKPT_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = match tokio::time::timeout(delay, child.wait()).await {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            child.start_kill().unwrap();
+            tokio::time::timeout(Duration::from_secs(60), child.wait())
+                .await
+                .expect("a killed append ends within 60 s")
+                .unwrap()
+        }
+    };
+    if status.signal() == Some(9) {
+        return true;
+    }
+    assert!(status.success(), "{args:?} failed on its own: {status:?}");
+    false
+}
+
+/// Batches of a step over `inputs` conversations, appended by `ckpt append`, with some
+/// appends SIGKILLed at random moments; then the step resumes in-process with
+/// `load_or_compute_each`, which must compute exactly the items not stored.
+async fn kill_then_resume(place: &Place, kills: usize, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let inputs = tempfile::tempdir().unwrap();
+    const ROWS: usize = 40;
+    let dim = 256;
+    let make = |b: usize| -> Vec<ConversationSummary> {
+        (0..ROWS)
+            .map(|i| {
+                let mut s = summary(b * ROWS + i, dim, 9);
+                s.chat_id = format!("c{}", b * ROWS + i);
+                s.topic = Some(format!("batch{b}"));
+                s
+            })
+            .collect()
+    };
+    // A typical append, to spread the kills over it.
+    let probe = inputs.path().join("probe.jsonl");
+    write_jsonl(&probe, &make(10_000));
+    let scratch = format!("{}/probe", place.root);
+    let t = Instant::now();
+    ckpt(place.args(&["append", &scratch, "summaries", probe.to_str().unwrap()]))
+        .expect_ok("probe append");
+    let typical = t.elapsed();
+
+    let mut acknowledged = BTreeSet::new();
+    let mut killed = Vec::new();
+    let mut b = 0;
+    while killed.len() < kills {
+        let file = inputs.path().join(format!("b{b}.jsonl"));
+        write_jsonl(&file, &make(b));
+        let args = place.args(&["append", &place.root, "summaries", file.to_str().unwrap()]);
+        if rng.random_bool(0.5) {
+            let delay = typical.mul_f64(rng.random_range(0.0..1.2));
+            if run_and_kill(&args, delay).await {
+                killed.push(b);
+            } else {
+                acknowledged.insert(b);
+            }
+        } else {
+            ckpt(&args).expect_ok("append");
+            acknowledged.insert(b);
+        }
+        b += 1;
+    }
+    let total = b;
+
+    // Every acknowledged batch is there whole; a killed one whole or not at all.
+    let m = place.manager(FileFormat::Jsonl);
+    let rows = m
+        .load::<ConversationSummary>("summaries")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut per_batch: BTreeMap<usize, usize> = BTreeMap::new();
+    for r in &rows {
+        let n: usize = r.topic.as_ref().unwrap()["batch".len()..].parse().unwrap();
+        *per_batch.entry(n).or_default() += 1;
+    }
+    for a in &acknowledged {
+        assert_eq!(per_batch.get(a), Some(&ROWS), "acknowledged batch {a}");
+    }
+    for (n, count) in &per_batch {
+        assert_eq!(*count, ROWS, "batch {n} is torn");
+    }
+    by_id(&rows);
+    if let Some(dir) = &place.local {
+        // `ckpt ls` removes what killed writers left.
+        ckpt(["ls", dir.to_str().unwrap()]).expect_ok("ls");
+    }
+
+    // Resume: only the items of the batches not stored are computed.
+    let stored: BTreeSet<usize> = per_batch.keys().copied().collect();
+    let want_computed = (total - stored.len()) * ROWS;
+    let conversations: Vec<usize> = (0..total * ROWS).collect();
+    let computed = Arc::new(AtomicUsize::new(0));
+    let c = computed.clone();
+    let all = m
+        .load_or_compute_each(
+            "summaries",
+            conversations,
+            |i| format!("c{i}"),
+            ROWS,
+            move |todo: Vec<usize>| {
+                let c = c.clone();
+                async move {
+                    c.fetch_add(todo.len(), Ordering::SeqCst);
+                    Ok(todo
+                        .into_iter()
+                        .map(|i| {
+                            let mut s = summary(i, dim, 9);
+                            s.chat_id = format!("c{i}");
+                            s.topic = Some(format!("batch{}", i / ROWS));
+                            s
+                        })
+                        .collect::<Vec<_>>())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(computed.load(Ordering::SeqCst), want_computed);
+    assert_eq!(by_id(&all).len(), total * ROWS);
+    assert!(
+        killed.iter().any(|k| !stored.contains(k)) || want_computed == 0,
+        "no kill hit an append in flight"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_append_loses_at_most_the_batch_in_flight_and_resume_computes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    kill_then_resume(&Place::local(dir.path()), 12, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_append_and_resume_on_s3() {
+    kill_then_resume(&Place::s3("append-kill"), 6, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_step_resumes_computing_only_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = CheckpointManager::jsonl(dir.path().to_str().unwrap()).unwrap();
+    let inputs: Vec<usize> = (0..100).collect();
+    let step = |fail_at: Option<usize>, counter: Arc<AtomicUsize>| {
+        let m = m.clone();
+        let inputs = inputs.clone();
+        async move {
+            let batches = Arc::new(AtomicUsize::new(0));
+            m.load_or_compute_each(
+                "summaries",
+                inputs,
+                |i| format!("c-{i}"),
+                10,
+                move |todo: Vec<usize>| {
+                    let (counter, batches) = (counter.clone(), batches.clone());
+                    async move {
+                        if Some(batches.fetch_add(1, Ordering::SeqCst)) == fail_at {
+                            return Err(ckpt::Error::config("the model went away"));
+                        }
+                        counter.fetch_add(todo.len(), Ordering::SeqCst);
+                        Ok(todo.into_iter().map(|i| item("c", i, "t")).collect())
+                    }
+                },
+            )
+            .await
+        }
+    };
+    let first = Arc::new(AtomicUsize::new(0));
+    // The step's own error comes back as it is, not another failure.
+    let err = step(Some(4), first.clone()).await.unwrap_err();
+    assert_eq!(err.to_string(), "the model went away");
+    assert_eq!(first.load(Ordering::SeqCst), 40);
+    // An item stored twice (appended again before the crash was noticed): read once.
+    m.append("summaries", &[item("c", 5, "t")]).await.unwrap();
+    let second = Arc::new(AtomicUsize::new(0));
+    let all = step(None, second.clone()).await.unwrap();
+    assert_eq!(second.load(Ordering::SeqCst), 60);
+    assert_eq!(by_id(&all).len(), 100);
+    let third = Arc::new(AtomicUsize::new(0));
+    step(None, third.clone()).await.unwrap();
+    assert_eq!(
+        third.load(Ordering::SeqCst),
+        0,
+        "a finished step computes nothing"
+    );
+}
+
+// ---- Compaction under concurrent reads -----------------------------------------------------
+
+/// Readers (typed loads and SQL) run while the checkpoint is compacted, again and again;
+/// every read that succeeds sees exactly the checkpoint (before and after are the same
+/// rows), and SQL fails at most with "changed while it was being read".
+async fn compaction_under_reads(place: &Place, rounds: usize) {
+    let m = place.manager(FileFormat::Jsonl);
+    let mut want: BTreeMap<String, String> = BTreeMap::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    for round in 0..rounds {
+        // Parts that replace earlier rows and add new ones.
+        for p in 0..8 {
+            let topic = format!("r{round}p{p}");
+            let rows: Vec<ConversationSummary> = (0..6)
+                .map(|i| item("k", (round * 3 + p * 2 + i) % 40, &topic))
+                .collect();
+            for r in &rows {
+                want.insert(r.chat_id.clone(), topic.clone());
+            }
+            m.append("summaries", &rows).await.unwrap();
+        }
+        let expected = Arc::new(want.clone());
+        stop.store(false, Ordering::SeqCst);
+        let mut readers = Vec::new();
+        for r in 0..3 {
+            let (place, expected, stop, reads) =
+                (place.clone(), expected.clone(), stop.clone(), reads.clone());
+            readers.push(tokio::spawn(async move {
+                let m = place.manager(FileFormat::Jsonl);
+                let session = place.session().await;
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::SeqCst) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "reader {r} ran past its deadline"
+                    );
+                    if r == 0 {
+                        let n = sql_i64(&session, "SELECT count(*) FROM summaries").await;
+                        match n {
+                            Ok(n) => assert_eq!(n as usize, expected.len(), "SQL count"),
+                            Err(e) => assert!(e.is_changed_while_read(), "SQL: {e}"),
+                        }
+                    } else {
+                        let rows = m
+                            .load::<ConversationSummary>("summaries")
+                            .await
+                            .unwrap_or_else(|e| panic!("load during compaction: {e}"))
+                            .unwrap();
+                        assert_eq!(by_id(&rows), *expected, "a load saw a mixed state");
+                    }
+                    reads.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stats = tokio::time::timeout(Duration::from_secs(120), m.compact("summaries"))
+            .await
+            .expect("compaction within 120 s")
+            .unwrap();
+        assert_eq!(stats.parts, 8);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.store(true, Ordering::SeqCst);
+        for r in readers {
+            tokio::time::timeout(Duration::from_secs(120), r)
+                .await
+                .expect("readers stop within 120 s")
+                .unwrap();
+        }
+        let rows = m
+            .load::<ConversationSummary>("summaries")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_id(&rows), want);
+    }
+    assert!(
+        reads.load(Ordering::SeqCst) >= rounds * 3,
+        "the readers hardly ran"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compaction_under_concurrent_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    compaction_under_reads(&Place::local(dir.path()), 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compaction_under_concurrent_reads_on_s3() {
+    compaction_under_reads(&Place::s3("append-compact"), 3).await;
+}
+
+// ---- Fingerprints ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_made_from_other_inputs_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let v1 = CheckpointManager::jsonl(root)
+        .unwrap()
+        .with_fingerprint("inputs=abc model=m1");
+    v1.append("summaries", &batch("a", 3, "t")).await.unwrap();
+    v1.append("summaries", &batch("b", 2, "t")).await.unwrap();
+    assert_eq!(
+        v1.load::<ConversationSummary>("summaries")
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        v1.fingerprint("summaries").await.unwrap().as_deref(),
+        Some("inputs=abc model=m1")
+    );
+
+    let v2 = CheckpointManager::jsonl(root)
+        .unwrap()
+        .with_fingerprint("inputs=abc model=m2");
+    let err = v2
+        .load::<ConversationSummary>("summaries")
+        .await
+        .unwrap_err();
+    assert!(err.is_stale(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("model=m1") && text.contains("model=m2"),
+        "{text}"
+    );
+    assert!(
+        v2.missing("summaries", &["a-0"])
+            .await
+            .unwrap_err()
+            .is_stale()
+    );
+    // Appending rows of other inputs is refused, and stores nothing.
+    assert!(
+        v2.append("summaries", &batch("c", 1, "t"))
+            .await
+            .unwrap_err()
+            .is_stale()
+    );
+    let plain = CheckpointManager::jsonl(root).unwrap();
+    assert_eq!(
+        plain
+            .load::<ConversationSummary>("summaries")
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        5
+    );
+    // A save with the new fingerprint replaces it all.
+    v2.save("summaries", &batch("d", 1, "t")).await.unwrap();
+    assert_eq!(
+        v2.load::<ConversationSummary>("summaries")
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        v1.load::<ConversationSummary>("summaries")
+            .await
+            .unwrap_err()
+            .is_stale()
+    );
+    // The fingerprint is no checkpoint of its own.
+    assert_eq!(plain.list().await.unwrap(), ["summaries.jsonl"]);
+}
