@@ -5,7 +5,7 @@
 
 use datafusion::error::DataFusionError;
 
-pub use ckpt_core::error::Position;
+pub use ckpt_core::error::{Position, redact_secrets};
 
 /// The error of the layers below the engine, re-exported under a name that says so.
 pub use ckpt_core::Error as CheckpointError;
@@ -72,6 +72,11 @@ impl Error {
             .is_some_and(CheckpointError::is_changed_while_read)
     }
 
+    /// Whether a checkpoint was made from other inputs (its fingerprint differs).
+    pub fn is_stale(&self) -> bool {
+        self.checkpoint().is_some_and(CheckpointError::is_stale)
+    }
+
     /// Whether the query ran out of its memory limit (`--memory-limit`).
     pub fn is_resources_exhausted(&self) -> bool {
         matches!(self, Error::DataFusion(e) if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)))
@@ -111,6 +116,11 @@ impl From<DataFusionError> for Error {
         };
         if let Some(ours) = find_ours(&e) {
             return ours.into();
+        }
+        // A server's answer (an object store's, through a scan or a sink) may echo the
+        // request's credentials.
+        if let Some(redacted) = ckpt_core::error::Redacted::needed(&e) {
+            return Error::DataFusion(Box::new(D::External(Box::new(redacted))));
         }
         Error::DataFusion(Box::new(e))
     }

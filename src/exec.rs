@@ -168,7 +168,9 @@ pub async fn plan_statements(
     Ok(out)
 }
 
-/// Wraps an error with the statement it came from.
+/// Wraps an error with the statement it came from. A query that ran out of its memory
+/// limit also gets what to do: DataFusion's message names the operators holding memory
+/// and whether they can spill, but not that the limit is the user's to raise.
 pub fn statement_error(text: &str, e: Error) -> Error {
     let short: String = text.chars().take(120).collect();
     let ellipsis = if text.chars().count() > 120 {
@@ -176,5 +178,13 @@ pub fn statement_error(text: &str, e: Error) -> Error {
     } else {
         ""
     };
-    Error::config(format!("{e}\n  in statement: {short}{ellipsis}"))
+    let hint = if e.is_resources_exhausted() {
+        format!("\n  hint: {OUT_OF_MEMORY_HINT}")
+    } else {
+        String::new()
+    };
+    Error::config(format!("{e}{hint}\n  in statement: {short}{ellipsis}"))
 }
+
+/// What to do when a query needs more memory than `--memory-limit` gives it.
+pub const OUT_OF_MEMORY_HINT: &str = "the query needs more memory than --memory-limit allows, in an operator that cannot spill to disk (`can spill: false` above: an aggregate without GROUP BY such as array_agg or string_agg, the build side of a join); raise --memory-limit, or let that operator hold less (filter rows or select fewer columns first)";

@@ -592,6 +592,146 @@ fn copy_of_a_query() {
     assert_eq!(topic_pairs(&rows_of_json_array(&json)), topic_counts());
 }
 
+/// Every file under `dir`, by path relative to it (`/`-separated), with its bytes.
+fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                walk(base, &path, out);
+            } else {
+                let rel = path
+                    .strip_prefix(base)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .replace('\\', "/");
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// `COPY ... PARTITIONED BY` writes one directory per value, `p=VALUE`, under the target
+/// (one file in each, named at random by DataFusion). Partition values that look like
+/// paths (`../x`, `a/b`, `/abs`, `..`) stay one directory name each: `/` is written as
+/// `%2F` (and `%` as `%25`), so nothing leaves the target, with or without `--sandbox`.
+/// NULL and the empty string both go to `p=`. A COPY to a directory writes `part-0`.
+#[test]
+fn copy_partitioned_by_keeps_every_value_inside_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let values = "VALUES ('ok', 1), ('../x', 2), ('a/b', 3), ('..', 4), ('.', 5), ('', 6), \
+                  ('/abs', 7), ('c%2Fd', 8), ('../../../escaped', 9), (NULL, 10)";
+    // The directory of each row's value (NULL shares `p=` with the empty string).
+    let dirs = [
+        "p=ok",
+        "p=..%2Fx",
+        "p=a%2Fb",
+        "p=..",
+        "p=.",
+        "p=",
+        "p=%2Fabs",
+        "p=c%252Fd",
+        "p=..%2F..%2F..%2Fescaped",
+        "p=",
+    ];
+    for (sandbox, target, stored, ext) in [
+        (true, "out/", "CSV", "csv"),
+        (false, "out_jsonl", "JSONL", "jsonl"),
+    ] {
+        let before = files_under(dir.path());
+        let mut args = vec!["query", p(&root), "--format", "csv"];
+        if sandbox {
+            args.push("--sandbox");
+        }
+        let sql = format!(
+            "COPY (SELECT * FROM ({values}) AS t(p, n)) TO '{target}' STORED AS {stored} PARTITIONED BY (p)"
+        );
+        args.push(&sql);
+        assert_eq!(stdout_of(&args), "count\n10\n", "{sql}");
+        let after = files_under(dir.path());
+        let prefix = format!("root/{}/", target.trim_end_matches('/'));
+        let mut got: BTreeMap<String, String> = BTreeMap::new();
+        for (path, bytes) in &after {
+            if before.contains_key(path) {
+                assert_eq!(&before[path], bytes, "{path} changed");
+                continue;
+            }
+            let rel = path
+                .strip_prefix(&prefix)
+                .unwrap_or_else(|| panic!("{sql}: {path} written outside the target"));
+            let (d, file) = rel
+                .rsplit_once('/')
+                .expect("a file in a partition directory");
+            assert!(file.ends_with(&format!(".{ext}")), "{path}");
+            let old = got.insert(d.to_owned(), String::from_utf8(bytes.clone()).unwrap());
+            assert!(old.is_none(), "{sql}: two files in {d}");
+        }
+        // Directory → its file's content: a CSV file has its own header.
+        let mut want: BTreeMap<String, String> = BTreeMap::new();
+        for (i, d) in dirs.iter().enumerate() {
+            let file = want.entry((*d).to_owned()).or_default();
+            if ext == "csv" && file.is_empty() {
+                file.push_str("n\n");
+            }
+            match ext {
+                "csv" => file.push_str(&format!("{}\n", i + 1)),
+                _ => file.push_str(&format!("{{\"n\":{}}}\n", i + 1)),
+            }
+        }
+        assert_eq!(got, want, "{sql}");
+    }
+
+    // A COPY to a directory, without partitions: one file, `part-0`, every row.
+    stdout_of([
+        "query",
+        p(&root),
+        "COPY (SELECT * FROM (VALUES ('a', 1), ('b', 2)) AS t(p, n)) TO 'plain/' STORED AS JSONL",
+    ]);
+    let plain: Vec<(String, String)> = files_under(&root.join("plain"))
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+        .collect();
+    assert_eq!(
+        plain,
+        [(
+            "part-0.jsonl".to_owned(),
+            "{\"p\":\"a\",\"n\":1}\n{\"p\":\"b\",\"n\":2}\n".to_owned()
+        )]
+    );
+
+    // Refused, with nothing written: a partitioned target outside the root under
+    // --sandbox, and a partition column whose name is a path (DataFusion keeps the quotes
+    // of `PARTITIONED BY ("../k")` and finds no such column).
+    let before = files_under(dir.path());
+    for (sql, error) in [
+        (
+            "COPY (SELECT * FROM (VALUES ('x', 1)) AS t(p, n)) TO '../up/' STORED AS CSV PARTITIONED BY (p)",
+            "error: invalid checkpoint name \"../up/\": '.' and '..' would leave the root (--sandbox is on: COPY writes only inside the session's roots)\n",
+        ),
+        (
+            "COPY (SELECT * FROM (VALUES ('v', 1)) AS t(\"../k\", n)) TO 'named/' STORED AS CSV PARTITIONED BY (\"../k\")",
+            "error: Schema error: No field named \"\"\"../k\"\"\". Did you mean 't.\"../k\"'?\n",
+        ),
+    ] {
+        let out = ckpt()
+            .args(["query", "--sandbox", p(&root), sql])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{sql}: {stderr}");
+        assert!(stderr.starts_with(error), "{sql}: {stderr}");
+        assert!(stderr.contains("in statement: COPY"), "{sql}: {stderr}");
+        assert_eq!(files_under(dir.path()), before, "{sql}");
+    }
+    assert!(!dir.path().join("up").exists());
+}
+
 #[test]
 fn a_failed_copy_leaves_the_previous_file_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
@@ -906,7 +1046,15 @@ fn ls_lists_checkpoints_as_a_table_and_as_json() {
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["checkpoint", "kind", "format", "layout", "rows", "bytes"]
+        [
+            "checkpoint",
+            "kind",
+            "format",
+            "layout",
+            "rows",
+            "bytes",
+            "parts"
+        ]
     );
     let rows: Vec<Vec<String>> = lines
         .map(|l| l.split_whitespace().map(str::to_owned).collect())
@@ -934,7 +1082,8 @@ fn ls_lists_checkpoints_as_a_table_and_as_json() {
                 ext.to_owned(),
                 layout.to_owned(),
                 lines.to_string(),
-                bytes.to_string()
+                bytes.to_string(),
+                "0".to_owned()
             ]
         );
         assert_eq!(entry["file"], file);
@@ -943,6 +1092,7 @@ fn ls_lists_checkpoints_as_a_table_and_as_json() {
         assert_eq!(entry["format"], ext);
         assert_eq!(entry["rows"], lines);
         assert_eq!(entry["bytes"], bytes);
+        assert_eq!(entry["parts"], 0);
         if ext == "parquet" {
             assert_eq!(entry["layout"], "native");
         } else {
@@ -1070,7 +1220,11 @@ async fn the_catalog_follows_the_root() {
     let dir = tempfile::tempdir().unwrap();
     copy_data(dir.path(), true);
     let session = CheckpointSession::open(p(dir.path())).await.unwrap();
-    assert!(session.sql("SELECT count(*) FROM late").await.is_err());
+    let err = session.sql("SELECT count(*) FROM late").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Error during planning: table 'ckpt.root.late' not found\n  in statement: SELECT count(*) FROM late"
+    );
 
     // A checkpoint saved after the CheckpointSession opened is a table at the next query.
     let jsonl = CheckpointManager::jsonl(p(dir.path())).unwrap();
@@ -1100,7 +1254,11 @@ async fn the_catalog_follows_the_root() {
     );
     // Deleted: gone from the catalog.
     assert!(jsonl.delete("late").await.unwrap());
-    assert!(session.sql("SELECT count(*) FROM late").await.is_err());
+    let err = session.sql("SELECT count(*) FROM late").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Error during planning: table 'ckpt.root.late' not found\n  in statement: SELECT count(*) FROM late"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1442,6 +1600,55 @@ async fn memory_limit_spills_instead_of_failing() {
         .unwrap_or_else(|| panic!("no spill_count in {sort}"));
     assert!(spills > 0, "{sort}");
     assert!(sort.contains("output_rows=30.00 K"), "{sort}");
+}
+
+/// An aggregate without GROUP BY (`array_agg` of every embedding) holds all its input and
+/// cannot spill: over the limit the query fails, exit 1, with DataFusion's account of who
+/// holds the memory, what to do, and the statement; no row on stdout. The same query
+/// without a limit succeeds: the limit, not the query, is what failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_the_memory_limit_that_cannot_spill_fails_clearly() {
+    let dir = generated_summaries(3000, 64).await;
+    let sql = "SELECT array_agg(embedding) AS e FROM summaries";
+    let out = ckpt()
+        .args([
+            "query",
+            p(dir.path()),
+            "--memory-limit",
+            "1M",
+            "--format",
+            "csv",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // Results stream: the header goes out before the first row is computed; no row does.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "e\n");
+    assert!(
+        stderr.starts_with(
+            "error: Resources exhausted: Additional allocation failed for AggregateStream["
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(can spill: false)"), "{stderr}");
+    assert!(
+        stderr.contains("for the total memory pool: fair(pool_size: 976.6 KB)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "\n  hint: {}\n  in statement: {sql}\n",
+            ckpt::exec::OUT_OF_MEMORY_HINT
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+
+    let lines = stdout_of(["query", p(dir.path()), "--format", "csv", sql]);
+    assert_eq!(lines.lines().count(), 2, "one header, one row");
 }
 
 #[test]

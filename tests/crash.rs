@@ -252,12 +252,14 @@ async fn load_summaries(place: &Place, file: &str) -> Vec<ConversationSummary> {
 
 /// A file's bytes and what the library loads from it, read until both describe the same
 /// version: on S3 a request the killed process had fully sent (the last part, the PUT) is
-/// still applied by the server after the kill, atomically, a moment later.
+/// still applied by the server after the kill, atomically, a moment later. Fails if the
+/// file does not settle within [`SETTLE_DEADLINE`].
 async fn settled<T, F, Fut>(place: &Place, file: &str, load: F) -> (Option<Vec<u8>>, T)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = T>,
 {
+    let deadline = Instant::now() + SETTLE_DEADLINE;
     loop {
         let before = place.get(file).await;
         let loaded = load().await;
@@ -265,8 +267,216 @@ where
         if before == after {
             return (before, loaded);
         }
+        assert!(
+            Instant::now() < deadline,
+            "{file} kept changing for {SETTLE_DEADLINE:?} after the kill"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How long a file may keep changing after its writer was killed (a request the server
+/// had received completes); far more than moto ever takes.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long any single run may take before the test fails instead of waiting on.
+const RUN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The seed of a randomized test: `CKPT_CRASH_SEED` replays a printed one, else `default`.
+/// Printed either way, so a failure can be replayed.
+fn crash_seed(test: &str, default: u64) -> u64 {
+    let seed = match std::env::var("CKPT_CRASH_SEED") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("CKPT_CRASH_SEED={v:?} is not a number")),
+        Err(_) => default,
+    };
+    eprintln!("{test}: seed {seed} (replay with CKPT_CRASH_SEED={seed})");
+    seed
+}
+
+// ---- kills aimed at the write itself ----------------------------------------------------
+
+/// A temporary of a write of `file` in its directory: the durable writer's staged file
+/// (`file#N`) or COPY's hidden staging file (`.file.ckpt-staging-...`, itself written
+/// through a staged `#N`).
+fn is_temporary_of(name: &str, file: &str) -> bool {
+    name.strip_prefix(file)
+        .and_then(|r| r.strip_prefix('#'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        || name.starts_with(&format!(".{file}.ckpt-staging-"))
+}
+
+/// The temporaries of `file` in `dir`, with their sizes.
+fn temporaries(dir: &Path, file: &str) -> BTreeMap<String, u64> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let len = e.metadata().ok()?.len();
+            is_temporary_of(&name, file).then_some((name, len))
+        })
+        .collect()
+}
+
+/// What one run aimed at the write did.
+#[derive(Debug)]
+struct AimedKill {
+    /// Killed (SIGKILL), as opposed to finished first.
+    killed: bool,
+    /// A temporary of this run existed just before the signal: the kill landed while the
+    /// file was being written or committed.
+    mid_write: bool,
+}
+
+/// Starts `ckpt ARGS`, waits until a temporary of `file` appears in `dir` that was not
+/// there before (the write has begun), then SIGKILLs it after `delay`. Every wait has a
+/// deadline; a run that finishes first must have succeeded.
+fn run_and_kill_mid_write(args: &[String], dir: &Path, file: &str, delay: Duration) -> AimedKill {
+    let before = temporaries(dir, file);
+    let new_temporary = || {
+        temporaries(dir, file)
+            .keys()
+            .any(|n| !before.contains_key(n))
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .args(args)
+        .env_remove("CKPT_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + RUN_DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{args:?} failed on its own: {status:?}");
+            return AimedKill {
+                killed: false,
+                mid_write: false,
+            };
+        }
+        if new_temporary() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?}: no temporary of {file} appeared within {RUN_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    std::thread::sleep(delay);
+    let mid_write = new_temporary();
+    // SIGKILL; an error means the run already ended, which its status tells.
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    if status.signal() == Some(9) {
+        return AimedKill {
+            killed: true,
+            mid_write,
+        };
+    }
+    assert!(status.success(), "{args:?} failed on its own: {status:?}");
+    AimedKill {
+        killed: false,
+        mid_write: false,
+    }
+}
+
+/// How long temporaries of `file` exist in a complete run (from the first seen to the last
+/// seen), the median of three: kills are aimed into that window.
+fn write_window(args: &[String], dir: &Path, file: &str) -> Duration {
+    let mut windows = Vec::new();
+    for _ in 0..3 {
+        let before = temporaries(dir, file);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ckpt"))
+            .args(args)
+            .env_remove("CKPT_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + RUN_DEADLINE;
+        let (mut first, mut last) = (None, None);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if temporaries(dir, file)
+                .keys()
+                .any(|n| !before.contains_key(n))
+            {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                last = Some(now);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{args:?} ran past {RUN_DEADLINE:?}"
+            );
+            std::thread::sleep(Duration::from_micros(100));
+        };
+        assert!(status.success(), "{args:?} failed on its own: {status:?}");
+        windows.push(match (first, last) {
+            (Some(f), Some(l)) => l - f,
+            _ => Duration::ZERO,
+        });
+    }
+    windows.sort();
+    windows[1]
+}
+
+/// Counts of kills aimed at writes.
+#[derive(Debug, Default)]
+struct MidWriteCounts {
+    kills: usize,
+    mid_write: usize,
+    /// Of the kills mid-write: the previous version was left / the new one was.
+    left_old: usize,
+    left_new: usize,
+}
+
+impl MidWriteCounts {
+    fn record(&mut self, kill: &AimedKill, is_new: bool) {
+        if kill.killed {
+            self.kills += 1;
+            if kill.mid_write {
+                self.mid_write += 1;
+                if is_new {
+                    self.left_new += 1;
+                } else {
+                    self.left_old += 1;
+                }
+            }
+        }
+    }
+
+    /// At least 30 % of the kills landed while the file was being written.
+    fn assert_mid_write_share(&self, what: &str) {
+        eprintln!("{what}: {self:?}");
+        assert!(
+            self.mid_write * 10 >= self.kills * 3 && self.kills > 0,
+            "{what}: only {} of {} kills landed mid-write",
+            self.mid_write,
+            self.kills
+        );
+    }
+}
+
+/// After the next write of `file`: no temporary a killed writer left beside it holds data
+/// (an empty one younger than the grace may be a live writer between create and lock).
+fn assert_no_temporary_outlived_the_next_write(dir: &Path, file: &str, what: &str) {
+    let left: Vec<_> = temporaries(dir, file)
+        .into_iter()
+        .filter(|(_, len)| *len > 0)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{what}: temporaries of {file} outlived its next write: {left:?}"
+    );
 }
 
 /// Checks a destination after a kill; returns true when it holds the new version (which
@@ -384,6 +594,24 @@ async fn convert_kills(place: &Place, kills_each: usize, seed: u64) -> (usize, u
     let files = ["summaries.jsonl", "summaries.parquet"];
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut kills, mut finished) = ([0usize; 2], 0usize);
+    let mut aimed = MidWriteCounts::default();
+    // On local disk, half the kills are aimed at the write: after its staged file appears,
+    // within the time staged files exist in a normal run.
+    let mut windows = Vec::new();
+    if let Some(dir) = &place.local {
+        for (j, (args, file)) in jobs.iter().enumerate() {
+            let (a, d, f) = (args.clone(), dir.clone(), *file);
+            let w = tokio::task::spawn_blocking(move || write_window(&a, &d, f));
+            windows.push(w.await.unwrap());
+            place.restore(file, &versions[j].old).await;
+        }
+    }
+    if !windows.is_empty() {
+        eprintln!(
+            "{}: staged files exist for {:?} (to Parquet) and {:?} (to JSONL)",
+            place.root, windows[0], windows[1]
+        );
+    }
     let mut runs = 0;
     while kills.iter().any(|k| *k < kills_each) {
         runs += 1;
@@ -392,17 +620,49 @@ async fn convert_kills(place: &Place, kills_each: usize, seed: u64) -> (usize, u
         if kills[j] >= kills_each {
             continue;
         }
-        let max = typical[j].as_micros() as u64;
-        let delay = Duration::from_micros(rng.random_range(0..=max));
-        let what = format!("{} run {runs} killed after {delay:?}", jobs[j].1);
-        if run_and_kill(&jobs[j].0, delay).await {
+        let aim = place.local.is_some() && runs % 4 < 2;
+        let (killed, what) = if aim {
+            let dir = place.local.clone().unwrap();
+            let max = windows[j].as_micros() as u64;
+            let delay = Duration::from_micros(rng.random_range(0..=max));
+            let what = format!(
+                "{} run {runs} killed {delay:?} after its write began",
+                jobs[j].1
+            );
+            let (args, file) = (jobs[j].0.clone(), jobs[j].1);
+            let kill = tokio::task::spawn_blocking(move || {
+                run_and_kill_mid_write(&args, &dir, file, delay)
+            })
+            .await
+            .unwrap();
+            let is_new = check_and_reset(place, &versions[j], &what).await;
+            aimed.record(&kill, is_new);
+            // The next write of the file (the previous version, put back).
+            place.restore(jobs[j].1, &versions[j].old).await;
+            assert_no_temporary_outlived_the_next_write(
+                place.local.as_ref().unwrap(),
+                jobs[j].1,
+                &what,
+            );
+            (kill.killed, what)
+        } else {
+            let max = typical[j].as_micros() as u64;
+            let delay = Duration::from_micros(rng.random_range(0..=max));
+            let what = format!("{} run {runs} killed after {delay:?}", jobs[j].1);
+            let killed = run_and_kill(&jobs[j].0, delay).await;
+            check_and_reset(place, &versions[j], &what).await;
+            (killed, what)
+        };
+        if killed {
             kills[j] += 1;
         } else {
             finished += 1;
         }
-        check_and_reset(place, &versions[j], &what).await;
         check_and_reset(place, &versions[1 - j], &what).await;
         assert_only_checkpoints(place, &files, &what).await;
+    }
+    if place.local.is_some() {
+        aimed.assert_mid_write_share(&format!("{}: convert kills aimed at the write", place.root));
     }
 
     // Whatever the kills left, a complete run still succeeds and lands whole.
@@ -425,7 +685,11 @@ async fn convert_kills(place: &Place, kills_each: usize, seed: u64) -> (usize, u
 async fn killed_converts_keep_the_previous_checkpoint_local() {
     let dst = tempfile::tempdir().unwrap();
     let place = Place::local(dst.path());
-    let (kills, _) = convert_kills(&place, 25, 0xC0FFEE).await;
+    let seed = crash_seed(
+        "killed_converts_keep_the_previous_checkpoint_local",
+        0xC0FFEE,
+    );
+    let (kills, _) = convert_kills(&place, 25, seed).await;
     assert!(kills >= 50);
 
     // Temporaries such as a kill leaves (object_store's `name#N` staging files, hidden
@@ -465,7 +729,8 @@ async fn killed_converts_keep_the_previous_checkpoint_local() {
 async fn killed_converts_keep_the_previous_checkpoint_s3() {
     let s3 = S3::from_env();
     let place = Place::s3(&s3, &unique("crash-convert"));
-    let (kills, _) = convert_kills(&place, 10, 0xBADC0DE).await;
+    let seed = crash_seed("killed_converts_keep_the_previous_checkpoint_s3", 0xBADC0DE);
+    let (kills, _) = convert_kills(&place, 10, seed).await;
     assert!(kills >= 20);
 }
 
@@ -610,12 +875,110 @@ async fn generate_kills(place: &Place, kills_wanted: usize, seed: u64) -> usize 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_library_saves_keep_the_previous_checkpoints_local() {
     let dst = tempfile::tempdir().unwrap();
-    assert!(generate_kills(&Place::local(dst.path()), 15, 0x5EED).await >= 15);
+    let seed = crash_seed(
+        "killed_library_saves_keep_the_previous_checkpoints_local",
+        0x5EED,
+    );
+    assert!(generate_kills(&Place::local(dst.path()), 15, seed).await >= 15);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_library_saves_keep_the_previous_checkpoints_s3() {
     let s3 = S3::from_env();
     let place = Place::s3(&s3, &unique("crash-generate"));
-    assert!(generate_kills(&place, 6, 0xFEED).await >= 6);
+    let seed = crash_seed(
+        "killed_library_saves_keep_the_previous_checkpoints_s3",
+        0xFEED,
+    );
+    assert!(generate_kills(&place, 6, seed).await >= 6);
+}
+
+// ---- a single-file COPY -----------------------------------------------------------------
+
+/// `ckpt query ROOT "COPY (...) TO '.../x.parquet'"` killed after its write began: the
+/// target is the previous file or the complete new one, and the next COPY to it leaves no
+/// temporary of the killed one behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_single_file_copies_keep_the_previous_file() {
+    let seed = crash_seed("killed_single_file_copies_keep_the_previous_file", 0xC0B1);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    ckpt([
+        "generate",
+        &s(src.path()),
+        "--summaries",
+        "1500",
+        "--dim",
+        "128",
+        "--seed",
+        "1",
+        "--no-conversations",
+        "--format",
+        "jsonl",
+    ])
+    .expect_ok("generate");
+    let target = out.path().join("x.parquet");
+    let copy = |limit: &str| -> Vec<String> {
+        vec![
+            "query".into(),
+            s(src.path()),
+            format!(
+                "COPY (SELECT * FROM summaries ORDER BY chat_id {limit}) TO '{}'",
+                s(&target)
+            ),
+        ]
+    };
+    let (old_copy, new_copy) = (copy("LIMIT 100"), copy(""));
+    ckpt(&new_copy).expect_ok("a complete COPY");
+    let new = std::fs::read(&target).unwrap();
+    ckpt(&old_copy).expect_ok("the previous file");
+    let old = std::fs::read(&target).unwrap();
+    assert_ne!(old, new);
+    let window = {
+        let (a, d) = (new_copy.clone(), out.path().to_owned());
+        tokio::task::spawn_blocking(move || write_window(&a, &d, "x.parquet"))
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        new,
+        "COPY is deterministic"
+    );
+    ckpt(&old_copy).expect_ok("the previous file again");
+    eprintln!("COPY: temporaries exist for {window:?} of a complete run");
+
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut counts = MidWriteCounts::default();
+    let mut runs = 0;
+    while counts.kills < 20 {
+        runs += 1;
+        assert!(runs < 120, "too few runs were killed: {counts:?}");
+        let delay = Duration::from_micros(rng.random_range(0..=window.as_micros() as u64));
+        let what = format!("COPY run {runs} killed {delay:?} after its write began");
+        let (a, d) = (new_copy.clone(), out.path().to_owned());
+        let kill =
+            tokio::task::spawn_blocking(move || run_and_kill_mid_write(&a, &d, "x.parquet", delay))
+                .await
+                .unwrap();
+        let now = std::fs::read(&target).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let is_new = if now == old {
+            false
+        } else if now == new {
+            true
+        } else {
+            panic!(
+                "{what}: x.parquet is neither version ({} bytes; old {}, new {})",
+                now.len(),
+                old.len(),
+                new.len()
+            );
+        };
+        counts.record(&kill, is_new);
+        // The next write: a COPY of the previous version.
+        ckpt(&old_copy).expect_ok(&what);
+        assert_eq!(std::fs::read(&target).unwrap(), old, "{what}");
+        assert_no_temporary_outlived_the_next_write(out.path(), "x.parquet", &what);
+    }
+    counts.assert_mid_write_share("COPY kills aimed at the write");
 }

@@ -5,6 +5,9 @@
 //! no partial object becomes visible and the previous checkpoint stays intact — except that
 //! a response cut after the server stored the new object leaves the complete new version
 //! (the server committed; only the answer was lost): never anything in between.
+//! After every scenario the server is asked for pending multipart uploads: there are
+//! none, except exactly one for each start of an upload whose answer was cut short
+//! (its id never arrived; see `assert_pending_uploads`).
 //!
 //! Operations: `ckpt convert` to S3 (one PUT, and a 10 MB JSONL as a multipart upload),
 //! and a manager save and load through the library.
@@ -35,6 +38,9 @@ enum Fault {
     Stall(Duration),
     /// Forward the request, then pass on only half of the response.
     Cut,
+    /// Refuse the login: `403 AccessDenied`, echoing the whole request head (with its
+    /// `Authorization` header) in the body, as some servers' error pages do.
+    Forbidden,
 }
 
 struct Plan {
@@ -50,6 +56,13 @@ struct ProxyState {
     plan: Mutex<Plan>,
     requests: AtomicUsize,
     injected: AtomicUsize,
+    /// Requests that start a multipart upload (`POST ...?uploads`).
+    multipart_starts: AtomicUsize,
+    /// Of those, the ones whose response was cut short: the server started the upload,
+    /// but the client never learned its id.
+    cut_multipart_starts: AtomicUsize,
+    /// The `Authorization` headers seen, to look for them in the output.
+    authorizations: Mutex<Vec<String>>,
 }
 
 struct Proxy {
@@ -75,6 +88,9 @@ impl Proxy {
             }),
             requests: AtomicUsize::new(0),
             injected: AtomicUsize::new(0),
+            multipart_starts: AtomicUsize::new(0),
+            cut_multipart_starts: AtomicUsize::new(0),
+            authorizations: Mutex::new(Vec::new()),
         });
         let st = state.clone();
         tokio::spawn(async move {
@@ -100,6 +116,18 @@ impl Proxy {
         };
         self.state.injected.store(0, Ordering::SeqCst);
         self.state.requests.store(0, Ordering::SeqCst);
+        self.state.multipart_starts.store(0, Ordering::SeqCst);
+        self.state.cut_multipart_starts.store(0, Ordering::SeqCst);
+    }
+
+    /// Multipart uploads started since [`Proxy::set`] whose id never reached the client.
+    fn cut_multipart_starts(&self) -> usize {
+        self.state.cut_multipart_starts.load(Ordering::SeqCst)
+    }
+
+    /// Multipart uploads started since [`Proxy::set`].
+    fn multipart_starts(&self) -> usize {
+        self.state.multipart_starts.load(Ordering::SeqCst)
     }
 
     /// Stops injecting; returns how many faults were injected since [`Proxy::set`].
@@ -149,6 +177,28 @@ async fn handle(mut client: TcpStream, st: Arc<ProxyState>) -> std::io::Result<(
     st.requests.fetch_add(1, Ordering::SeqCst);
     let method = String::from_utf8_lossy(&buf[..buf.iter().position(|b| *b == b' ').unwrap_or(0)])
         .into_owned();
+    let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
+    let request_line = head.lines().next().unwrap_or_default();
+    let starts_upload = request_line
+        .split(' ')
+        .nth(1)
+        .and_then(|target| target.split_once('?'))
+        .is_some_and(|(_, query)| {
+            query
+                .split('&')
+                .any(|p| p == "uploads" || p.starts_with("uploads="))
+        });
+    let starts_upload = method == "POST" && starts_upload;
+    if starts_upload {
+        st.multipart_starts.fetch_add(1, Ordering::SeqCst);
+    }
+    if let Some(auth) = head.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.trim().to_owned())
+    }) {
+        st.authorizations.lock().unwrap().push(auth);
+    }
     let fault = {
         let mut plan = st.plan.lock().unwrap();
         let applies = plan.remaining > 0
@@ -192,6 +242,18 @@ async fn handle(mut client: TcpStream, st: Arc<ProxyState>) -> std::io::Result<(
             client.write_all(resp.as_bytes()).await?;
             client.shutdown().await
         }
+        Some(Fault::Forbidden) => {
+            drain(&mut client, body_left).await?;
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message><Request>{head}</Request></Error>"
+            );
+            let resp = format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            client.write_all(resp.as_bytes()).await?;
+            client.shutdown().await
+        }
         Some(Fault::Stall(d)) => {
             drain(&mut client, body_left).await?;
             tokio::time::sleep(d).await;
@@ -222,6 +284,9 @@ async fn handle(mut client: TcpStream, st: Arc<ProxyState>) -> std::io::Result<(
                     break;
                 }
                 resp.extend_from_slice(&chunk[..n]);
+            }
+            if starts_upload {
+                st.cut_multipart_starts.fetch_add(1, Ordering::SeqCst);
             }
             client_w.write_all(&resp[..want.min(resp.len())]).await?;
             Ok(()) // dropping both halves closes the connection mid-response
@@ -352,6 +417,96 @@ impl Setup {
     }
 }
 
+/// The multipart uploads under `prefix` that were started and neither completed nor
+/// aborted, as `key upload-id` lines, listed by boto3 (`CKPT_PYTHON`) over its own
+/// connection to the server: an upload the faulty proxy kept from being aborted shows.
+/// With `abort`, each one listed is then aborted, as a bucket's lifecycle rule would.
+fn pending_uploads(s3: &S3, prefix: &str, abort: bool) -> Vec<String> {
+    let python = std::env::var("CKPT_PYTHON")
+        .expect("CKPT_PYTHON is not set: run scripts/test, which provides Python with boto3");
+    let script = r#"
+import os, boto3
+s3 = boto3.client(
+    "s3",
+    endpoint_url=os.environ["ENDPOINT"],
+    region_name=os.environ["REGION"],
+    aws_access_key_id=os.environ["KEY_ID"],
+    aws_secret_access_key=os.environ["SECRET"],
+)
+r = s3.list_multipart_uploads(Bucket=os.environ["BUCKET"], Prefix=os.environ["PREFIX"])
+for u in r.get("Uploads", []):
+    print(u["Key"], u["UploadId"])
+    if os.environ["ABORT"] == "1":
+        s3.abort_multipart_upload(Bucket=os.environ["BUCKET"], Key=u["Key"], UploadId=u["UploadId"])
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .env("ENDPOINT", &s3.endpoint)
+        .env("REGION", &s3.region)
+        .env("KEY_ID", &s3.key_id)
+        .env("SECRET", &s3.secret)
+        .env("BUCKET", &s3.bucket)
+        .env("PREFIX", format!("{prefix}/"))
+        .env("ABORT", if abort { "1" } else { "0" })
+        .output()
+        .expect("CKPT_PYTHON runs");
+    assert!(
+        out.status.success(),
+        "listing multipart uploads failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Scenarios after which the server was asked for pending uploads and had none.
+static CLEAN_SCENARIOS: AtomicUsize = AtomicUsize::new(0);
+
+fn assert_no_pending_uploads(t: &Setup, what: &str) {
+    assert_pending_uploads(t, what, None, 0);
+}
+
+/// The server holds exactly `orphans` pending uploads under the test's prefix, all of
+/// `key` (none when `orphans` is 0); they are then aborted, so the next scenario starts
+/// clean.
+///
+/// An upload whose start was answered with a response cut short is the one leak no client
+/// can prevent: the server started it, but its id, which an abort needs, never arrived
+/// (object_store has no call to list pending uploads). ckpt then starts another upload
+/// (see `CutBodiesRetried` in storage.rs), so each cut answer leaves exactly one upload
+/// behind, for the bucket's lifecycle rule to remove; every upload whose id ckpt learned
+/// is completed or aborted.
+fn assert_pending_uploads(t: &Setup, what: &str, key: Option<&str>, orphans: usize) {
+    let pending = pending_uploads(&t.s3, &t.prefix, orphans > 0);
+    if orphans == 0 {
+        assert!(
+            pending.is_empty(),
+            "{what}: multipart uploads left pending on the server: {pending:?}"
+        );
+        CLEAN_SCENARIOS.fetch_add(1, Ordering::SeqCst);
+        return;
+    }
+    let key = format!("{}/{}", t.prefix, key.expect("the key of the orphans"));
+    assert_eq!(
+        pending.len(),
+        orphans,
+        "{what}: expected one pending upload per cut-short start ({orphans}), found {pending:?}"
+    );
+    assert!(
+        pending
+            .iter()
+            .all(|p| p.split_once(' ').is_some_and(|(k, _)| k == key)),
+        "{what}: pending uploads of another key than {key}: {pending:?}"
+    );
+    ORPHANED_UPLOADS.fetch_add(orphans, Ordering::SeqCst);
+}
+
+/// Uploads left pending because the response that started them was cut short.
+static ORPHANED_UPLOADS: AtomicUsize = AtomicUsize::new(0);
+
 /// What the scenario table says of one fault.
 struct Scenario {
     name: &'static str,
@@ -434,7 +589,16 @@ async fn convert_scenario(
     let started = Instant::now();
     let r = ckpt(&args);
     let took = started.elapsed();
+    let multipart = t.proxy.multipart_starts();
+    let cut_starts = t.proxy.cut_multipart_starts();
     let injected = t.proxy.clear();
+    // The 10 MB JSONL goes as a multipart upload (started once per attempt); the small
+    // Parquet file as one PUT.
+    if target == "big.jsonl" {
+        assert!(multipart > 0, "{what}: no multipart upload was started");
+    } else {
+        assert_eq!(multipart, 0, "{what}: a multipart upload for a small file");
+    }
     assert!(injected > 0, "{what}: no fault was injected");
     let now = t.get_direct(target).await.expect("the target exists");
     if persistent {
@@ -463,8 +627,12 @@ async fn convert_scenario(
         );
     }
     assert_eq!(t.keys().await, keys_before, "{what}: objects appeared");
+    if sc.fault != Fault::Cut {
+        assert_eq!(cut_starts, 0, "{what}: the proxy cut a response");
+    }
+    assert_pending_uploads(t, &what, Some(target), cut_starts);
     eprintln!(
-        "{what}: {} in {took:.1?} ({injected} faults)",
+        "{what}: {} in {took:.1?} ({injected} faults, {multipart} multipart uploads started, {cut_starts} of them cut short and left pending, none other)",
         outcome(persistent)
     );
 }
@@ -541,7 +709,8 @@ async fn library_scenario(t: &Setup, sc: &Scenario, persistent: bool) {
             .unwrap();
         assert!(loaded == now, "{what}: loaded other rows");
     }
-    eprintln!("{what}: {}", outcome(persistent));
+    assert_no_pending_uploads(t, &what);
+    eprintln!("{what}: {}, no upload left pending", outcome(persistent));
 }
 
 async fn run_fault(sc: Scenario) {
@@ -600,6 +769,12 @@ async fn run_fault(sc: Scenario) {
         )
         .await;
     }
+    eprintln!(
+        "{}: {} scenario checks found no pending multipart upload; {} uploads left pending by cut-short starts (all of them, none other)",
+        sc.name,
+        CLEAN_SCENARIOS.load(Ordering::SeqCst),
+        ORPHANED_UPLOADS.load(Ordering::SeqCst)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,4 +800,74 @@ async fn stalls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_cut_short() {
     run_fault(scenarios().remove(4)).await;
+}
+
+/// A server refusing the login with `403 AccessDenied` and the request (its
+/// `Authorization` header included) echoed in the error body: the failure is reported,
+/// exit 1, naming the refusal, and neither the secret key nor any signature the client
+/// sent appears in the output, at any verbosity, nor in the library's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_is_reported_without_the_secret() {
+    let t = Setup::new("login").await;
+    let src = t.work.path().join("src");
+    ckpt([
+        "generate",
+        src.to_str().unwrap(),
+        "--summaries",
+        "20",
+        "--dim",
+        "4",
+        "--no-conversations",
+    ])
+    .expect_ok("generate");
+    t.proxy.set(Fault::Forbidden, usize::MAX, None);
+    let mut outputs = Vec::new();
+    for verbosity in [None, Some("-v"), Some("-vv")] {
+        let mut args: Vec<String> = verbosity.into_iter().map(str::to_owned).collect();
+        args.extend(t.cli_via_proxy(true));
+        args.extend([
+            "convert".to_owned(),
+            src.join("summaries.jsonl").to_str().unwrap().to_owned(),
+            format!("{}/summaries.parquet", t.url()),
+        ]);
+        let r = ckpt(&args).expect_err("a refused login");
+        assert_eq!(r.code, Some(1), "{verbosity:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("403") && r.stderr.contains(&t.s3.bucket),
+            "{verbosity:?}: the refusal is not reported with its status and bucket:\n{}",
+            r.stderr
+        );
+        outputs.push((format!("ckpt {verbosity:?}"), r.stdout + &r.stderr));
+    }
+    let m =
+        CheckpointManager::with_storage(&t.url(), FileFormat::Jsonl, &t.via_proxy(true)).unwrap();
+    let err = m.save("summaries", &rows(1, 5)).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "library: {err}");
+    outputs.push(("library error".into(), format!("{err}\n{err:?}")));
+    assert!(t.proxy.clear() > 0, "no login was refused");
+
+    let authorizations = t.proxy.state.authorizations.lock().unwrap().clone();
+    assert!(!authorizations.is_empty(), "no request was signed");
+    let signatures: Vec<&str> = authorizations
+        .iter()
+        .filter_map(|a| a.split("Signature=").nth(1))
+        .collect();
+    assert_eq!(signatures.len(), authorizations.len(), "{authorizations:?}");
+    for (what, text) in &outputs {
+        assert!(
+            !text.contains(&t.s3.secret),
+            "{what}: the secret key is shown:\n{text}"
+        );
+        for sig in &signatures {
+            assert!(
+                !text.contains(sig),
+                "{what}: a request signature is shown:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("Authorization"),
+            "{what}: the echoed Authorization header is shown:\n{text}"
+        );
+    }
+    assert_no_pending_uploads(&t, "a refused login");
 }

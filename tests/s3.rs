@@ -384,7 +384,15 @@ async fn a_session_sees_checkpoints_saved_to_the_bucket_after_it_opened() {
     )
     .await
     .unwrap();
-    assert!(session.sql("SELECT count(*) FROM summaries").await.is_err());
+    let err = session
+        .sql("SELECT count(*) FROM summaries")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("Error during planning: table 'ckpt.run.summaries' not found\n"),
+        "{err}"
+    );
     let m = CheckpointManager::with_storage(&s.url(&prefix), FileFormat::Parquet, &s.options())
         .unwrap();
     let items: Vec<_> = (0..7).map(|i| ckpt::generate::summary(i, 2, 3)).collect();

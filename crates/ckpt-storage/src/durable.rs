@@ -4,10 +4,13 @@
 //! (`name#N`, which its listings hide) and renames it into place, but it never calls
 //! fsync: after a power cut the renamed file can be empty. A checkpoint tool must not lose
 //! the previous checkpoint that way, so writes here stage, fsync the file, rename, and
-//! fsync the directory. Everything else is delegated to `LocalFileSystem`.
+//! fsync the directory; a failure of any of the three fails the write (what each leaves
+//! is in [`commit`]). Everything else is delegated to `LocalFileSystem`.
 //!
 //! Written by hand because object_store has no durability option and this is the one
 //! place the guarantee lives; every local write (typed saves, convert, COPY) passes here.
+//! The three system calls go through a table of function pointers (`CommitOps`) so that
+//! the unit tests below can make each one fail, without a special file system.
 //!
 //! # Staged files of writers that are gone
 //!
@@ -36,6 +39,10 @@
 //!   writer can lock, verify and fill that file meanwhile, and a writer whose file was
 //!   removed before its lock notices at the verification above. An empty file of a writer
 //!   killed right after creating it is removed once older than the grace.
+//! - COPY writes a single-file target through a hidden `.NAME.ckpt-staging-PID-NANOS`
+//!   (itself staged as above) that it renames over `NAME`; a COPY killed after that file is
+//!   complete leaves it unlocked. The next write of `NAME` removes it once process `PID`
+//!   is gone (Linux, through `/proc`; elsewhere it is left).
 //! - Symlinks and directories named `NAME#N` are never touched; names with `#` are
 //!   refused as checkpoint names, so `NAME#<digits>` is only ever a staged file.
 //! - Cleaning never fails a write or a listing: a read-only root, a permission error or a
@@ -72,15 +79,45 @@ use object_store::{
 #[derive(Debug)]
 pub struct DurableLocalFileSystem {
     inner: LocalFileSystem,
+    ops: &'static CommitOps,
 }
 
 impl DurableLocalFileSystem {
     pub fn new() -> Self {
         DurableLocalFileSystem {
             inner: LocalFileSystem::new(),
+            ops: &SYSTEM_COMMIT,
+        }
+    }
+
+    /// The same store committing through other system calls: tests put in ones that fail,
+    /// to watch what each step's failure leaves.
+    #[cfg(test)]
+    fn with_commit_ops(ops: &'static CommitOps) -> Self {
+        DurableLocalFileSystem {
+            inner: LocalFileSystem::new(),
+            ops,
         }
     }
 }
+
+/// The system calls of a commit (see [`commit`]): fsync of the staged file, rename over
+/// the destination, fsync of the directory. Plain function pointers, set once per store,
+/// because the one thing tests need to change is which call fails, and a commit costs two
+/// fsyncs, next to which an indirect call is nothing.
+#[derive(Debug)]
+struct CommitOps {
+    sync_file: fn(&File) -> std::io::Result<()>,
+    rename: fn(&FsPath, &FsPath) -> std::io::Result<()>,
+    sync_dir: fn(&FsPath) -> std::io::Result<()>,
+}
+
+/// What every store uses outside tests.
+static SYSTEM_COMMIT: CommitOps = CommitOps {
+    sync_file: File::sync_all,
+    rename: |from, to| std::fs::rename(from, to),
+    sync_dir: fsync_dir,
+};
 
 impl Default for DurableLocalFileSystem {
     fn default() -> Self {
@@ -125,6 +162,13 @@ fn stage(dest: &FsPath) -> Result<(File, PathBuf)> {
                 );
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            // The directory was removed meanwhile (a compaction removes a checkpoint's
+            // emptied parts directory): make it again and take the next name.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && n < 100 => {
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+                }
+            }
             Err(e) => return Err(io_err(&p, e)),
         }
     }
@@ -163,53 +207,93 @@ fn names_file(path: &FsPath, held: &Metadata) -> bool {
     }
 }
 
-/// fsync the staged file, rename it over the destination, fsync the directory. On any
-/// failure the staged file is removed: nothing half-written stays behind.
-fn commit(file: &File, staged: &FsPath, dest: &FsPath) -> Result<PutResult> {
-    let res = (|| {
-        file.sync_all().map_err(|e| io_err(staged, e))?;
-        std::fs::rename(staged, dest).map_err(|e| io_err(dest, e))?;
-        sync_dir(dest);
-        Ok(PutResult {
-            e_tag: None,
-            version: None,
-        })
-    })();
-    if res.is_err() {
+/// fsync the staged file, rename it over the destination, fsync the directory.
+///
+/// - fsync or rename fails: the staged file is removed and the destination is untouched
+///   (the previous version, or nothing).
+/// - The directory fsync fails: the rename is done, so the new version is in place and
+///   readable, but whether it survives a power cut is unknown; that is an error, not a
+///   success (a caller told "saved" must be able to rely on it). The staged name is not
+///   removed then: it no longer names this write's file, and may already name another
+///   writer's.
+fn commit(ops: &CommitOps, file: &File, staged: &FsPath, dest: &FsPath) -> Result<PutResult> {
+    let renamed = (ops.sync_file)(file)
+        .map_err(|e| io_err(staged, e))
+        .and_then(|()| (ops.rename)(staged, dest).map_err(|e| io_err(dest, e)));
+    if let Err(e) = renamed {
         let _ = std::fs::remove_file(staged);
+        return Err(e);
     }
-    res
+    sync_dir(ops, dest)?;
+    Ok(PutResult {
+        e_tag: None,
+        version: None,
+    })
 }
 
 /// As [`commit`], for a put that must not replace an existing file (`PutMode::Create`):
 /// the staged file is hard-linked as the destination, which fails if that exists, and
-/// then removed.
-fn commit_new(file: &File, staged: &FsPath, dest: &FsPath) -> Result<PutResult> {
-    let res = (|| {
-        file.sync_all().map_err(|e| io_err(staged, e))?;
-        std::fs::hard_link(staged, dest).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => object_store::Error::AlreadyExists {
-                path: dest.display().to_string(),
-                source: Box::new(e),
-            },
-            _ => io_err(dest, e),
-        })?;
-        sync_dir(dest);
-        Ok(PutResult {
-            e_tag: None,
-            version: None,
-        })
-    })();
+/// then removed (the staged name still names this write's file until then).
+fn commit_new(ops: &CommitOps, file: &File, staged: &FsPath, dest: &FsPath) -> Result<PutResult> {
+    let linked = (ops.sync_file)(file)
+        .map_err(|e| io_err(staged, e))
+        .and_then(|()| {
+            std::fs::hard_link(staged, dest).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => object_store::Error::AlreadyExists {
+                    path: dest.display().to_string(),
+                    source: Box::new(e),
+                },
+                _ => io_err(dest, e),
+            })
+        });
     let _ = std::fs::remove_file(staged);
-    res
+    linked?;
+    sync_dir(ops, dest)?;
+    Ok(PutResult {
+        e_tag: None,
+        version: None,
+    })
 }
 
-/// A directory fsync makes a rename (or link) in it durable.
-fn sync_dir(dest: &FsPath) {
-    if let Some(dir) = dest.parent()
-        && let Ok(d) = File::open(dir)
+/// A directory fsync makes a rename (or link) in it durable; its failure is an error
+/// naming the directory.
+fn sync_dir(ops: &CommitOps, dest: &FsPath) -> Result<()> {
+    let Some(dir) = dest.parent() else {
+        return Ok(());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        FsPath::new(".")
+    } else {
+        dir
+    };
+    (ops.sync_dir)(dir).map_err(|e| object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!(
+            "{}: written, but the directory fsync failed, so the write may not survive a crash: {e}",
+            dir.display()
+        )
+        .into(),
+    })
+}
+
+/// fsync of a directory. Where directories cannot be synced at all (not Unix; or a file
+/// system answering EINVAL, "does not support synchronization") there is nothing to wait
+/// for and nothing is lost by skipping it, as PostgreSQL does; every other error counts.
+fn fsync_dir(dir: &FsPath) -> std::io::Result<()> {
+    #[cfg(unix)]
     {
-        let _ = d.sync_all();
+        match File::open(dir)?.sync_all() {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                tracing::debug!("{}: directory fsync not supported: {e}", dir.display());
+                Ok(())
+            }
+            other => other,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
     }
 }
 
@@ -249,9 +333,50 @@ pub fn clean_staged_siblings(dest: &FsPath) -> Vec<PathBuf> {
             .is_some_and(all_digits);
         if ours && is_file && clean_one(&entry) {
             removed.push(entry);
+        } else if is_file && let Some((pid, staged)) = copy_staging_of(&entry, name) {
+            // A hidden COPY staging file of this name: its own staged `#N` is told dead by
+            // its lock as above; the complete staging file, which no one locks, by its
+            // writer's process being gone.
+            let gone = if staged {
+                clean_one(&entry)
+            } else {
+                process_gone(pid) && std::fs::remove_file(&entry).is_ok()
+            };
+            if gone {
+                tracing::debug!("removed {}, left by a COPY that is gone", entry.display());
+                removed.push(entry);
+            }
         }
     }
     removed
+}
+
+/// For a hidden COPY staging file of `name` (`.NAME.ckpt-staging-PID-NANOS`, as the COPY
+/// writer names it, or a staged `#N` of one): the writer's process id, and whether it is
+/// the staged `#N`.
+fn copy_staging_of(entry: &FsPath, name: &str) -> Option<(u32, bool)> {
+    let rest = entry
+        .file_name()?
+        .to_str()?
+        .strip_prefix('.')?
+        .strip_prefix(name)?
+        .strip_prefix(".ckpt-staging-")?;
+    let (rest, staged) = match rest.rsplit_once('#') {
+        Some((r, n)) if all_digits(n) => (r, true),
+        _ => (rest, false),
+    };
+    let (pid, nanos) = rest.split_once('-')?;
+    (all_digits(pid) && all_digits(nanos)).then_some((pid.parse().ok()?, staged))
+}
+
+/// Whether no process `pid` exists on this machine. Only Linux answers (through
+/// `/proc`); elsewhere a process is never known to be gone, and its files are left.
+fn process_gone(pid: u32) -> bool {
+    if cfg!(target_os = "linux") && FsPath::new("/proc/self").exists() {
+        !FsPath::new(&format!("/proc/{pid}")).exists()
+    } else {
+        false
+    }
 }
 
 /// Removes every staged checkpoint file (`NAME.EXT#<digits>`, EXT a checkpoint format:
@@ -399,6 +524,7 @@ impl ObjectStore for DurableLocalFileSystem {
             PutMode::Update(_) => return self.inner.put_opts(location, payload, opts).await,
         };
         let dest = self.inner.path_to_filesystem(location)?;
+        let ops = self.ops;
         blocking(move || {
             let (mut file, staged) = stage(&dest)?;
             for chunk in payload.iter() {
@@ -408,8 +534,8 @@ impl ObjectStore for DurableLocalFileSystem {
                 }
             }
             match create {
-                false => commit(&file, &staged, &dest),
-                true => commit_new(&file, &staged, &dest),
+                false => commit(ops, &file, &staged, &dest),
+                true => commit_new(ops, &file, &staged, &dest),
             }
         })
         .await
@@ -428,6 +554,7 @@ impl ObjectStore for DurableLocalFileSystem {
         Ok(Box::new(DurableUpload {
             state: Arc::new(Mutex::new(Some((file, staged)))),
             dest,
+            ops: self.ops,
         }))
     }
 
@@ -510,6 +637,7 @@ impl ObjectStore for DurableLocalFileSystem {
 struct DurableUpload {
     state: Arc<Mutex<Option<(File, PathBuf)>>>,
     dest: PathBuf,
+    ops: &'static CommitOps,
 }
 
 #[async_trait]
@@ -540,7 +668,8 @@ impl MultipartUpload for DurableUpload {
             });
         };
         let dest = self.dest.clone();
-        blocking(move || commit(&file, &staged, &dest)).await
+        let ops = self.ops;
+        blocking(move || commit(ops, &file, &staged, &dest)).await
     }
 
     async fn abort(&mut self) -> Result<()> {
@@ -985,5 +1114,239 @@ mod tests {
         store.rename(&b, &c).await.unwrap();
         assert_eq!(names(dir.path()), ["a.jsonl", "c.jsonl"]);
         assert_eq!(std::fs::read(dir.path().join("c.jsonl")).unwrap(), b"a\n");
+    }
+
+    // ---- the commit sequence, with system calls that fail --------------------------------
+
+    fn eio() -> std::io::Error {
+        std::io::Error::from_raw_os_error(5)
+    }
+
+    static FAILING_FILE_SYNC: CommitOps = CommitOps {
+        sync_file: |_| Err(eio()),
+        ..SYSTEM_COMMIT
+    };
+    static FAILING_RENAME: CommitOps = CommitOps {
+        rename: |_, _| Err(eio()),
+        ..SYSTEM_COMMIT
+    };
+    static FAILING_DIR_SYNC: CommitOps = CommitOps {
+        sync_dir: |_| Err(eio()),
+        ..SYSTEM_COMMIT
+    };
+
+    /// The calls [`RECORDING`] saw, in order; only one test uses it, so no other test's
+    /// calls mix in.
+    static CALLS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn file_name(p: &FsPath) -> String {
+        p.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    static RECORDING: CommitOps = CommitOps {
+        sync_file: |f| {
+            CALLS
+                .lock()
+                .push(format!("sync_file {} bytes", f.metadata()?.len()));
+            f.sync_all()
+        },
+        rename: |from, to| {
+            CALLS
+                .lock()
+                .push(format!("rename {} {}", file_name(from), file_name(to)));
+            std::fs::rename(from, to)
+        },
+        sync_dir: |dir| {
+            CALLS.lock().push(format!("sync_dir {}", dir.display()));
+            fsync_dir(dir)
+        },
+    };
+
+    /// The message of a failed write, after checking it is object_store's generic error.
+    fn generic_message(res: Result<PutResult>) -> String {
+        match res {
+            Err(object_store::Error::Generic { store, source }) => {
+                assert_eq!(store, "LocalFileSystem");
+                source.to_string()
+            }
+            other => panic!("expected a LocalFileSystem error, got {other:?}"),
+        }
+    }
+
+    /// A put and a multipart upload over an existing file, committed through `ops`:
+    /// returns both results; the test checks what they left.
+    async fn put_both_ways(ops: &'static CommitOps, dir: &FsPath) -> [Result<PutResult>; 2] {
+        let store = DurableLocalFileSystem::with_commit_ops(ops);
+        let mut out = Vec::new();
+        for name in ["put.jsonl", "multipart.jsonl"] {
+            plant(dir, name, b"old\n");
+            let (_, path) = store_and_path(dir, name);
+            let res = if name == "put.jsonl" {
+                store.put(&path, PutPayload::from_static(b"new\n")).await
+            } else {
+                let mut up = store.put_multipart(&path).await.unwrap();
+                up.put_part(PutPayload::from_static(b"ne")).await.unwrap();
+                up.put_part(PutPayload::from_static(b"w\n")).await.unwrap();
+                up.complete().await
+            };
+            out.push(res);
+        }
+        out.try_into().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_commit_syncs_the_whole_file_then_renames_then_syncs_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        CALLS.lock().clear();
+        for res in put_both_ways(&RECORDING, dir.path()).await {
+            res.unwrap();
+        }
+        let d = dir.path().display();
+        assert_eq!(
+            *CALLS.lock(),
+            [
+                "sync_file 4 bytes".to_owned(),
+                "rename put.jsonl#1 put.jsonl".to_owned(),
+                format!("sync_dir {d}"),
+                "sync_file 4 bytes".to_owned(),
+                "rename multipart.jsonl#1 multipart.jsonl".to_owned(),
+                format!("sync_dir {d}"),
+            ]
+        );
+        assert_eq!(names(dir.path()), ["multipart.jsonl", "put.jsonl"]);
+        for name in ["multipart.jsonl", "put.jsonl"] {
+            assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"new\n");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_file_fsync_fails_the_write_and_keeps_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for (res, name) in put_both_ways(&FAILING_FILE_SYNC, dir.path())
+            .await
+            .into_iter()
+            .zip(["put.jsonl", "multipart.jsonl"])
+        {
+            let msg = generic_message(res);
+            let staged = dir.path().join(format!("{name}#1"));
+            assert_eq!(
+                msg,
+                format!("{}: Input/output error (os error 5)", staged.display())
+            );
+        }
+        assert_eq!(names(dir.path()), ["multipart.jsonl", "put.jsonl"]);
+        for name in ["multipart.jsonl", "put.jsonl"] {
+            assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"old\n");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_rename_fails_the_write_and_keeps_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for (res, name) in put_both_ways(&FAILING_RENAME, dir.path())
+            .await
+            .into_iter()
+            .zip(["put.jsonl", "multipart.jsonl"])
+        {
+            let msg = generic_message(res);
+            let dest = dir.path().join(name);
+            assert_eq!(
+                msg,
+                format!("{}: Input/output error (os error 5)", dest.display())
+            );
+        }
+        assert_eq!(names(dir.path()), ["multipart.jsonl", "put.jsonl"]);
+        for name in ["multipart.jsonl", "put.jsonl"] {
+            assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"old\n");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_directory_fsync_is_an_error_though_the_file_is_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        for res in put_both_ways(&FAILING_DIR_SYNC, dir.path()).await {
+            assert_eq!(
+                generic_message(res),
+                format!(
+                    "{}: written, but the directory fsync failed, so the write may not survive a crash: Input/output error (os error 5)",
+                    dir.path().display()
+                )
+            );
+        }
+        // The rename was done: the new version is what a reader sees, and nothing staged
+        // is left.
+        assert_eq!(names(dir.path()), ["multipart.jsonl", "put.jsonl"]);
+        for name in ["multipart.jsonl", "put.jsonl"] {
+            assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"new\n");
+        }
+        // A put that must create fails the same way after its link.
+        let store = DurableLocalFileSystem::with_commit_ops(&FAILING_DIR_SYNC);
+        let (_, path) = store_and_path(dir.path(), "created.jsonl");
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let res = store
+            .put_opts(&path, PutPayload::from_static(b"c\n"), opts)
+            .await;
+        assert!(generic_message(res).contains("the directory fsync failed"));
+        assert_eq!(
+            names(dir.path()),
+            ["created.jsonl", "multipart.jsonl", "put.jsonl"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_put_that_must_create_keeps_nothing_when_its_fsync_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DurableLocalFileSystem::with_commit_ops(&FAILING_FILE_SYNC);
+        let (_, path) = store_and_path(dir.path(), "created.jsonl");
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let res = store
+            .put_opts(&path, PutPayload::from_static(b"c\n"), opts)
+            .await;
+        assert_eq!(
+            generic_message(res),
+            format!(
+                "{}: Input/output error (os error 5)",
+                dir.path().join("created.jsonl#1").display()
+            )
+        );
+        assert!(names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn the_directory_fsync_of_the_system_succeeds_and_reports_a_missing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        fsync_dir(dir.path()).unwrap();
+        let gone = dir.path().join("gone");
+        assert_eq!(
+            fsync_dir(&gone).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_removes_the_staging_files_of_a_copy_that_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        // No process has id 0 in /proc; this one's is alive.
+        plant(dir.path(), ".x.parquet.ckpt-staging-0-123", b"complete");
+        let dead_staged = plant(dir.path(), ".x.parquet.ckpt-staging-0-123#1", b"half");
+        make_old(&dead_staged);
+        let alive = format!(".x.parquet.ckpt-staging-{}-5", std::process::id());
+        plant(dir.path(), &alive, b"a live COPY's");
+        plant(dir.path(), ".y.parquet.ckpt-staging-0-9", b"another name's");
+        let (store, x) = store_and_path(dir.path(), "x.parquet");
+        store.put(&x, PutPayload::from_static(b"x")).await.unwrap();
+        let mut want = vec![
+            alive,
+            ".y.parquet.ckpt-staging-0-9".to_owned(),
+            "x.parquet".to_owned(),
+        ];
+        want.sort();
+        assert_eq!(names(dir.path()), want);
     }
 }

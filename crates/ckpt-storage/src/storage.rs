@@ -6,6 +6,8 @@
 //! Every write goes through [`Root::writer`]: a single put for small checkpoints, a
 //! multipart upload for large ones, completed only when the whole checkpoint is written
 //! and aborted otherwise. So a checkpoint is replaced whole or not at all, on every store.
+//! (An upload whose start was answered with a response cut short cannot be aborted, its id
+//! never having arrived: see `CutBodiesRetried`.)
 
 use std::collections::HashMap;
 use std::fmt;
@@ -413,6 +415,13 @@ impl Root {
 
     pub fn is_local(&self) -> bool {
         self.local_dir.is_some()
+    }
+
+    /// The path of `name` on local disk, for a local root (None for object stores).
+    pub fn local_path(&self, name: &str) -> Option<std::path::PathBuf> {
+        let dir = self.local_dir.as_ref()?;
+        validate_name(name).ok()?;
+        Some(dir.join(name))
     }
 
     /// `scheme://authority`, the key under which DataFusion finds this root's store.
@@ -918,7 +927,10 @@ where
         match list().await {
             Err(e @ object_store::Error::Generic { .. }) if attempt < 3 && is_cut_short(&e) => {
                 attempt += 1;
-                tracing::debug!("listing again after a cut response ({e})");
+                tracing::debug!(
+                    "listing again after a cut response ({})",
+                    ckpt_core::error::redact_secrets(&e.to_string())
+                );
                 tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
             }
             res => return res,
@@ -992,7 +1004,11 @@ impl AtomicWriter {
         if let Some(mut w) = self.inner.take()
             && let Err(e) = w.abort().await
         {
-            tracing::warn!("aborting the write of {} failed: {e}", self.what);
+            tracing::warn!(
+                "aborting the write of {} failed: {}",
+                self.what,
+                ckpt_core::error::redact_secrets(&e.to_string())
+            );
         }
     }
 }
@@ -1013,6 +1029,12 @@ impl Drop for AtomicWriter {
 /// A cloud store whose multipart-upload creation and listings are tried again when their
 /// response body is cut short (see [`again_if_cut`]); everything else is the store's own.
 /// Creating another upload is harmless: one never completed is never visible.
+///
+/// The upload whose creation answer was cut short stays pending on the server: its id,
+/// which an abort needs, never arrived, and object_store has no call to list pending
+/// uploads. Trying again does not add to that: each cut answer leaves exactly one (so at
+/// most four per write), whether or not another is started. Only the bucket's lifecycle
+/// rule (`AbortIncompleteMultipartUpload`) removes them; `tests/faults.rs` counts them.
 #[derive(Debug)]
 struct CutBodiesRetried {
     inner: Arc<dyn ObjectStore>,
