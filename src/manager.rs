@@ -13,7 +13,8 @@ use datafusion::arrow::array::RecordBatch;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use crate::catalog::{Entry, TableOptions, table_for};
+use crate::append::find_checkpoint;
+use crate::catalog::{TableOptions, table_for};
 use crate::context::{CheckpointSession, SessionOptions};
 use crate::format::{Compression, FileFormat, Layout, WriteOptions, file_name};
 use crate::kind::CheckpointKind;
@@ -25,6 +26,12 @@ use crate::{Error, Result};
 /// Rows per batch when saving typed values.
 const SAVE_BATCH_ROWS: usize = 4096;
 
+/// How often a load reads again when a save or compaction changed the checkpoint under it.
+const READ_AGAIN: u32 = 10;
+
+mod incremental;
+pub use incremental::CompactStats;
+
 /// Saves and loads checkpoints of one format in one root.
 #[derive(Clone)]
 pub struct CheckpointManager {
@@ -34,6 +41,8 @@ pub struct CheckpointManager {
     enabled: bool,
     table_options: TableOptions,
     session: Arc<OnceCell<CheckpointSession>>,
+    /// What made the checkpoints (see [`CheckpointManager::with_fingerprint`]).
+    fingerprint: Option<String>,
 }
 
 impl std::fmt::Debug for CheckpointManager {
@@ -69,6 +78,7 @@ impl CheckpointManager {
             format,
             enabled: true,
             table_options: TableOptions::default(),
+            fingerprint: None,
             session: Arc::new(OnceCell::new()),
         })
     }
@@ -131,6 +141,11 @@ impl CheckpointManager {
         Ok(self.root.describe(&self.file_name(name)?))
     }
 
+    /// The checkpoint file `name` stands for, with its appended parts; None when absent.
+    async fn find(&self, name: &str) -> Result<Option<crate::catalog::Entry>> {
+        find_checkpoint(&self.root, &self.file_name(name)?, self.format, None).await
+    }
+
     async fn session(&self) -> Result<&CheckpointSession> {
         self.session
             .get_or_try_init(|| async {
@@ -152,14 +167,7 @@ impl CheckpointManager {
 
     /// Saves `items` as checkpoint `name`, replacing any previous one atomically.
     pub async fn save<T: Checkpoint + Clone>(&self, name: &str, items: &[T]) -> Result<WriteStats> {
-        let batches: Vec<Result<RecordBatch>> = items
-            .chunks(SAVE_BATCH_ROWS)
-            .map(|c| T::to_batch(c).map_err(Error::from))
-            .collect();
-        let stream = futures::stream::iter(batches)
-            .map_err(datafusion::error::DataFusionError::from)
-            .boxed();
-        self.save_batches::<T>(name, stream).await
+        self.save_batches::<T>(name, typed_batches(items)).await
     }
 
     /// Saves from a stream of values without collecting it: memory holds one batch.
@@ -180,21 +188,53 @@ impl CheckpointManager {
         name: &str,
         stream: BatchStream,
     ) -> Result<WriteStats> {
+        self.save_record_batches(name, kind_for::<T>(name), stream)
+            .await
+    }
+
+    /// Saves record batches of `kind`'s schema as checkpoint `name`, replacing any
+    /// previous one atomically: the untyped form of [`save`](Self::save), for callers that
+    /// hold rows as Arrow or JSON (the Python package).
+    pub async fn save_record_batches(
+        &self,
+        name: &str,
+        kind: CheckpointKind,
+        stream: BatchStream,
+    ) -> Result<WriteStats> {
         let file = self.file_name(name)?;
+        self.save_file_batches(&file, kind, stream).await
+    }
+
+    /// [`save_record_batches`](Self::save_record_batches) to a file named exactly `file`
+    /// (in this manager's format whatever its extension): for Kura's own naming rules,
+    /// which a drop-in manager must follow (`x.jsonl` saved by Kura's JSONL manager is
+    /// `x.jsonl.jsonl`).
+    pub async fn save_file_batches(
+        &self,
+        file: &str,
+        kind: CheckpointKind,
+        stream: BatchStream,
+    ) -> Result<WriteStats> {
         if !self.enabled {
             return Ok(WriteStats::default());
         }
-        let kind = kind_for::<T>(name);
-        write_batches(
+        // A save replaces the whole checkpoint: the parts appended before it go once the
+        // new file is in place (see `crate::append` on the moment between the two).
+        let appended = crate::append::list_parts(&self.root, file, self.format).await?;
+        self.before_save(file).await?;
+        let stats = write_batches(
             &self.root,
-            &file,
+            file,
             Some(kind),
             &self.write,
             kind.schema(),
             stream,
             None,
         )
-        .await
+        .await?;
+        crate::append::remove_listed_parts(&self.root, &appended).await?;
+        self.after_save(file).await?;
+        Ok(stats)
     }
 
     /// Loads checkpoint `name`; None when it does not exist or the manager is disabled.
@@ -209,8 +249,12 @@ impl CheckpointManager {
                 Err(e) => Err(e),
             };
             match res {
-                Err(e) if attempt < 5 && e.is_changed_while_read() => {
+                Err(e) if attempt < READ_AGAIN && e.is_changed_while_read() => {
                     attempt += 1;
+                    // A compaction removing parts takes a moment: wait a little longer
+                    // each time.
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(6)))
+                        .await;
                     tracing::debug!(checkpoint = name, "read again: {e}");
                 }
                 res => return res,
@@ -252,59 +296,81 @@ impl CheckpointManager {
         kind: Option<CheckpointKind>,
     ) -> Result<Option<BatchStream>> {
         let file = self.file_name(name)?;
+        self.load_file_batches(&file, kind).await
+    }
+
+    /// [`load_batches`](Self::load_batches) of the file named exactly `file`, read in
+    /// this manager's format (see [`save_file_batches`](Self::save_file_batches)).
+    pub async fn load_file_batches(
+        &self,
+        file: &str,
+        kind: Option<CheckpointKind>,
+    ) -> Result<Option<BatchStream>> {
         if !self.enabled {
             return Ok(None);
         }
-        let Some(meta) = self.root.head(&file).await? else {
+        // The file and its appended parts, if any (one table: see `crate::append`).
+        let Some(entry) = find_checkpoint(&self.root, file, self.format, kind).await? else {
             return Ok(None);
         };
-        let kind = kind.or_else(|| CheckpointKind::from_name(name));
-        let entry = Entry {
-            name: crate::format::strip_extension(&file).0.to_owned(),
-            file: file.clone(),
-            format: self.format,
-            kind,
-            files: vec![meta],
-        };
+        self.check_fingerprint(file, true).await?;
         let session = self.session().await?;
         let table = table_for(&self.root, &entry, &self.table_options).await?;
         let df = session.context().read_table(table)?;
         Ok(Some(df.execute_stream().await?.boxed()))
     }
 
-    /// Checkpoint names (with extension) of this manager's format, sorted.
+    /// Checkpoint names (with extension) of this manager's format, sorted; a checkpoint
+    /// of appended parts only is listed by the name it is loaded by.
     pub async fn list(&self) -> Result<Vec<String>> {
-        let (files, _) = self.root.list().await?;
+        let (files, dirs) = self.root.list().await?;
         let ext = format!(".{}", self.format.extension());
         let mut names: Vec<String> = files
             .iter()
             .filter_map(|m| self.root.name_of(&m.location))
             .filter(|n| n.ends_with(&ext))
             .collect();
+        for dir in dirs {
+            if let Some((base, format)) = crate::append::parts_dir_base(&dir)
+                && base.ends_with(&ext)
+                && !names.iter().any(|n| n == base)
+                && !crate::append::list_parts(&self.root, base, format)
+                    .await?
+                    .is_empty()
+            {
+                names.push(base.to_owned());
+            }
+        }
         names.sort();
         Ok(names)
     }
 
     pub async fn exists(&self, name: &str) -> Result<bool> {
-        Ok(self.root.head(&self.file_name(name)?).await?.is_some())
+        Ok(self.find(name).await?.is_some())
     }
 
-    /// Size in bytes, or None when the checkpoint does not exist.
+    /// Size in bytes (the file and its appended parts), or None when the checkpoint does
+    /// not exist.
     pub async fn size(&self, name: &str) -> Result<Option<u64>> {
-        Ok(self
-            .root
-            .head(&self.file_name(name)?)
-            .await?
-            .map(|m| m.size))
+        Ok(self.find(name).await?.map(|e| e.bytes()))
     }
 
-    /// Deletes a checkpoint; returns whether it existed.
+    /// Deletes a checkpoint (its file and its appended parts, oldest first); returns
+    /// whether it existed.
     pub async fn delete(&self, name: &str) -> Result<bool> {
-        let file = self.file_name(name)?;
-        if self.root.head(&file).await?.is_none() {
+        let Some(entry) = self.find(name).await? else {
             return Ok(false);
+        };
+        let has_base = entry
+            .files
+            .iter()
+            .any(|m| !crate::append::is_part_of(&entry.file, m));
+        let mut any = false;
+        if has_base {
+            any |= self.root.delete(&entry.file).await?;
         }
-        Ok(self.root.delete(&file).await?)
+        any |= crate::append::remove_parts(&self.root, &entry).await? > 0;
+        Ok(any)
     }
 
     /// The resume pattern: the checkpoint if present, else `compute()`, saved, returned.
@@ -324,12 +390,100 @@ impl CheckpointManager {
     }
 }
 
+/// Typed values as a stream of record batches of `SAVE_BATCH_ROWS` rows.
+pub(crate) fn typed_batches<T: Checkpoint>(items: &[T]) -> BatchStream {
+    let batches: Vec<Result<RecordBatch>> = items
+        .chunks(SAVE_BATCH_ROWS)
+        .map(|c| T::to_batch(c).map_err(Error::from))
+        .collect();
+    futures::stream::iter(batches)
+        .map_err(datafusion::error::DataFusionError::from)
+        .boxed()
+}
+
 /// The kind to read and write `name` as: the name's kind when the type fits it
 /// (`meta_clusters` for a `Cluster`), else the type's.
 fn kind_for<T: Checkpoint>(name: &str) -> CheckpointKind {
+    kind_of_rows(name, T::KIND)
+}
+
+/// The kind rows of kind `rows` are saved and loaded as under `name`: the name's kind
+/// when its schema is the rows' (`meta_clusters` for clusters), else `rows`.
+pub fn kind_of_rows(name: &str, rows: CheckpointKind) -> CheckpointKind {
     CheckpointKind::from_name(name)
-        .filter(|k| k.schema() == T::KIND.schema())
-        .unwrap_or(T::KIND)
+        .filter(|k| k.schema() == rows.schema())
+        .unwrap_or(rows)
+}
+
+/// Rows given as JSON lines in memory (one value per line, as Kura's `model_dump_json`
+/// writes them) as a stream of `kind`'s batches, decoded one batch at a time as the sink
+/// asks for them. Every line goes through the kind's codec, as a file's would: an error
+/// names `source`, the line (the item's position: `first_line` for the first) and the
+/// field.
+pub fn jsonl_batches(
+    kind: CheckpointKind,
+    source: impl Into<String>,
+    data: bytes::Bytes,
+    first_line: u64,
+) -> BatchStream {
+    let schema = kind.schema();
+    let decoder = crate::jsonl::JsonlDecoder::new(
+        std::sync::Arc::clone(&schema),
+        &schema,
+        source,
+        crate::jsonl::DecodeOptions {
+            batch_rows: SAVE_BATCH_ROWS,
+            ..Default::default()
+        },
+    );
+    let lines = InMemoryLines {
+        decoder,
+        data,
+        pos: 0,
+        line_no: first_line.saturating_sub(1),
+        done: false,
+    };
+    futures::stream::iter(lines).boxed()
+}
+
+/// The iterator behind [`jsonl_batches`].
+struct InMemoryLines {
+    decoder: crate::jsonl::JsonlDecoder,
+    data: bytes::Bytes,
+    pos: usize,
+    line_no: u64,
+    done: bool,
+}
+
+impl Iterator for InMemoryLines {
+    type Item = datafusion::error::Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let step = (|| -> Result<Option<RecordBatch>> {
+            while self.pos < self.data.len() && !self.decoder.is_full() {
+                let rest = &self.data[self.pos..];
+                let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+                self.line_no += 1;
+                self.decoder.decode_line(&rest[..end], self.line_no)?;
+                self.pos += end + 1;
+            }
+            if self.pos >= self.data.len() {
+                self.done = true;
+            }
+            Ok(self.decoder.flush()?)
+        })();
+        match step {
+            Ok(Some(batch)) => Some(Ok(batch)),
+            Ok(None) => None,
+            Err(e) => {
+                self.done = true;
+                Some(Err(e.into()))
+            }
+        }
+    }
 }
 
 /// Copies checkpoint `name` from one manager to another (JSONL ↔ Parquet, local ↔ S3),
@@ -419,6 +573,12 @@ impl MultiCheckpointManager {
     }
 
     /// Saves to the managers the strategy names; one stats entry per manager written.
+    ///
+    /// In order, stopping at the first failure: the managers before it hold the new
+    /// version, the failing one and those after it keep what they had (each save is
+    /// whole or nothing), and the error is the failing manager's, naming its location.
+    /// A load then finds the new version in the first manager; saving again completes
+    /// the rest. Not transactional across backends: no store offers that.
     pub async fn save<T: Checkpoint + Clone>(
         &self,
         name: &str,
