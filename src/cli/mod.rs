@@ -760,12 +760,7 @@ async fn run_command(
             compression,
             layout,
         } => {
-            let write = WriteOptions {
-                format: None,
-                compression: *compression,
-                layout: (*layout).into(),
-                float32_embeddings: false,
-            };
+            let write = write_options(*compression, (*layout).into());
             let done = ckpt::append::append_file(root, name, file, &write, &storage).await?;
             writeln!(
                 out,
@@ -781,12 +776,7 @@ async fn run_command(
             compression,
             layout,
         } => {
-            let write = WriteOptions {
-                format: None,
-                compression: *compression,
-                layout: (*layout).into(),
-                float32_embeddings: false,
-            };
+            let write = write_options(*compression, (*layout).into());
             let (checkpoint, stats) = ckpt::append::compact(root, name, &write, &storage).await?;
             if stats.parts == 0 {
                 writeln!(out, "{checkpoint}: no appended parts; nothing to do").map_err(io)?;
@@ -910,5 +900,15 @@ fn print_skipped(skipped: &[(String, ckpt::jsonl::SkippedLine)]) {
     }
     if skipped.len() > 20 {
         eprintln!("  ... and {} more", skipped.len() - 20);
+    }
+}
+
+/// What `append` and `compact` write with: the format is the checkpoint's own.
+fn write_options(compression: Compression, layout: Layout) -> WriteOptions {
+    WriteOptions {
+        format: None,
+        compression,
+        layout,
+        float32_embeddings: false,
     }
 }
