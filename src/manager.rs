@@ -205,6 +205,26 @@ impl CheckpointManager {
         self.save_file_batches(&file, kind, stream).await
     }
 
+    /// Writes `stream` as `file` (atomically) in this manager's format, compression and
+    /// layout, as rows of `kind`: the one write of saves, appended parts and compaction.
+    async fn write_kind(
+        &self,
+        file: &str,
+        kind: CheckpointKind,
+        stream: BatchStream,
+    ) -> Result<WriteStats> {
+        write_batches(
+            &self.root,
+            file,
+            Some(kind),
+            &self.write,
+            kind.schema(),
+            stream,
+            None,
+        )
+        .await
+    }
+
     /// [`save_record_batches`](Self::save_record_batches) to a file named exactly `file`
     /// (in this manager's format whatever its extension): for Kura's own naming rules,
     /// which a drop-in manager must follow (`x.jsonl` saved by Kura's JSONL manager is
@@ -222,16 +242,7 @@ impl CheckpointManager {
         // new file is in place (see `crate::append` on the moment between the two).
         let appended = crate::append::list_parts(&self.root, file, self.format).await?;
         self.before_save(file).await?;
-        let stats = write_batches(
-            &self.root,
-            file,
-            Some(kind),
-            &self.write,
-            kind.schema(),
-            stream,
-            None,
-        )
-        .await?;
+        let stats = self.write_kind(file, kind, stream).await?;
         crate::append::remove_listed_parts(&self.root, &appended).await?;
         self.after_save(file).await?;
         Ok(stats)

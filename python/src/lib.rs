@@ -66,7 +66,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::PySession>()?;
     m.add_class::<session::QueryResult>()?;
     m.add_function(wrap_pyfunction!(manager::kind_fields, m)?)?;
-    m.add_function(wrap_pyfunction!(manager::kinds, m)?)?;
+
     m.add_function(wrap_pyfunction!(manager::kind_of_name, m)?)?;
     m.add_function(wrap_pyfunction!(commands::convert, m)?)?;
     m.add_function(wrap_pyfunction!(commands::ls, m)?)?;

@@ -50,15 +50,6 @@ pub(crate) fn kind_fields(kind: &str) -> PyResult<Vec<String>> {
         .collect())
 }
 
-/// The kinds by their default names.
-#[pyfunction]
-pub(crate) fn kinds() -> Vec<&'static str> {
-    CheckpointKind::ALL
-        .iter()
-        .map(|k| k.default_name())
-        .collect()
-}
-
 /// A checkpoint manager of one format on one root (a local path or an object-store URL).
 #[pyclass(frozen, name = "Manager", module = "ckpt._native")]
 pub(crate) struct PyManager {
@@ -92,17 +83,6 @@ impl PyManager {
         Ok(PyManager { inner })
     }
 
-    /// The root as ckpt names it in messages (a path, or a URL without credentials).
-    #[getter]
-    fn root(&self) -> String {
-        self.inner.root().display()
-    }
-
-    #[getter]
-    fn is_local(&self) -> bool {
-        self.inner.root().is_local()
-    }
-
     /// Creates a local root's directory (Kura's managers do so when they are made); an
     /// object-store root needs nothing.
     fn setup(&self) -> PyResult<()> {
@@ -115,17 +95,6 @@ impl PyManager {
         })?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| StorageError::new_err(format!("cannot create {}: {e}", dir.display())))
-    }
-
-    /// The file a checkpoint name is stored as by ckpt's own rule (`summaries` and
-    /// `summaries.jsonl` → `summaries.jsonl`).
-    fn file_name(&self, name: &str) -> PyResult<String> {
-        self.inner.file_name(name).map_err(to_py)
-    }
-
-    /// Where `file` lives: a local path, or a URL.
-    fn location(&self, file: &str) -> String {
-        self.inner.root().describe(file)
     }
 
     /// Starts saving checkpoint `file` (or, with `append`, one new part of it) from rows

@@ -17,7 +17,7 @@ use crate::append::{
 };
 use crate::catalog::{resolve_kind, table_for};
 use crate::kind::CheckpointKind;
-use crate::sink::{BatchStream, WriteStats, write_batches};
+use crate::sink::{BatchStream, WriteStats};
 use crate::types::Checkpoint;
 use crate::{Error, Result};
 
@@ -127,16 +127,7 @@ impl CheckpointManager {
             }
         }
         let part = new_part_name(&file, self.format);
-        write_batches(
-            &self.root,
-            &part,
-            Some(kind),
-            &self.write,
-            kind.schema(),
-            stream,
-            None,
-        )
-        .await
+        self.write_kind(&part, kind, stream).await
     }
 
     /// The ids of `ids` that checkpoint `name` does not hold yet (by the kind's id column:
@@ -292,16 +283,7 @@ impl CheckpointManager {
             .boxed();
         // The read checks at its end that nothing it listed changed; if something did,
         // the stream fails and the write is abandoned: the checkpoint stays as it was.
-        let written = write_batches(
-            &self.root,
-            &file,
-            Some(kind),
-            &self.write,
-            kind.schema(),
-            stream,
-            None,
-        )
-        .await?;
+        let written = self.write_kind(&file, kind, stream).await?;
         remove_parts(&self.root, &entry).await?;
         tracing::info!(checkpoint = name, parts, rows = written.rows, "compacted");
         Ok(CompactStats {
