@@ -194,12 +194,13 @@ pub async fn find_checkpoint(
 
 /// The versions a reader listed, checked again once it has read them.
 #[derive(Debug, Clone)]
-struct Listed {
-    root: Root,
-    file: String,
-    format: FileFormat,
-    base: Option<ObjectMeta>,
-    parts: Vec<Path>,
+pub(crate) struct Listed {
+    pub(crate) root: Root,
+    /// The checkpoint's file name in the root.
+    pub(crate) file: String,
+    pub(crate) format: FileFormat,
+    pub(crate) base: Option<ObjectMeta>,
+    pub(crate) parts: Vec<Path>,
 }
 
 impl Listed {
@@ -335,8 +336,7 @@ impl TableProvider for AppendedTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let schema = self.kind.schema();
-        let id = schema.index_of(self.kind.id_column())?;
+        let id = self.kind.schema().index_of(self.kind.id_column())?;
         let mut files = Vec::with_capacity(self.files.len());
         for t in &self.files {
             files.push(t.scan(state, None, &[], None).await?);
@@ -345,25 +345,14 @@ impl TableProvider for AppendedTable {
         for t in &self.ids {
             ids.push(t.scan(state, Some(&vec![id]), &[], None).await?);
         }
-        let output = match projection {
-            Some(p) => Arc::new(schema.project(p)?),
-            None => schema,
-        };
-        Ok(Arc::new(LastWinsExec {
+        Ok(Arc::new(LastWinsExec::new(
+            self.kind,
             files,
             ids,
-            first_part: self.first_part,
-            id,
-            projection: projection.cloned(),
-            properties: Arc::new(PlanProperties::new(
-                EquivalenceProperties::new(output.clone()),
-                Partitioning::UnknownPartitioning(1),
-                EmissionType::Incremental,
-                Boundedness::Bounded,
-            )),
-            output,
-            listed: self.listed.clone(),
-        }))
+            self.first_part,
+            projection.cloned(),
+            self.listed.clone(),
+        )?))
     }
 }
 
@@ -372,6 +361,7 @@ impl TableProvider for AppendedTable {
 /// still what was listed. One output partition: the rows come in file order.
 #[derive(Debug)]
 pub struct LastWinsExec {
+    kind: CheckpointKind,
     /// Full scans, one per file, in order.
     files: Vec<Arc<dyn ExecutionPlan>>,
     /// Scans of the id column, one per part.
@@ -383,6 +373,64 @@ pub struct LastWinsExec {
     output: SchemaRef,
     properties: Arc<PlanProperties>,
     listed: Listed,
+}
+
+impl LastWinsExec {
+    /// The plan over `files` (full scans, in order) and `ids` (scans of the id column of
+    /// the parts, which are `files[first_part..]`), projected to `projection` of the
+    /// kind's columns.
+    pub(crate) fn new(
+        kind: CheckpointKind,
+        files: Vec<Arc<dyn ExecutionPlan>>,
+        ids: Vec<Arc<dyn ExecutionPlan>>,
+        first_part: usize,
+        projection: Option<Vec<usize>>,
+        listed: Listed,
+    ) -> DfResult<Self> {
+        let schema = kind.schema();
+        let id = schema.index_of(kind.id_column())?;
+        let output = match &projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => schema,
+        };
+        Ok(LastWinsExec {
+            kind,
+            files,
+            ids,
+            first_part,
+            id,
+            projection,
+            properties: Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(output.clone()),
+                Partitioning::UnknownPartitioning(1),
+                EmissionType::Incremental,
+                Boundedness::Bounded,
+            )),
+            output,
+            listed,
+        })
+    }
+
+    /// How many of the children are full scans of the files (the rest scan parts' ids).
+    pub(crate) fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    pub(crate) fn kind(&self) -> CheckpointKind {
+        self.kind
+    }
+
+    pub(crate) fn first_part(&self) -> usize {
+        self.first_part
+    }
+
+    pub(crate) fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
+    }
+
+    pub(crate) fn listed(&self) -> &Listed {
+        &self.listed
+    }
 }
 
 impl DisplayAs for LastWinsExec {
@@ -449,8 +497,11 @@ impl ExecutionPlan for LastWinsExec {
         vec![false; self.files.len() + self.ids.len()]
     }
 
+    // The output is the files one after another, less replaced rows: no child's order is
+    // the output's (were it claimed, the optimizer would push an ORDER BY into each file's
+    // scan, and into the id scans, whose one column it does not have).
     fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true; self.files.len() + self.ids.len()]
+        vec![false; self.files.len() + self.ids.len()]
     }
 
     fn with_new_children(
@@ -466,6 +517,7 @@ impl ExecutionPlan for LastWinsExec {
         }
         let ids = children.split_off(self.files.len());
         Ok(Arc::new(LastWinsExec {
+            kind: self.kind,
             files: children,
             ids,
             first_part: self.first_part,

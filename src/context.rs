@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -37,6 +38,8 @@ pub struct SessionOptions {
     /// absolute paths and `..` are refused. Off by default: then a COPY writes where its
     /// target says (see `crate::exec`).
     pub sandbox: bool,
+    /// Workers to run queries on (`crate::cluster`); empty: everything runs here.
+    pub workers: Vec<url::Url>,
 }
 
 /// A DataFusion session over one or more checkpoint roots.
@@ -66,9 +69,18 @@ impl std::fmt::Debug for CheckpointSession {
 /// Resolves object stores by URL: the roots' stores first, then any other URL (a COPY
 /// target in another bucket, say) is opened on first use with the session's options.
 #[derive(Debug)]
-struct StoreRegistry {
+pub(crate) struct StoreRegistry {
     known: DefaultObjectStoreRegistry,
     options: StorageOptions,
+}
+
+impl StoreRegistry {
+    pub(crate) fn new(options: StorageOptions) -> Self {
+        StoreRegistry {
+            known: DefaultObjectStoreRegistry::new(),
+            options,
+        }
+    }
 }
 
 impl ObjectStoreRegistry for StoreRegistry {
@@ -124,10 +136,7 @@ impl CheckpointSession {
                 return Err(Error::config(format!("the root name {n:?} is given twice")));
             }
         }
-        let registry = Arc::new(StoreRegistry {
-            known: DefaultObjectStoreRegistry::new(),
-            options: options.storage.clone(),
-        });
+        let registry = Arc::new(StoreRegistry::new(options.storage.clone()));
         // No cache of directory listings: a checkpoint of parts saved again during the
         // session must be read as it is now, never from a listing whose files (and ETags)
         // are gone.
@@ -183,7 +192,14 @@ impl CheckpointSession {
             .execution
             .parquet
             .schema_force_view_types = false;
-        let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+        let mut state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_runtime_env(runtime);
+        if !options.workers.is_empty() {
+            state = crate::cluster::coordinator(state, &options.workers);
+        }
+        let mut ctx = SessionContext::new_with_state(state.build());
         crate::functions::register(&mut ctx)?;
         crate::copy::register(&ctx, options.storage.clone())?;
 

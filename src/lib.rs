@@ -14,6 +14,7 @@
 //!   disk); [`sink`]: the one write path.
 //! - [`catalog`], [`table`], [`context`], [`exec`], [`copy`], [`functions`]: the SQL side.
 //! - [`append`]: appended checkpoints (many parts, one table, last row wins).
+//! - [`cluster`]: scale-out — queries run on `ckpt worker`s (datafusion-distributed).
 //! - [`manager`]: Kura's checkpoint manager API; [`convert`]: format migration;
 //!   [`generate`]: sample data.
 //!
@@ -68,6 +69,7 @@ pub use ckpt_storage::{durable, storage};
 
 pub mod append;
 pub mod catalog;
+pub mod cluster;
 pub mod context;
 pub mod convert;
 pub mod copy;

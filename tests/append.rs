@@ -184,6 +184,30 @@ async fn one_table_everywhere(place: &Place) {
         1
     );
 
+    // ORDER BY over the whole table: sorted after the rule, not file by file (the sort
+    // was once pushed into each file's scan, and failed on the id scans).
+    let sorted = session
+        .sql("SELECT chat_id, topic FROM summaries ORDER BY chat_id DESC")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for b in &sorted {
+        let ids = b.column(0).as_string::<i32>();
+        let topics = b.column(1).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            got.push((ids.value(i).to_owned(), topics.value(i).to_owned()));
+        }
+    }
+    let mut want_sorted: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.chat_id.clone(), r.topic.clone().unwrap()))
+        .collect();
+    want_sorted.sort_by(|a, b| b.0.cmp(&a.0));
+    assert_eq!(got, want_sorted);
+
     // ls: one checkpoint, its rows as read, and its parts.
     let e = ls_entry(place, "summaries.jsonl");
     assert_eq!(e["rows"], 16, "{e}");

@@ -13,7 +13,7 @@ Importing ckpt imports neither Kura nor pydantic nor pyarrow.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional, Sequence, Union
 
 from . import _native
 from ._native import (
@@ -117,6 +117,7 @@ def connect(
     storage_options: Optional[Mapping[str, str]] = None,
     memory_limit: Optional[int] = None,
     sandbox: bool = False,
+    workers: Optional[Sequence[str]] = None,
 ) -> Session:
     """A SQL session over one root (a path or URL: its checkpoints are tables) or
     several (``{"run1": "./a", "run2": "s3://bucket/b"}``: ``run2.summaries``; the first
@@ -124,7 +125,9 @@ def connect(
 
     ``storage_options`` are the CLI's ``--storage-option`` keys (``aws_endpoint``,
     ``aws_access_key_id``, ...); ``memory_limit`` in bytes makes operators spill to
-    disk beyond it; ``sandbox`` confines COPY targets to the roots.
+    disk beyond it; ``sandbox`` confines COPY targets to the roots. ``workers``
+    (``["10.0.0.5:50051", ...]``, each a running ``ckpt worker``) runs queries on them;
+    each reads the roots with its own credentials.
     """
     if isinstance(root, Mapping):
         roots = [(str(name), _location(loc)) for name, loc in root.items()]
@@ -136,6 +139,7 @@ def connect(
             storage_options=_options(storage_options),
             memory_limit=memory_limit,
             sandbox=sandbox,
+            workers=list(workers) if workers else None,
         )
     )
 

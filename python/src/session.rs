@@ -33,18 +33,26 @@ pub(crate) struct PySession {
 impl PySession {
     /// `roots`: (schema name, path or URL) pairs; the first is the default schema.
     #[new]
-    #[pyo3(signature = (roots, *, storage_options = None, memory_limit = None, sandbox = false))]
+    #[pyo3(signature = (roots, *, storage_options = None, memory_limit = None, sandbox = false, workers = None))]
     fn new(
         py: Python<'_>,
         roots: Vec<(String, String)>,
         storage_options: Option<HashMap<String, String>>,
         memory_limit: Option<usize>,
         sandbox: bool,
+        workers: Option<Vec<String>>,
     ) -> PyResult<Self> {
+        let workers = match workers {
+            Some(list) if !list.is_empty() => {
+                ckpt::cluster::parse_workers(&list.join(",")).map_err(to_py)?
+            }
+            _ => Vec::new(),
+        };
         let options = SessionOptions {
             storage: parse_storage_options(storage_options)?,
             memory_limit,
             sandbox,
+            workers,
             ..Default::default()
         };
         let inner = run(py, CheckpointSession::new(roots, options)).map_err(to_py)?;

@@ -36,6 +36,8 @@ Examples:
   ckpt append ./checkpoints summaries batch-0007.jsonl
   ckpt compact ./checkpoints summaries
   ckpt shell data
+  ckpt worker --listen 0.0.0.0:50051
+  ckpt query s3://bucket/run1 --workers 10.0.0.5:50051,10.0.0.6:50051 -f queries/topics.sql
 
 Object stores: s3://, gs://, az://, http(s):// and memory:// roots work wherever a path does.
 S3 reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP...;
@@ -131,6 +133,18 @@ pub enum Command {
         /// Parquet layout: native (real types) or kura (what Kura's Parquet manager reads).
         #[arg(long, value_enum, default_value_t = LayoutArg::Native, ignore_case = true)]
         layout: LayoutArg,
+    },
+    /// Serve as a worker: run the parts of queries that `ckpt query --workers` sends.
+    #[command(
+        after_help = "The worker reads every root a query names itself, with its own environment\n(AWS_*, ...) and --storage-option values: no credential is sent to it. It prints\n`listening on HOST:PORT` when ready and stops on SIGTERM or Ctrl-C, after the tasks it\nis running.\n\nExamples:\n  ckpt worker --listen 0.0.0.0:50051\n  ckpt query data --workers 10.0.0.5:50051,10.0.0.6:50051 \"SELECT topic, count(*) FROM summaries GROUP BY topic\""
+    )]
+    Worker {
+        /// Address to listen on (port 0: any free port; the one chosen is printed).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50051")]
+        listen: String,
+        /// Memory pool of the worker (e.g. 2G), shared by its tasks; sorts spill beyond it.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+        memory_limit: Option<usize>,
     },
     /// Write a deterministic, realistic sample of all five checkpoint kinds.
     #[command(after_help = "Example:\n  ckpt generate data --summaries 200 --dim 16 --format both")]
@@ -251,7 +265,15 @@ pub struct SessionArgs {
     /// default root or URLs inside one of the roots; absolute paths and `..` are refused.
     #[arg(long)]
     pub sandbox: bool,
+    /// Run queries on these workers (`ckpt worker`): HOST:PORT[,HOST:PORT...]. Each worker
+    /// reads the roots itself, with its own credentials; results come back here.
+    #[arg(long, value_name = "HOST:PORT,...", value_parser = parse_workers_arg)]
+    pub workers: Option<WorkerList>,
 }
+
+/// `--workers`: one value holding the list (a `Vec` would be taken by clap as repeats).
+#[derive(Debug, Clone)]
+pub struct WorkerList(pub Vec<url::Url>);
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
@@ -307,6 +329,13 @@ pub fn parse_size(s: &str) -> Result<usize> {
 /// `--memory-limit`, for clap: a bad size is a usage error.
 fn parse_size_arg(s: &str) -> std::result::Result<usize, String> {
     parse_size(s).map_err(|e| e.to_string())
+}
+
+/// `--workers`, for clap: a bad address is a usage error.
+fn parse_workers_arg(s: &str) -> std::result::Result<WorkerList, String> {
+    ckpt::cluster::parse_workers(s)
+        .map(WorkerList)
+        .map_err(|e| e.to_string())
 }
 
 /// `--compression`, for clap: a bad codec or level is a usage error.
@@ -414,6 +443,7 @@ impl SessionArgs {
             },
             storage,
             sandbox: self.sandbox,
+            workers: self.workers.clone().map(|w| w.0).unwrap_or_default(),
         }
     }
 
@@ -452,7 +482,7 @@ impl SessionArgs {
 pub fn main() -> std::process::ExitCode {
     use std::process::ExitCode;
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, matches!(cli.command, Command::Worker { .. }));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -479,8 +509,35 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = ctrl_c => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Log filter: `CKPT_LOG` if set, else by `-v`. A worker logs its tasks by default (info):
+/// it has no other output.
+fn init_tracing(verbose: u8, worker: bool) {
     let default = match verbose {
+        0 if worker => "ckpt=info",
         0 => "warn",
         1 => "ckpt=info",
         _ => "ckpt=debug,datafusion=info",
@@ -489,6 +546,7 @@ fn init_tracing(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(|| RedactingStderr)
         .try_init();
 }
@@ -788,6 +846,32 @@ async fn run_command(
                 )
                 .map_err(io)?;
             }
+            Ok(0)
+        }
+        Command::Worker {
+            listen,
+            memory_limit,
+        } => {
+            let listener = tokio::net::TcpListener::bind(listen.as_str())
+                .await
+                .map_err(|e| {
+                    Failure::Failed(Error::io(
+                        format!("cannot listen on {listen} (is the port taken, or the host not this machine's?)"),
+                        e,
+                    ))
+                })?;
+            let addr = listener.local_addr().map_err(io)?;
+            let worker = ckpt::cluster::worker(&ckpt::cluster::WorkerOptions {
+                storage,
+                memory_limit: *memory_limit,
+            })?;
+            // Printed once bound, so whoever started the worker (a script, a test) can read
+            // the port and know it is ready.
+            writeln!(out, "listening on {addr}").map_err(io)?;
+            out.flush().map_err(io)?;
+            tracing::info!("worker listening on {addr}");
+            ckpt::cluster::serve(listener, worker, stop_signal()).await?;
+            tracing::info!("worker stopped");
             Ok(0)
         }
         Command::Generate {

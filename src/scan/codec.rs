@@ -14,6 +14,12 @@
 //!
 //! The skip log and the memory pool are the receiving side's: [`CkptCodec::new`] takes the
 //! log skipped lines go to, and the pool is the one of the task context decoding the plan.
+//!
+//! It also carries an appended checkpoint's [`LastWinsExec`] (its scans travel as its
+//! inputs; the payload is the kind, the projection, and the versions it listed, which it
+//! checks again after reading). Its root is sent as a URL only: the receiving side opens
+//! it with its own storage options ([`CkptCodec::with_storage`]), so no credential ever
+//! crosses the wire.
 
 use std::sync::Arc;
 
@@ -38,11 +44,14 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::jsonl::{FileNames, JsonlSource, SkipLog, on_error_name};
+use crate::append::{LastWinsExec, Listed};
+use crate::storage::{Root, StorageOptions};
 use ckpt_core::jsonl::DecodeOptions;
 use ckpt_core::kind::CheckpointKind;
 
 /// What a payload starts with: which node it is, and the layout version.
 const JSONL_SCAN_TAG: &[u8] = b"ckpt/jsonl-scan/1\n";
+const LAST_WINS_TAG: &[u8] = b"ckpt/last-wins/1\n";
 
 /// Encodes and decodes ckpt's scans in physical plans (see the module documentation).
 /// Other plans are left to DataFusion; compose it with other codecs with
@@ -50,12 +59,23 @@ const JSONL_SCAN_TAG: &[u8] = b"ckpt/jsonl-scan/1\n";
 #[derive(Debug, Default, Clone)]
 pub struct CkptCodec {
     skips: SkipLog,
+    storage: StorageOptions,
 }
 
 impl CkptCodec {
     /// Decoded scans log the lines they skip (`--on-error skip`) to `skips`.
     pub fn new(skips: SkipLog) -> Self {
-        CkptCodec { skips }
+        CkptCodec {
+            skips,
+            storage: StorageOptions::default(),
+        }
+    }
+
+    /// Roots named in decoded plans are opened with these options (this side's
+    /// credentials and endpoint; plans carry URLs only).
+    pub fn with_storage(mut self, storage: StorageOptions) -> Self {
+        self.storage = storage;
+        self
     }
 }
 
@@ -155,6 +175,135 @@ impl JsonlScanPayload {
     }
 }
 
+/// What a [`LastWinsExec`] holds besides its inputs.
+#[derive(Debug, Serialize, Deserialize)]
+struct LastWinsPayload {
+    kind: String,
+    /// How many inputs are full scans of the files (the rest scan the parts' ids).
+    files: usize,
+    first_part: usize,
+    projection: Option<Vec<usize>>,
+    /// The root's URL (no credentials: see the module documentation).
+    root: String,
+    file: String,
+    format: String,
+    base: Option<StoredMeta>,
+    parts: Vec<String>,
+}
+
+/// An `ObjectMeta`, as listed.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredMeta {
+    location: String,
+    last_modified: chrono::DateTime<chrono::Utc>,
+    size: u64,
+    e_tag: Option<String>,
+    version: Option<String>,
+}
+
+impl LastWinsPayload {
+    fn of(plan: &LastWinsExec) -> Self {
+        let listed = plan.listed();
+        LastWinsPayload {
+            kind: plan.kind().to_string(),
+            files: plan.file_count(),
+            first_part: plan.first_part(),
+            projection: plan.projection().map(<[usize]>::to_vec),
+            root: listed.root.url().to_string(),
+            file: listed.file.clone(),
+            format: listed.format.to_string(),
+            base: listed.base.as_ref().map(|m| StoredMeta {
+                location: m.location.to_string(),
+                last_modified: m.last_modified,
+                size: m.size,
+                e_tag: m.e_tag.clone(),
+                version: m.version.clone(),
+            }),
+            parts: listed.parts.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn into_plan(
+        self,
+        inputs: &[Arc<dyn ExecutionPlan>],
+        storage: &StorageOptions,
+    ) -> DfResult<LastWinsExec> {
+        let kind = CheckpointKind::from_name(&self.kind)
+            .ok_or_else(|| internal_datafusion_err!("unknown checkpoint kind {:?}", self.kind))?;
+        if self.files > inputs.len() || self.first_part > self.files {
+            return internal_err!(
+                "a LastWinsExec of {} files (parts from {}) with {} inputs",
+                self.files,
+                self.first_part,
+                inputs.len()
+            );
+        }
+        let path = |p: &str| {
+            Path::parse(p).map_err(|e| internal_datafusion_err!("listed path {p:?}: {e}"))
+        };
+        let listed = Listed {
+            root: Root::with_options(&self.root, storage).map_err(crate::Error::from)?,
+            file: self.file,
+            format: self
+                .format
+                .parse()
+                .map_err(|e| internal_datafusion_err!("{e}"))?,
+            base: match self.base {
+                None => None,
+                Some(m) => Some(object_store::ObjectMeta {
+                    location: path(&m.location)?,
+                    last_modified: m.last_modified,
+                    size: m.size,
+                    e_tag: m.e_tag,
+                    version: m.version,
+                }),
+            },
+            parts: self
+                .parts
+                .iter()
+                .map(|p| path(p))
+                .collect::<DfResult<_>>()?,
+        };
+        let (files, ids) = inputs.split_at(self.files);
+        LastWinsExec::new(
+            kind,
+            files.to_vec(),
+            ids.to_vec(),
+            self.first_part,
+            self.projection,
+            listed,
+        )
+    }
+}
+
+/// Writes a tagged payload: the tag, the JSON's length, the JSON.
+fn put_payload(buf: &mut Vec<u8>, tag: &[u8], payload: &impl Serialize) -> DfResult<()> {
+    let json = serde_json::to_vec(payload)
+        .map_err(|e| internal_datafusion_err!("encoding a plan node: {e}"))?;
+    let len = u32::try_from(json.len())
+        .map_err(|_| internal_datafusion_err!("a plan node of {} bytes", json.len()))?;
+    buf.extend_from_slice(tag);
+    buf.put_u32_le(len);
+    buf.extend_from_slice(&json);
+    Ok(())
+}
+
+/// Reads what [`put_payload`] wrote after `tag` (already stripped): the payload and the
+/// bytes after it.
+fn take_payload<T: serde::de::DeserializeOwned>(rest: &[u8]) -> DfResult<(T, &[u8])> {
+    let (len, rest) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| internal_datafusion_err!("a truncated plan node"))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if rest.len() < len {
+        return internal_err!("a truncated plan node");
+    }
+    let (json, rest) = rest.split_at(len);
+    let payload = serde_json::from_slice(json)
+        .map_err(|e| internal_datafusion_err!("decoding a plan node: {e}"))?;
+    Ok((payload, rest))
+}
+
 /// The configuration and source of a JSONL scan, if `plan` is one.
 fn jsonl_scan(plan: &dyn ExecutionPlan) -> Option<(&FileScanConfig, &JsonlSource)> {
     let conf = plan
@@ -171,22 +320,22 @@ impl PhysicalExtensionCodec for CkptCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<()> {
+        if let Some(plan) = node.downcast_ref::<LastWinsExec>() {
+            return put_payload(buf, LAST_WINS_TAG, &LastWinsPayload::of(plan));
+        }
         let Some((conf, source)) = jsonl_scan(node.as_ref()) else {
-            return not_impl_err!("ckpt's codec encodes JSONL scans, not {}", node.name());
+            return not_impl_err!(
+                "ckpt's codec encodes its own plan nodes, not {}",
+                node.name()
+            );
         };
-        let payload = serde_json::to_vec(&JsonlScanPayload::of(source, conf))
-            .map_err(|e| internal_datafusion_err!("encoding a JSONL scan: {e}"))?;
+        put_payload(buf, JSONL_SCAN_TAG, &JsonlScanPayload::of(source, conf))?;
         let base_conf = serialize_file_scan_config(conf, self, proto_converter)?;
         let scan = PhysicalPlanNode {
             physical_plan_type: Some(PhysicalPlanType::JsonScan(JsonScanExecNode {
                 base_conf: Some(base_conf),
             })),
         };
-        buf.extend_from_slice(JSONL_SCAN_TAG);
-        let len = u32::try_from(payload.len())
-            .map_err(|_| internal_datafusion_err!("a JSONL scan of {} bytes", payload.len()))?;
-        buf.put_u32_le(len);
-        buf.extend_from_slice(&payload);
         scan.try_encode(buf)
     }
 
@@ -197,22 +346,17 @@ impl PhysicalExtensionCodec for CkptCodec {
         ctx: &TaskContext,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if let Some(rest) = buf.strip_prefix(LAST_WINS_TAG) {
+            let (payload, _) = take_payload::<LastWinsPayload>(rest)?;
+            return Ok(Arc::new(payload.into_plan(inputs, &self.storage)?));
+        }
         let Some(rest) = buf.strip_prefix(JSONL_SCAN_TAG) else {
             return not_impl_err!("not a plan node of ckpt's codec");
         };
         if !inputs.is_empty() {
             return internal_err!("a JSONL scan has no inputs, {} given", inputs.len());
         }
-        let (len, rest) = rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| internal_datafusion_err!("a truncated JSONL scan"))?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if rest.len() < len {
-            return internal_err!("a truncated JSONL scan");
-        }
-        let (payload, scan) = rest.split_at(len);
-        let payload: JsonlScanPayload = serde_json::from_slice(payload)
-            .map_err(|e| internal_datafusion_err!("decoding a JSONL scan: {e}"))?;
+        let (payload, scan) = take_payload::<JsonlScanPayload>(rest)?;
         let scan = PhysicalPlanNode::try_decode(scan)?;
         let Some(PhysicalPlanType::JsonScan(JsonScanExecNode {
             base_conf: Some(base_conf),

@@ -13,6 +13,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::view::ViewTable;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{
     Column, Result as DfResult, ScalarValue, TableReference, exec_err, plan_err,
 };
@@ -21,6 +22,9 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlanBuilder, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility, col, lit,
 };
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
 use crate::kind::{CheckpointKind, computed_len_of, utc_offset_of};
 use crate::layout::logical_column;
@@ -161,4 +165,64 @@ pub fn kura_layout_table(
             .project(exprs)?
             .build()?;
     Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
+/// A plan decoded from another process with its `kura_column` calls rebuilt from their
+/// literal targets, and the projections holding them, so that its columns carry the field
+/// metadata the kind declares (which tells, e.g., that `metadata` is JSON text): DataFusion's
+/// plan message keeps a function's type and nullability, not its field.
+pub fn restore_declared_fields(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(projection) = node.downcast_ref::<ProjectionExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        if !projection.expr().iter().any(|e| calls_kura_column(&e.expr)) {
+            return Ok(Transformed::no(node));
+        }
+        let input = Arc::clone(projection.input());
+        let schema = input.schema();
+        let exprs = projection
+            .expr()
+            .iter()
+            .map(|e| {
+                Ok(ProjectionExpr {
+                    expr: redeclare(&e.expr, &schema)?,
+                    alias: e.alias.clone(),
+                })
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok(Transformed::yes(
+            Arc::new(ProjectionExec::try_new(exprs, input)?) as Arc<dyn ExecutionPlan>,
+        ))
+    })
+    .map(|t| t.data)
+}
+
+fn kura_column_call(expr: &Arc<dyn PhysicalExpr>) -> Option<&ScalarFunctionExpr> {
+    expr.downcast_ref::<ScalarFunctionExpr>()
+        .filter(|f| f.fun().name() == KuraColumn::NAME)
+}
+
+fn calls_kura_column(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    expr.exists(|e| Ok(kura_column_call(e).is_some()))
+        .unwrap_or(false)
+}
+
+/// `expr` with each `kura_column` call built again over `schema` (its field from its
+/// target).
+fn redeclare(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> DfResult<Arc<dyn PhysicalExpr>> {
+    Arc::clone(expr)
+        .transform_up(|e| {
+            let Some(call) = kura_column_call(&e) else {
+                return Ok(Transformed::no(e));
+            };
+            let rebuilt = ScalarFunctionExpr::try_new(
+                Arc::new(call.fun().clone()),
+                call.args().to_vec(),
+                schema,
+                Arc::new(call.config_options().clone()),
+            )?;
+            Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn PhysicalExpr>))
+        })
+        .map(|t| t.data)
 }

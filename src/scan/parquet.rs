@@ -130,35 +130,12 @@ impl datafusion::datasource::file_format::FileFormat for SnapshotParquetFormat {
         state: &dyn Session,
         conf: datafusion::datasource::physical_plan::FileScanConfig,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        use datafusion::datasource::physical_plan::{
-            FileScanConfig, FileScanConfigBuilder, ParquetSource,
-        };
-        use datafusion::datasource::source::DataSourceExec;
         let store = state
             .runtime_env()
             .object_store(conf.object_store_url.clone())?;
         let plan = self.inner.create_physical_plan(state, conf).await?;
         // The inner format sets its own (caching) reader factory: replace it.
-        let Some(exec) = plan.downcast_ref::<DataSourceExec>() else {
-            return Ok(plan);
-        };
-        let Some(conf) = exec.data_source().downcast_ref::<FileScanConfig>() else {
-            return Ok(plan);
-        };
-        let Some(source) = conf.file_source().downcast_ref::<ParquetSource>() else {
-            return Ok(plan);
-        };
-        let source =
-            source
-                .clone()
-                .with_parquet_file_reader_factory(Arc::new(SnapshotReaderFactory {
-                    store,
-                    snapshots: Default::default(),
-                }));
-        let conf = FileScanConfigBuilder::from(conf.clone())
-            .with_source(Arc::new(source))
-            .build();
-        Ok(DataSourceExec::from_data_source(conf))
+        Ok(snapshot_reads(&plan, store).unwrap_or(plan))
     }
     async fn create_writer_physical_plan(
         &self,
@@ -177,6 +154,58 @@ impl datafusion::datasource::file_format::FileFormat for SnapshotParquetFormat {
     ) -> Arc<dyn datafusion::datasource::physical_plan::FileSource> {
         self.inner.file_source(table_schema)
     }
+}
+
+/// `plan` reading through a [`SnapshotReaderFactory`], if it is a Parquet scan.
+fn snapshot_reads(
+    plan: &Arc<dyn ExecutionPlan>,
+    store: Arc<dyn ObjectStore>,
+) -> Option<Arc<dyn ExecutionPlan>> {
+    use datafusion::datasource::physical_plan::{
+        FileScanConfig, FileScanConfigBuilder, ParquetSource,
+    };
+    use datafusion::datasource::source::DataSourceExec;
+    let exec = plan.downcast_ref::<DataSourceExec>()?;
+    let conf = exec.data_source().downcast_ref::<FileScanConfig>()?;
+    let source = conf.file_source().downcast_ref::<ParquetSource>()?;
+    let source = source
+        .clone()
+        .with_parquet_file_reader_factory(Arc::new(SnapshotReaderFactory {
+            store,
+            snapshots: Default::default(),
+        }));
+    let conf = FileScanConfigBuilder::from(conf.clone())
+        .with_source(Arc::new(source))
+        .build();
+    Some(DataSourceExec::from_data_source(conf))
+}
+
+/// Every Parquet scan of a plan decoded from another process, reading through a
+/// [`SnapshotReaderFactory`]: DataFusion's plan message keeps neither the reader factory
+/// nor the listed ETags, so a file too big to read whole is pinned to the version a HEAD
+/// finds when the task starts, checked against the planned size.
+pub fn pin_parquet_reads(
+    plan: Arc<dyn ExecutionPlan>,
+    runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    plan.transform_up(|node| {
+        let Some(url) = node
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|e| e.data_source().downcast_ref::<FileScanConfig>())
+            .map(|c| c.object_store_url.clone())
+        else {
+            return Ok(Transformed::no(node));
+        };
+        let store = runtime.object_store(url)?;
+        Ok(match snapshot_reads(&node, store) {
+            Some(pinned) => Transformed::yes(pinned),
+            None => Transformed::no(node),
+        })
+    })
+    .map(|t| t.data)
 }
 
 /// The version of one file a scan reads.
@@ -254,9 +283,26 @@ impl SnapshotReader {
             .cell
             .get_or_try_init(|| async {
                 if self.meta.size > READ_WHOLE_BYTES {
+                    let e_tag = match &self.meta.e_tag {
+                        Some(tag) => Some(tag.clone()),
+                        // Planned elsewhere (the ETag did not travel with the plan): the
+                        // version there now, if it is the size the ranges were planned from.
+                        None => {
+                            let now = object_store::ObjectStoreExt::head(
+                                &self.store,
+                                &self.meta.location,
+                            )
+                            .await
+                            .map_err(|e| self.store_err(e))?;
+                            if now.size != self.meta.size {
+                                return Err(self.changed());
+                            }
+                            now.e_tag
+                        }
+                    };
                     return Ok(Snapshot::Pinned {
                         size: self.meta.size,
-                        e_tag: self.meta.e_tag.clone(),
+                        e_tag,
                     });
                 }
                 let res = self
