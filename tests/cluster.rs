@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use ckpt::jsonl::JsonlEncoder;
 use ckpt::{CheckpointSession, SessionOptions, StorageOptions};
 use serde_json::Value;
 
@@ -150,28 +149,11 @@ async fn session(
 
 /// The rows of each statement of `sql`, as JSON objects.
 async fn answers(session: &CheckpointSession, sql: &str, what: &str) -> Vec<Vec<Value>> {
-    let frames = ckpt::exec::plan_statements(session, sql)
+    common::statement_rows(session, sql, what)
         .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let mut out = Vec::new();
-    for (text, df) in frames {
-        let batches = df
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {text}: {e}"));
-        let mut buf = Vec::new();
-        for b in &batches {
-            JsonlEncoder.encode(b, &mut buf).unwrap();
-        }
-        out.push(
-            String::from_utf8(buf)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect(),
-        );
-    }
-    out
+        .into_iter()
+        .map(|rows| rows.into_iter().map(Value::Object).collect())
+        .collect()
 }
 
 /// Equal, but for the last bits of floats: sums and averages add up in another order when
@@ -420,30 +402,7 @@ async fn a_stage_is_split_into_tasks_on_several_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_query_gives_the_single_process_answer_on_s3() {
     let s3 = S3::from_env();
-    let root = sample_root("appended");
-    let url = s3.url(&common::unique("cluster"));
-    ckpt_cmd_ok(
-        [
-            "convert",
-            root.path().to_str().unwrap(),
-            &url,
-            "--to",
-            "jsonl",
-        ],
-        &s3,
-    );
-    // The appended parts go up too (convert copies checkpoints, not parts).
-    let text = std::fs::read_to_string(common::sample_dir().join("summaries.jsonl")).unwrap();
-    let batch = root.path().join("batch2.jsonl");
-    std::fs::write(
-        &batch,
-        text.lines()
-            .take(3)
-            .map(|l| format!("{l}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
-    ckpt_cmd_ok(["append", &url, "summaries", batch.to_str().unwrap()], &s3);
+    let url = sample_on_s3(&s3, "appended");
     // Each worker gets the server's options on its own command line.
     let workers = start_workers(2, &s3.cli_args());
     compare_everything(&url, &s3.options(), &workers, "s3").await;
@@ -463,18 +422,7 @@ async fn every_query_gives_the_single_process_answer_on_s3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_use_their_own_credentials_and_none_is_sent() {
     let s3 = S3::from_env();
-    let root = sample_root("jsonl");
-    let url = s3.url(&common::unique("cluster-creds"));
-    ckpt_cmd_ok(
-        [
-            "convert",
-            root.path().to_str().unwrap(),
-            &url,
-            "--to",
-            "jsonl",
-        ],
-        &s3,
-    );
+    let url = sample_on_s3(&s3, "jsonl");
     // The worker knows the endpoint but has no credentials: the coordinator's must not
     // reach it, so the query fails, saying what the worker lacked.
     let endpoint_only = vec![
@@ -511,6 +459,23 @@ async fn workers_use_their_own_credentials_and_none_is_sent() {
     for w in &workers {
         assert!(!w.log().contains(&s3.secret));
     }
+}
+
+/// A fresh prefix of the bucket holding the sample in `form` (see [`sample_root`]; the
+/// parts of "appended" are appended there again, since convert copies checkpoints).
+fn sample_on_s3(s3: &S3, form: &str) -> String {
+    let root = sample_root(form);
+    let url = s3.url(&common::unique("cluster"));
+    let local = root.path().to_str().unwrap();
+    ckpt_cmd_ok(["convert", local, &url, "--to", "jsonl"], s3);
+    if form == "appended" {
+        let text = std::fs::read_to_string(common::sample_dir().join("summaries.jsonl")).unwrap();
+        let batch = root.path().join("batch-s3.jsonl");
+        let head: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&batch, head).unwrap();
+        ckpt_cmd_ok(["append", &url, "summaries", batch.to_str().unwrap()], s3);
+    }
+    url
 }
 
 fn ckpt_cmd_ok<const N: usize>(args: [&str; N], s3: &S3) {
@@ -662,17 +627,10 @@ async fn a_worker_killed_mid_query_fails_the_query_clearly_and_in_bounded_time()
 fn sigterm_stops_a_worker_cleanly() {
     let mut w = WorkerProc::start(&[]);
     w.signal("-TERM");
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = w.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the worker did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let log = w.log.clone();
+    let status = common::wait_exit(&mut w.child, Duration::from_secs(30), "the worker", || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+    });
     assert_eq!(status.code(), Some(0), "{}", w.log());
     assert!(w.log().contains("worker stopped"), "{}", w.log());
     assert!(!w.log().contains("panicked"), "{}", w.log());

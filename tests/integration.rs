@@ -2784,11 +2784,8 @@ mod proptests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig {
-            cases: 64,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        })]
+        // The seed is printed: a failure replays with PROPTEST_RNG_SEED=N.
+        #![proptest_config(ProptestConfig { rng_seed: proptest::test_runner::RngSeed::Fixed(ckpt_core::properties::replay_seed()), failure_persistence: None, ..ProptestConfig::with_cases(64) })]
 
         #[test]
         fn summaries_round_trip_every_format(items in prop::collection::vec(summary(), 0..6)) {

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use ckpt::CheckpointSession;
-use ckpt::jsonl::JsonlEncoder;
 use serde_json::{Map, Value};
 
 mod common;
@@ -111,27 +110,7 @@ async fn run_file(root: &Path, file: &str) -> Vec<Vec<Row>> {
     let session = CheckpointSession::open(root.to_str().unwrap())
         .await
         .unwrap();
-    let frames = ckpt::exec::plan_statements(&session, &query_text(file))
-        .await
-        .unwrap_or_else(|e| panic!("{file}: {e}"));
-    let mut out = Vec::new();
-    for (text, df) in frames {
-        let batches = df
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("{file}: {text}: {e}"));
-        let mut buf = Vec::new();
-        for b in &batches {
-            JsonlEncoder.encode(b, &mut buf).unwrap();
-        }
-        let rows = String::from_utf8(buf)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        out.push(rows);
-    }
-    out
+    common::statement_rows(&session, &query_text(file), file).await
 }
 
 /// Runs a one-statement file on every variant of `data/` and hands each answer to `check`.

@@ -1839,7 +1839,8 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        // The seed is printed: a failure replays with PROPTEST_RNG_SEED=N.
+        #![proptest_config(ProptestConfig { rng_seed: proptest::test_runner::RngSeed::Fixed(ckpt_core::properties::replay_seed()), failure_persistence: None, ..ProptestConfig::with_cases(48) })]
 
         #[test]
         fn any_split_reads_as_the_whole_file(

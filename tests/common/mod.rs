@@ -214,3 +214,55 @@ pub fn listed_names(ls_stdout: &str) -> Vec<&str> {
     names.sort();
     names
 }
+
+/// Waits for `child` to end, at most `within`; panics naming `what` (and showing `log`)
+/// when it does not.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+    what: &str,
+    log: impl Fn() -> String,
+) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{what} did not end within {within:?}:\n{}",
+            log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Runs every statement of `sql` in `session`, in order; returns the rows of each as JSON
+/// objects (as ckpt's JSONL writer writes them). Panics naming `what` and the statement.
+pub async fn statement_rows(
+    session: &ckpt::CheckpointSession,
+    sql: &str,
+    what: &str,
+) -> Vec<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let frames = ckpt::exec::plan_statements(session, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut out = Vec::new();
+    for (text, df) in frames {
+        let batches = df
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {text}: {e}"));
+        let mut buf = Vec::new();
+        for b in &batches {
+            ckpt::jsonl::JsonlEncoder.encode(b, &mut buf).unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        out.push(
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+        );
+    }
+    out
+}

@@ -149,3 +149,19 @@ pub fn split_lines(data: &[u8]) -> Vec<&[u8]> {
     }
     lines
 }
+
+/// The seed of a randomized property test: `PROPTEST_RNG_SEED` when set (a replay), else
+/// a new one. Printed (a test's output shows when it fails), so every failure can be run
+/// again exactly: `PROPTEST_RNG_SEED=N cargo test NAME`.
+pub fn replay_seed() -> u64 {
+    let seed = std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| {
+            std::time::UNIX_EPOCH
+                .elapsed()
+                .map_or(1, |t| t.as_nanos() as u64)
+        });
+    eprintln!("property test seed {seed}: replay with PROPTEST_RNG_SEED={seed}");
+    seed
+}

@@ -1391,6 +1391,9 @@ mod tests {
     }
 
     proptest! {
+        // The seed is printed: a failure replays with PROPTEST_RNG_SEED=N.
+        #![proptest_config(ProptestConfig { rng_seed: proptest::test_runner::RngSeed::Fixed(crate::properties::replay_seed()), failure_persistence: None, ..ProptestConfig::with_cases(256) })]
+
         /// The embedding fast path gives exactly what the general path gives on lines with
         /// the key nested and repeated at other depths, duplicated keys, NaN and Infinity,
         /// and odd whitespace, every column compared: the property of

@@ -1,0 +1,148 @@
+//! `ckpt shell` at a terminal: Ctrl-C at the prompt drops the statement being typed,
+//! Ctrl-C during a query cancels it, and in both cases the shell goes on; `\q` ends it
+//! with exit 0.
+//!
+//! The shell runs under a pseudo-terminal made by `script` (util-linux), so the line
+//! editor reads keys in raw mode as at a real terminal (Ctrl-C is a key there), and while
+//! a query runs, Ctrl-C is the terminal's interrupt (SIGINT). `HOME` is a temporary
+//! directory: the history file is written there, not in the user's home.
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod common;
+
+/// The shell under a pseudo-terminal, and everything it has printed so far.
+struct Terminal {
+    child: Child,
+    screen: Arc<Mutex<String>>,
+    _home: tempfile::TempDir,
+}
+
+impl Terminal {
+    fn start(root: &std::path::Path) -> Terminal {
+        let home = tempfile::tempdir().unwrap();
+        let shell = format!(
+            "{} shell {}",
+            env!("CARGO_BIN_EXE_ckpt"),
+            root.to_str().unwrap()
+        );
+        let mut child = Command::new("script")
+            .args(["-qfec", &shell, "/dev/null"])
+            .env("HOME", home.path())
+            .env("TERM", "xterm")
+            .env_remove("CKPT_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("`script` (util-linux) runs");
+        let screen = Arc::new(Mutex::new(String::new()));
+        let mut out = child.stdout.take().unwrap();
+        let sink = screen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Terminal {
+            child,
+            screen,
+            _home: home,
+        }
+    }
+
+    fn screen(&self) -> String {
+        self.screen.lock().unwrap().clone()
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(keys.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits until the screen, after its first `from` bytes, shows `text`.
+    fn wait_for(&self, from: usize, text: &str, within: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if let Some(at) = screen.get(from..).and_then(|s| s.find(text)) {
+                return from + at + text.len();
+            }
+            assert!(
+                start.elapsed() < within,
+                "{text:?} did not appear within {within:?}; the screen after byte {from}:\n{}",
+                screen.get(from..).unwrap_or("")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const CTRL_C: &str = "\x03";
+const WAIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn ctrl_c_drops_the_typed_statement_or_cancels_the_query_and_the_shell_goes_on() {
+    let root = tempfile::tempdir().unwrap();
+    common::copy_sample(root.path(), true);
+    let mut t = Terminal::start(root.path());
+    let mut at = t.wait_for(0, "ckpt> ", WAIT);
+
+    // At the prompt: half a statement, then Ctrl-C. It is dropped: the next statement
+    // runs alone (were the first kept, the two would make a syntax error).
+    // (Keys are typed once the line editor shows its prompt: it drops input typed before
+    // it takes the terminal back.)
+    t.type_keys("SELECT 'dropped' AS");
+    at = t.wait_for(at, "AS", WAIT);
+    t.type_keys(CTRL_C);
+    at = t.wait_for(at, "ckpt> ", WAIT);
+    t.type_keys("SELECT 40 + 2 AS answer;\r");
+    at = t.wait_for(at, "42", WAIT);
+    assert!(!t.screen()[at..].contains("error"), "{}", t.screen());
+    at = t.wait_for(at, "ckpt> ", WAIT);
+
+    // During a query: a count over ten billion generated rows (minutes of work), cancelled.
+    t.type_keys("SELECT count(*) AS n FROM generate_series(1, 10000000000);\r");
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = Instant::now();
+    t.type_keys(CTRL_C);
+    at = t.wait_for(at, "cancelled", WAIT);
+    assert!(
+        sent.elapsed() < Duration::from_secs(30),
+        "the cancel took {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        !t.screen().contains("10000000000 |"),
+        "the query ran to its end"
+    );
+
+    // The shell goes on, and \q ends it with exit 0.
+    at = t.wait_for(at, "ckpt> ", WAIT);
+    t.type_keys("SELECT 6 * 7 AS again;\r");
+    t.wait_for(at, "42", WAIT);
+    t.type_keys("\\q\r");
+    let screen = t.screen.clone();
+    let status = common::wait_exit(&mut t.child, WAIT, "the shell", || {
+        screen.lock().unwrap().clone()
+    });
+    assert_eq!(status.code(), Some(0), "{}", t.screen());
+    assert!(!t.screen().contains("panicked"), "{}", t.screen());
+}
