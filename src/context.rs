@@ -76,10 +76,14 @@ pub(crate) struct StoreRegistry {
 
 impl StoreRegistry {
     pub(crate) fn new(options: StorageOptions) -> Self {
-        StoreRegistry {
-            known: DefaultObjectStoreRegistry::new(),
-            options,
+        let known = DefaultObjectStoreRegistry::new();
+        // DataFusion's registry starts with a plain `LocalFileSystem` for `file://`; local
+        // roots are ckpt's own store (durable writes, reads in large chunks: the plain one
+        // reads 8 KiB at a time, a task switch each).
+        if let Ok(local) = Root::with_options("/", &options) {
+            known.register_store(&local.store_url(), local.store().clone());
         }
+        StoreRegistry { known, options }
     }
 }
 
