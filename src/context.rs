@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::common::config::MaxRowGroupBytes;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
@@ -176,7 +177,8 @@ impl CheckpointSession {
         //   sort and another merge holding batches (the JSONL scan still decodes on every
         //   core within its one partition per file);
         // - Parquet is written one row group at a time, not several in parallel, each
-        //   buffered whole.
+        //   buffered whole, and a row group is cut at a sixteenth of the limit (by default
+        //   only at a million rows: 160 MB of summaries with embeddings, held until written).
         if let Some(limit) = options.memory_limit {
             let rows = (limit >> 18).clamp(1024, config.batch_size());
             config = config.with_batch_size(rows);
@@ -184,11 +186,10 @@ impl CheckpointSession {
             execution.sort_spill_reservation_bytes =
                 execution.sort_spill_reservation_bytes.min(limit / 32);
             config.options_mut().optimizer.repartition_file_scans = false;
-            config
-                .options_mut()
-                .execution
-                .parquet
-                .allow_single_file_parallelism = false;
+            let parquet = &mut config.options_mut().execution.parquet;
+            parquet.allow_single_file_parallelism = false;
+            parquet.max_row_group_bytes =
+                Some(MaxRowGroupBytes::try_new((limit / 16).max(1 << 20))?);
         }
         // Parquet strings come back as Utf8, the type the kinds declare.
         config
