@@ -32,7 +32,6 @@ use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::QueryPlanner;
-use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
@@ -236,10 +235,7 @@ fn runtime(options: &WorkerOptions) -> Result<Arc<RuntimeEnv>> {
         .with_object_store_registry(Arc::new(StoreRegistry::new(options.storage.clone())))
         .with_object_list_cache_limit(0);
     if let Some(limit) = options.memory_limit {
-        runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
-            FairSpillPool::new(limit),
-            std::num::NonZeroUsize::new(5).expect("5 is not zero"),
-        )));
+        runtime = runtime.with_memory_pool(crate::memory::limited_pool(limit));
     }
     Ok(runtime.build_arc()?)
 }

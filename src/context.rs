@@ -9,7 +9,6 @@ use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::common::config::MaxRowGroupBytes;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -149,14 +148,7 @@ impl CheckpointSession {
             .with_object_store_registry(registry)
             .with_object_list_cache_limit(0);
         if let Some(limit) = options.memory_limit {
-            // A fair pool, not DataFusion's default greedy one: a query has several
-            // operators that spill (a sort and an aggregation per partition), and under a
-            // greedy pool the first takes all and the next fails with nothing to spill.
-            // The tracking wrapper names the largest consumers when memory runs out.
-            runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
-                FairSpillPool::new(limit),
-                std::num::NonZeroUsize::new(5).expect("5 is not zero"),
-            )));
+            runtime = runtime.with_memory_pool(crate::memory::limited_pool(limit));
         }
         let runtime = runtime.build_arc()?;
         let mut config = SessionConfig::new()

@@ -12,7 +12,8 @@
 //!   Parquet layout and schema conformance; [`jsonl`]: the JSONL codec.
 //! - [`storage`]: roots on object stores and atomic writes ([`durable`]: fsync on local
 //!   disk); [`sink`]: the one write path.
-//! - [`catalog`], [`table`], [`context`], [`exec`], [`copy`], [`functions`]: the SQL side.
+//! - [`catalog`], [`table`], [`context`], [`exec`], [`copy`], [`functions`]: the SQL side;
+//!   [`memory`]: the pool behind `--memory-limit`.
 //! - [`append`]: appended checkpoints (many parts, one table, last row wins).
 //! - [`cluster`]: scale-out — queries run on `ckpt worker`s (datafusion-distributed).
 //! - [`manager`]: Kura's checkpoint manager API; [`convert`]: format migration;
@@ -78,6 +79,7 @@ pub mod exec;
 pub mod functions;
 pub mod generate;
 pub mod manager;
+pub mod memory;
 pub mod scan;
 pub mod sink;
 

@@ -416,12 +416,22 @@ impl FileSource for JsonlSource {
         // Under a memory limit the blocks of all partitions in flight (and the one each
         // hands on) take at most an eighth of the pool, so that sorts and aggregations,
         // which can spill, have the rest; a block never shrinks below 256 KiB.
+        //
+        // That share is reserved whole while the partition reads, not block by block: a
+        // reservation that shrank as blocks were handed on and grew again as new ones came
+        // would let a sort take the room between, then fill the pool when it came back,
+        // and a merge asking for a few bytes then fails ("resources exhausted"). Blocks are
+        // accounted on top of it only for what exceeds a block's share (a line longer than
+        // a block).
         let mut tuning = self.tuning;
+        let reservation = MemoryConsumer::new(format!("JsonlScan[{partition}]")).register(&pool);
+        let mut block_share = 0;
         if let MemoryLimit::Finite(limit) = pool.memory_limit() {
             let share = limit / 8 / (partitions * (in_flight + 2));
             tuning.block_bytes = tuning.block_bytes.min(share.max(256 << 10));
+            block_share = tuning.block_bytes;
+            reservation.grow(block_share * (in_flight + 2));
         }
-        let reservation = MemoryConsumer::new(format!("JsonlScan[{partition}]")).register(&pool);
         let reader = PartitionReader {
             store: object_store,
             output,
@@ -432,6 +442,7 @@ impl FileSource for JsonlSource {
             in_flight,
             tuning,
             reservation: Arc::new(reservation),
+            block_share,
             metrics: ScanMetrics::new(&self.metrics, partition),
         };
         let opener: Arc<dyn FileOpener> = Arc::new(JsonlOpener {
@@ -555,6 +566,9 @@ struct PartitionReader {
     names: FileNames,
     /// Blocks read and decoding at once.
     in_flight: usize,
+    /// Bytes of each block already held by the partition's standing reservation (0: none,
+    /// blocks are accounted whole).
+    block_share: usize,
     tuning: ReadTuning,
     /// `JsonlScan[partition]` in the session's pool: the bytes of the blocks in flight.
     reservation: Arc<MemoryReservation>,
@@ -613,7 +627,8 @@ impl PartitionReader {
                 let name = Arc::clone(&name);
                 async move {
                     let block = block?;
-                    let memory = BlockMemory::hold(&reader.reservation, block.bytes);
+                    let beyond_share = block.bytes.saturating_sub(reader.block_share);
+                    let memory = BlockMemory::hold(&reader.reservation, beyond_share);
                     let decode_time = reader.metrics.decode_time.clone();
                     let (output, full, decode) = (
                         Arc::clone(&reader.output),
@@ -676,8 +691,9 @@ fn data_error_line(e: &mut CheckpointError) -> Option<&mut u64> {
     }
 }
 
-/// Bytes of a block counted in the partition's reservation, from when it enters the
-/// in-flight window until its batches are handed on (or the read is dropped).
+/// Bytes of a block counted in the partition's reservation (beyond its standing share, under
+/// a memory limit), from when it enters the in-flight window until its batches are handed
+/// on (or the read is dropped).
 struct BlockMemory {
     reservation: Arc<MemoryReservation>,
     bytes: usize,
