@@ -31,7 +31,7 @@ use crate::format::{FileFormat, strip_extension};
 use crate::jsonl::DecodeOptions;
 use crate::kind::{CheckpointKind, kind_of_columns};
 use crate::layout::detect_layout;
-use crate::scan::parquet::{SnapshotParquetFormat, parquet_schema};
+use crate::scan::parquet::{ParquetFooter, SnapshotParquetFormat, parquet_footer};
 use crate::scan::{FileNames, JsonlFormat, SkipLog};
 use crate::storage::Root;
 use crate::{Error, Result};
@@ -144,25 +144,34 @@ pub async fn resolve_kind(root: &Root, entry: &Entry) -> Result<Option<Checkpoin
     };
     let display = display_name(root, first);
     match entry.format {
-        FileFormat::Parquet => {
-            let (schema, kv) = parquet_schema(root.store(), first, &display).await?;
-            if let Some((_, k)) = kv.iter().find(|(k, _)| k == "ckpt.kind")
-                && let Some(kind) = CheckpointKind::from_name(k)
-            {
-                return Ok(Some(kind));
-            }
-            Ok(kind_of_columns(
-                schema.fields().iter().map(|f| f.name().as_str()),
-            ))
-        }
+        FileFormat::Parquet => Ok(kind_of_footer(
+            &parquet_footer(root.store(), first, &display).await?,
+        )),
         FileFormat::Jsonl => {
-            let head = first_line(root, first).await?;
-            let keys: Option<serde_json::Map<String, serde_json::Value>> =
-                serde_json::from_slice(&head).ok();
-            Ok(keys.and_then(|m| kind_of_columns(m.keys().map(String::as_str))))
+            Ok(kind_of_first_line(&first_line(root, first).await?))
         }
     }
 }
+
+/// The kind a Parquet footer says: ckpt's `ckpt.kind` key, else the columns.
+fn kind_of_footer(footer: &ParquetFooter) -> Option<CheckpointKind> {
+    if let Some((_, k)) = footer.key_value.iter().find(|(k, _)| k == "ckpt.kind")
+        && let Some(kind) = CheckpointKind::from_name(k)
+    {
+        return Some(kind);
+    }
+    kind_of_columns(footer.schema.fields().iter().map(|f| f.name().as_str()))
+}
+
+/// The kind the keys of a JSONL file's first line say.
+fn kind_of_first_line(line: &[u8]) -> Option<CheckpointKind> {
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    let keys: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;
+    kind_of_columns(keys.keys().map(String::as_str))
+}
+
+/// A first line longer than this is not read further (its keys then say no kind).
+const FIRST_LINE_MAX: usize = 64 << 20;
 
 async fn first_line(root: &Root, meta: &ObjectMeta) -> Result<Vec<u8>> {
     let mut len = 64 * 1024u64;
@@ -177,7 +186,7 @@ async fn first_line(root: &Root, meta: &ObjectMeta) -> Result<Vec<u8>> {
         if let Some(i) = memchr::memchr(b'\n', b) {
             return Ok(b[..i].to_vec());
         }
-        if end == meta.size || len > 64 << 20 {
+        if end == meta.size || len > FIRST_LINE_MAX as u64 {
             return Ok(b.to_vec());
         }
         len *= 4;
@@ -245,9 +254,11 @@ pub(crate) async fn single_file_table(
                 .files
                 .first()
                 .ok_or_else(|| Error::config(format!("{} has no files", entry.file)))?;
-            let (stored, _) =
-                parquet_schema(root.store(), first, &display_name(root, first)).await?;
-            let stored = Arc::new(stored);
+            let stored = Arc::new(
+                parquet_footer(root.store(), first, &display_name(root, first))
+                    .await?
+                    .schema,
+            );
             // Reads that never mix two versions of a file a save replaces meanwhile.
             let format = Arc::new(SnapshotParquetFormat::new());
             match kind {
@@ -546,101 +557,143 @@ pub struct CheckpointInfo {
     pub error: Option<String>,
 }
 
+/// How many checkpoints [`describe_root`] reads at once: on an object store each costs a
+/// request's latency, and a root may hold thousands of files.
+const DESCRIBE_CONCURRENCY: usize = 16;
+
 /// Describes every checkpoint of a root: kind, format, rows and bytes. Rows come from
-/// the Parquet footer, or from counting the JSONL lines that are not blank. A checkpoint
-/// that cannot be read is listed with its error; only a root that cannot be listed fails.
-/// On local disk it first removes the staged files (`name#N`) of writers that are gone.
+/// the Parquet footer (one ranged read per file, which also gives kind and layout), or
+/// from counting the JSONL lines that are not blank (one read of the file, whose first
+/// line gives the kind). A checkpoint that cannot be read is listed with its error; only
+/// a root that cannot be listed fails. On local disk it first removes the staged files
+/// (`name#N`) of writers that are gone.
 pub async fn describe_root(root: &Root) -> Result<Vec<CheckpointInfo>> {
+    use futures::StreamExt;
     // `ckpt ls` reclaims the disk that killed writers left (see `Root::clean_staged`).
     root.clean_staged().await;
-    let mut out = Vec::new();
-    for entry in list_checkpoints(root).await? {
-        let described = describe_entry(root, &entry).await;
-        let (kind, layout, rows, error) = match described {
-            Ok((kind, layout, rows)) => (kind, layout, Some(rows), None),
-            Err(e) => (entry.kind, None, None, Some(e.to_string())),
-        };
-        out.push(CheckpointInfo {
-            name: entry.name.clone(),
-            file: entry.file.clone(),
-            kind: kind.map(|k| k.to_string()),
-            format: entry.format.to_string(),
-            layout,
-            rows,
-            bytes: entry.bytes(),
-            parts: crate::append::part_count(&entry),
-            error,
-        });
-    }
-    Ok(out)
+    let entries = list_checkpoints(root).await?;
+    // Each read owns its entry and root: futures that borrowed them could not be sent
+    // between threads by callers that spawn this (the Python package).
+    let reads = entries.iter().cloned().map(|entry| {
+        let root = root.clone();
+        async move { describe_entry(&root, &entry).await }
+    });
+    let described: Vec<_> = futures::stream::iter(reads)
+        .buffered(DESCRIBE_CONCURRENCY)
+        .collect()
+        .await;
+    Ok(entries
+        .iter()
+        .zip(described)
+        .map(|(entry, described)| {
+            let (kind, layout, rows, error) = match described {
+                Ok((kind, layout, rows)) => (kind, layout, Some(rows), None),
+                Err(e) => (entry.kind, None, None, Some(e.to_string())),
+            };
+            CheckpointInfo {
+                name: entry.name.clone(),
+                file: entry.file.clone(),
+                kind: kind.map(|k| k.to_string()),
+                format: entry.format.to_string(),
+                layout,
+                rows,
+                bytes: entry.bytes(),
+                parts: crate::append::part_count(entry),
+                error,
+            }
+        })
+        .collect())
 }
 
 /// Kind, layout and rows of one checkpoint.
-#[allow(deprecated)] // ParquetObjectReader: see scan::parquet::parquet_schema
 async fn describe_entry(
     root: &Root,
     entry: &Entry,
 ) -> Result<(Option<CheckpointKind>, Option<String>, u64)> {
-    let kind = resolve_kind(root, entry).await?;
     if crate::append::part_count(entry) > 0 {
+        let kind = resolve_kind(root, entry).await?;
         return describe_appended(root, entry, kind).await;
     }
+    let mut kind = entry.kind;
     let mut rows = 0u64;
     let mut layout = None;
-    for meta in &entry.files {
+    for (i, meta) in entry.files.iter().enumerate() {
+        let display = display_name(root, meta);
         match entry.format {
             FileFormat::Parquet => {
-                use datafusion::parquet::arrow::async_reader::{
-                    ParquetObjectReader, ParquetRecordBatchStreamBuilder,
-                };
-                let reader = ParquetObjectReader::new(root.store().clone(), meta.location.clone())
-                    .with_file_size(meta.size);
-                let b = ParquetRecordBatchStreamBuilder::new(reader)
-                    .await
-                    .map_err(|e| {
-                        Error::data(
-                            display_name(root, meta),
-                            None,
-                            None,
-                            format!("not a readable Parquet file ({e})"),
-                        )
-                    })?;
-                rows += b.metadata().file_metadata().num_rows() as u64;
+                let footer = parquet_footer(root.store(), meta, &display).await?;
+                rows += footer.rows;
+                if i == 0 && kind.is_none() {
+                    kind = kind_of_footer(&footer);
+                }
                 if let Some(k) = kind {
-                    layout = Some(detect_layout(k, b.schema()).to_string());
+                    layout = Some(detect_layout(k, &footer.schema).to_string());
                 }
             }
             FileFormat::Jsonl => {
-                use futures::StreamExt;
-                let r = root.store().get(&meta.location).await.map_err(|e| {
-                    Error::storage(format!("cannot read {}", display_name(root, meta)), e)
-                })?;
-                let mut s = r.into_stream();
-                let mut in_line = false;
-                while let Some(chunk) = s.next().await {
-                    let chunk = chunk.map_err(|e| {
-                        Error::storage(format!("cannot read {}", display_name(root, meta)), e)
-                    })?;
-                    for b in chunk.iter() {
-                        match b {
-                            b'\n' => {
-                                if in_line {
-                                    rows += 1;
-                                }
-                                in_line = false;
-                            }
-                            b' ' | b'\t' | b'\r' => {}
-                            _ => in_line = true,
-                        }
-                    }
-                }
-                if in_line {
-                    rows += 1;
+                let want_head = i == 0 && kind.is_none();
+                let (lines, head) = count_jsonl_rows(root, meta, &display, want_head).await?;
+                rows += lines;
+                if want_head {
+                    kind = kind_of_first_line(&head);
                 }
             }
         }
     }
     Ok((kind, layout, rows))
+}
+
+/// The lines of a JSONL file that are not blank, in one read; with `want_head`, also its
+/// first line (up to [`FIRST_LINE_MAX`] bytes).
+async fn count_jsonl_rows(
+    root: &Root,
+    meta: &ObjectMeta,
+    display: &str,
+    want_head: bool,
+) -> Result<(u64, Vec<u8>)> {
+    use futures::StreamExt;
+    let cannot_read = |e| Error::storage(format!("cannot read {display}"), e);
+    let mut s = root
+        .store()
+        .get(&meta.location)
+        .await
+        .map_err(cannot_read)?
+        .into_stream();
+    let mut rows = 0u64;
+    let mut in_line = false;
+    let mut head = Vec::new();
+    let mut head_done = !want_head;
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(cannot_read)?;
+        if !head_done {
+            match memchr::memchr(b'\n', &chunk) {
+                Some(j) => {
+                    head.extend_from_slice(&chunk[..j]);
+                    head_done = true;
+                }
+                None => {
+                    head.extend_from_slice(&chunk);
+                    head_done = head.len() > FIRST_LINE_MAX;
+                }
+            }
+        }
+        for b in chunk.iter() {
+            match b {
+                b'\n' => {
+                    if in_line {
+                        rows += 1;
+                    }
+                    in_line = false;
+                }
+                b' ' | b'\t' | b'\r' => {}
+                _ => in_line = true,
+            }
+        }
+    }
+    if in_line {
+        rows += 1;
+    }
+    Ok((rows, head))
 }
 
 /// Kind, layout and rows of an appended checkpoint: rows as every reader sees them (the
@@ -653,9 +706,8 @@ async fn describe_appended(
 ) -> Result<(Option<CheckpointKind>, Option<String>, u64)> {
     let layout = match (entry.format, kind, entry.files.first()) {
         (FileFormat::Parquet, Some(k), Some(first)) => {
-            let (schema, _) =
-                parquet_schema(root.store(), first, &display_name(root, first)).await?;
-            Some(detect_layout(k, &schema).to_string())
+            let footer = parquet_footer(root.store(), first, &display_name(root, first)).await?;
+            Some(detect_layout(k, &footer.schema).to_string())
         }
         _ => None,
     };

@@ -1651,6 +1651,68 @@ async fn a_query_over_the_memory_limit_that_cannot_spill_fails_clearly() {
     assert_eq!(lines.lines().count(), 2, "one header, one row");
 }
 
+/// Under `--memory-limit` the binary runs with glibc's mmap and trim thresholds set (it
+/// restarts itself with `MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_`,
+/// `src/cli/malloc.rs`), so freed memory goes back to the system; a setting of the user's is kept, and without a limit nothing is set. Read
+/// from `/proc/PID/environ` of a running shell, after it answered a statement (the
+/// restart comes before anything else).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn a_memory_limit_makes_the_allocator_give_freed_memory_back() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let root = tempfile::tempdir().unwrap();
+    copy_data(root.path(), true);
+    let environ_of_shell = |extra: &[&str], user_setting: Option<&str>| -> Vec<String> {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ckpt"));
+        cmd.env_remove("CKPT_LOG")
+            .env_remove("MALLOC_TRIM_THRESHOLD_")
+            .env_remove("MALLOC_MMAP_THRESHOLD_")
+            .env_remove("MALLOC_TOP_PAD_")
+            .env_remove("GLIBC_TUNABLES")
+            .args(["shell", p(root.path()), "--format", "csv"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(v) = user_setting {
+            cmd.env("MALLOC_TRIM_THRESHOLD_", v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "SELECT count(*) AS n FROM summaries;").unwrap();
+        // The banner, then the answer: a header and the count.
+        let mut lines = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map(Result::unwrap)
+            .skip_while(|l| l != "n");
+        assert_eq!(lines.next().as_deref(), Some("n"));
+        assert!(lines.next().unwrap().parse::<u64>().is_ok());
+        let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+        environ
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .filter(|v| v.starts_with("MALLOC_"))
+            .collect()
+    };
+    let mut set = environ_of_shell(&["--memory-limit", "256M"], None);
+    set.sort();
+    assert_eq!(
+        set,
+        [
+            "MALLOC_MMAP_THRESHOLD_=2097152",
+            "MALLOC_TRIM_THRESHOLD_=2097152"
+        ]
+    );
+    assert_eq!(
+        environ_of_shell(&["--memory-limit", "256M"], Some("1048576")),
+        ["MALLOC_TRIM_THRESHOLD_=1048576"]
+    );
+    assert!(environ_of_shell(&[], None).is_empty());
+}
+
 #[test]
 fn shell_driven_through_stdin() {
     let home = tempfile::tempdir().unwrap();

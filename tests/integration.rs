@@ -2884,3 +2884,206 @@ fn rows_of(seed: u64, n: usize) -> Vec<ConversationSummary> {
         .map(|i| ckpt::generate::summary(i, 8, seed))
         .collect()
 }
+
+// ---- requests of a listing ----------------------------------------------------------------
+
+/// Every request a store is asked, for tests that bound them: (method, path, ranged).
+#[derive(Debug, Default)]
+struct RequestLog(parking_lot::Mutex<Vec<(&'static str, String, bool)>>);
+
+impl RequestLog {
+    fn push(&self, method: &'static str, path: &object_store::path::Path, ranged: bool) {
+        self.0.lock().push((method, path.to_string(), ranged));
+    }
+    fn of(&self, method: &str) -> Vec<(String, bool)> {
+        let log = self.0.lock();
+        log.iter()
+            .filter(|(m, ..)| *m == method)
+            .map(|(_, p, r)| (p.clone(), *r))
+            .collect()
+    }
+}
+
+/// A store that logs what it is asked, then asks `inner`.
+#[derive(Debug)]
+struct Counted {
+    inner: Arc<dyn object_store::ObjectStore>,
+    log: Arc<RequestLog>,
+}
+
+impl fmt::Display for Counted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Counted({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for Counted {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.log.push("PUT", location, false);
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.log.push("MULTIPART", location, false);
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        let method = if options.head { "HEAD" } else { "GET" };
+        self.log.push(method, location, options.range.is_some());
+        self.inner.get_opts(location, options).await
+    }
+    async fn get_ranges(
+        &self,
+        location: &object_store::path::Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        for _ in ranges {
+            self.log.push("GET", location, true);
+        }
+        self.inner.get_ranges(location, ranges).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+    {
+        self.inner.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.log.push("LIST", prefix.unwrap_or(&Default::default()), false);
+        self.inner.list(prefix)
+    }
+    fn list_with_offset(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+        offset: &object_store::path::Path,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.log.push("LIST", prefix.unwrap_or(&Default::default()), false);
+        self.inner.list_with_offset(prefix, offset)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.log.push("LIST", prefix.unwrap_or(&Default::default()), false);
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.log.push("COPY", to, false);
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// `ckpt ls` of a root on an object store costs one listing, one ranged read of each
+/// Parquet file (its footer gives kind, layout and rows) and one read of each JSONL file
+/// (its lines are counted; its first line gives the kind): no HEAD, no second read, even
+/// for files whose name says no kind. And it says what a local listing says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_reads_each_parquet_footer_once_and_each_jsonl_file_once() {
+    use object_store::ObjectStoreExt;
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let parquet = std::fs::read(data.join("summaries.parquet")).unwrap();
+    let jsonl = std::fs::read(data.join("summaries.jsonl")).unwrap();
+    let memory: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::memory::InMemory::new());
+    let local = tempfile::tempdir().unwrap();
+    let mut files = vec![];
+    for i in 0..40 {
+        let (name, bytes) = match i % 2 {
+            0 => (format!("batch-{i:02}.parquet"), &parquet),
+            _ => (format!("batch-{i:02}.jsonl"), &jsonl),
+        };
+        memory
+            .put(
+                &object_store::path::Path::from(format!("run/{name}")),
+                bytes.clone().into(),
+            )
+            .await
+            .unwrap();
+        std::fs::write(local.path().join(&name), bytes).unwrap();
+        files.push(name);
+    }
+    // One file named after its kind: read the same way.
+    memory
+        .put(
+            &object_store::path::Path::from("run/clusters.parquet"),
+            std::fs::read(data.join("clusters.parquet")).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    std::fs::copy(data.join("clusters.parquet"), local.path().join("clusters.parquet")).unwrap();
+    files.push("clusters.parquet".into());
+
+    let log = Arc::new(RequestLog::default());
+    let store = Arc::new(Counted {
+        inner: memory,
+        log: log.clone(),
+    });
+    let root = Root::with_store("memory://ls-requests/run", store).unwrap();
+    let listed = ckpt::catalog::describe_root(&root).await.unwrap();
+
+    assert_eq!(log.of("LIST").len(), 1, "{:?}", log.0.lock());
+    assert!(log.of("HEAD").is_empty(), "{:?}", log.of("HEAD"));
+    let gets = log.of("GET");
+    for name in &files {
+        let reads: Vec<bool> = gets
+            .iter()
+            .filter(|(p, _)| p.ends_with(&format!("/{name}")))
+            .map(|(_, ranged)| *ranged)
+            .collect();
+        // Parquet: the footer, from the end; JSONL: the whole file.
+        let want = vec![name.ends_with(".parquet")];
+        assert_eq!(reads, want, "{name}: reads (ranged?) {reads:?}");
+    }
+    assert_eq!(gets.len(), files.len());
+
+    let summaries = data_rows(&data.join("summaries.jsonl"));
+    assert_eq!(listed.len(), files.len());
+    for info in &listed {
+        let want_kind = if info.name == "clusters" { "clusters" } else { "summaries" };
+        assert_eq!(info.kind.as_deref(), Some(want_kind), "{info:?}");
+        assert!(info.error.is_none(), "{info:?}");
+        if want_kind == "summaries" {
+            assert_eq!(info.rows, Some(summaries as u64), "{info:?}");
+        }
+    }
+    // The same as a local listing of the same files.
+    let local_listed = ckpt::catalog::describe_root(&Root::local(local.path()).unwrap())
+        .await
+        .unwrap();
+    let strip = |v: &[ckpt::catalog::CheckpointInfo]| serde_json::to_value(v).unwrap();
+    assert_eq!(strip(&listed), strip(&local_listed));
+}
+
+/// Lines of a JSONL file that are not blank.
+fn data_rows(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}

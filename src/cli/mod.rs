@@ -1,6 +1,7 @@
 //! The `ckpt` command line: argument parsing and printing only. Every command calls the
 //! library (catalog, exec, convert, generate); nothing here is reachable only from `main`.
 
+pub mod malloc;
 pub mod print;
 pub mod shell;
 pub mod stdout;
@@ -476,12 +477,26 @@ impl SessionArgs {
     }
 }
 
+impl Command {
+    /// The `--memory-limit` of the commands that take one.
+    fn memory_limit(&self) -> Option<usize> {
+        match self {
+            Command::Query(args) => args.session.memory_limit,
+            Command::Shell(args) => args.memory_limit,
+            Command::Convert(args) => args.memory_limit,
+            Command::Worker { memory_limit, .. } => *memory_limit,
+            _ => None,
+        }
+    }
+}
+
 /// Entry point of the binary: parses, runs, prints errors, returns the exit code: 0 on
 /// success, 1 on failure, 2 on a usage error (clap's own parse errors exit 2 too). A
 /// closed standard output (`ckpt query ... | head -1`) ends the command quietly, with 0.
 pub fn main() -> std::process::ExitCode {
     use std::process::ExitCode;
     let cli = Cli::parse();
+    malloc::trim_freed_memory_under(cli.command.memory_limit());
     init_tracing(cli.verbose, matches!(cli.command, Command::Worker { .. }));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -509,27 +524,35 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-/// Completes on SIGTERM or Ctrl-C (SIGINT).
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Completes on SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this is
+/// called, not when the future is first polled: a signal sent between the two (a worker
+/// told to stop as soon as it said it listens) would otherwise end the process by the
+/// default action, without the clean stop.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = ctrl_c => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -867,10 +890,12 @@ async fn run_command(
             })?;
             // Printed once bound, so whoever started the worker (a script, a test) can read
             // the port and know it is ready.
+            // Signal handlers first: whoever reads the line below may stop the worker at once.
+            let stop = stop_signal();
             writeln!(out, "listening on {addr}").map_err(io)?;
             out.flush().map_err(io)?;
             tracing::info!("worker listening on {addr}");
-            ckpt::cluster::serve(listener, worker, stop_signal()).await?;
+            ckpt::cluster::serve(listener, worker, stop).await?;
             tracing::info!("worker stopped");
             Ok(0)
         }

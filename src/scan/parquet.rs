@@ -1,6 +1,6 @@
 //! Parquet checkpoints: DataFusion's own Parquet scan, with reads that never mix two
 //! versions of a file ([`SnapshotParquetFormat`]), and the footer reads the catalog uses
-//! to tell layouts apart ([`parquet_schema`]).
+//! to tell kinds and layouts apart ([`parquet_footer`]).
 
 use std::sync::Arc;
 
@@ -15,20 +15,35 @@ use parking_lot::Mutex;
 
 use crate::{Error, Result};
 
-/// The schema of a stored Parquet file, read from its footer.
+/// What the footer of a stored Parquet file says, as the catalog uses it.
+#[derive(Debug, Clone)]
+pub struct ParquetFooter {
+    /// The Arrow schema of the file.
+    pub schema: Schema,
+    /// The file's key-value metadata (ckpt writes `ckpt.kind`).
+    pub key_value: Vec<(String, String)>,
+    /// Rows in the file.
+    pub rows: u64,
+}
+
+/// Footers are read from the end of the file in one request of this size: ckpt's and
+/// Kura's footers are about 10 KB for 100 000 rows; a larger one costs a second request.
+pub const FOOTER_READ_BYTES: usize = 64 << 10;
+
+/// Reads the footer of a stored Parquet file, in one request for most files.
 #[allow(deprecated)] // ParquetObjectReader: still the simplest footer reader over object_store
-pub async fn parquet_schema(
+pub async fn parquet_footer(
     store: &Arc<dyn ObjectStore>,
     meta: &ObjectMeta,
     display: &str,
-) -> Result<(Schema, Vec<(String, String)>)> {
+) -> Result<ParquetFooter> {
     use datafusion::parquet::arrow::async_reader::{
         ParquetObjectReader, ParquetRecordBatchStreamBuilder,
     };
-    // From the end of the file as it is now, in one request for most footers: the listed
-    // size is stale when a save replaced the file since.
+    // From the end of the file as it is now (a suffix request): the listed size is stale
+    // when a save replaced the file since.
     let reader = ParquetObjectReader::new(store.clone(), meta.location.clone())
-        .with_footer_size_hint(256 << 10);
+        .with_footer_size_hint(FOOTER_READ_BYTES);
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(|e| {
@@ -39,9 +54,8 @@ pub async fn parquet_schema(
                 format!("not a readable Parquet file ({e}); is it truncated, or another format?"),
             )
         })?;
-    let kv = builder
-        .metadata()
-        .file_metadata()
+    let file = builder.metadata().file_metadata();
+    let key_value = file
         .key_value_metadata()
         .map(|kv| {
             kv.iter()
@@ -49,7 +63,11 @@ pub async fn parquet_schema(
                 .collect()
         })
         .unwrap_or_default();
-    Ok((builder.schema().as_ref().clone(), kv))
+    Ok(ParquetFooter {
+        rows: u64::try_from(file.num_rows()).unwrap_or(0),
+        key_value,
+        schema: builder.schema().as_ref().clone(),
+    })
 }
 
 // ---- Parquet reads of one version ------------------------------------------------------------
@@ -74,7 +92,10 @@ pub struct SnapshotParquetFormat {
 impl SnapshotParquetFormat {
     pub fn new() -> Self {
         SnapshotParquetFormat {
-            inner: Default::default(),
+            // The footer in one request of FOOTER_READ_BYTES, not DataFusion's 512 KiB
+            // (the session's setting does not reach a format made outside a session).
+            inner: datafusion::datasource::file_format::parquet::ParquetFormat::default()
+                .with_metadata_size_hint(Some(FOOTER_READ_BYTES)),
         }
     }
 }
@@ -219,7 +240,15 @@ enum Snapshot {
     },
 }
 
-type SnapshotCell = Arc<tokio::sync::OnceCell<Snapshot>>;
+/// What the partitions reading one file share: its version, and its footer once read
+/// (each partition would read it again: on an object store, a request and 64 KiB each).
+#[derive(Debug, Default)]
+struct SharedFile {
+    snapshot: tokio::sync::OnceCell<Snapshot>,
+    metadata: tokio::sync::OnceCell<Arc<datafusion::parquet::file::metadata::ParquetMetaData>>,
+}
+
+type SnapshotCell = Arc<SharedFile>;
 
 /// Readers for one scan; the partitions reading one file share its snapshot.
 #[derive(Debug)]
@@ -281,6 +310,7 @@ impl SnapshotReader {
     async fn snapshot(&self) -> datafusion::parquet::errors::Result<&Snapshot> {
         let snap = self
             .cell
+            .snapshot
             .get_or_try_init(|| async {
                 if self.meta.size > READ_WHOLE_BYTES {
                     let e_tag = match &self.meta.e_tag {
@@ -382,19 +412,35 @@ impl datafusion::parquet::arrow::async_reader::AsyncFileReader for SnapshotReade
     > {
         use datafusion::parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
         Box::pin(async move {
-            let size = self.size().await?;
-            let mut reader = ParquetMetaDataReader::new()
-                .with_metadata_options(options.map(|o| o.metadata_options().clone()))
-                .with_prefetch_hint(self.hint);
-            if let Some(o) = options
-                && (o.column_index_policy() != PageIndexPolicy::Skip
-                    || o.offset_index_policy() != PageIndexPolicy::Skip)
-            {
-                reader = reader
-                    .with_column_index_policy(o.column_index_policy())
-                    .with_offset_index_policy(o.offset_index_policy());
-            }
-            Ok(Arc::new(reader.load_and_finish(self, size).await?))
+            // Read once per file and scan: the partitions of one scan ask with the same
+            // options.
+            let cell = self.cell.clone();
+            let metadata = cell
+                .metadata
+                .get_or_try_init(|| async {
+                    let size = self.size().await?;
+                    // The page index too, where the file has one: it lies just before the
+                    // footer, so it mostly comes with the footer's request, where DataFusion
+                    // would ask for it again in each partition.
+                    let at_least_optional = |p: PageIndexPolicy| match p {
+                        PageIndexPolicy::Skip => PageIndexPolicy::Optional,
+                        p => p,
+                    };
+                    let (column, offset) = options.map_or(
+                        (PageIndexPolicy::Skip, PageIndexPolicy::Skip),
+                        |o| (o.column_index_policy(), o.offset_index_policy()),
+                    );
+                    let reader = ParquetMetaDataReader::new()
+                        .with_metadata_options(options.map(|o| o.metadata_options().clone()))
+                        .with_prefetch_hint(self.hint)
+                        .with_column_index_policy(at_least_optional(column))
+                        .with_offset_index_policy(at_least_optional(offset));
+                    Ok::<_, datafusion::parquet::errors::ParquetError>(Arc::new(
+                        reader.load_and_finish(self, size).await?,
+                    ))
+                })
+                .await?;
+            Ok(metadata.clone())
         })
     }
 }

@@ -728,75 +728,98 @@ impl Drop for PooledChunk {
     }
 }
 
+/// Chunks in flight at once: the one being handed on and the next being read, so that a
+/// read from disk overlaps with the decoding of what came before (a cold JSONL scan waited
+/// for the disk between blocks: 1.56 s where `dd` of the file took 0.89 s).
+const READ_AHEAD: usize = 2;
+
 fn large_chunks(
     file: File,
     path: PathBuf,
     range: std::ops::Range<u64>,
 ) -> BoxStream<'static, Result<bytes::Bytes>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let state = Arc::new(Mutex::new((file, range.start)));
+    use futures::StreamExt;
+    let file = Arc::new(file);
     let pool = Arc::new(Mutex::new(Vec::new()));
     let end = range.end;
-    let seek_to = range.start;
-    let mut first = true;
-    // Fused: object_store polls a stream again after its end (`collect_bytes` of an
-    // empty range), which a bare `unfold` answers with a panic.
-    Box::pin(futures::StreamExt::fuse(futures::stream::unfold(
-        (),
-        move |()| {
-            let state = state.clone();
-            let path = path.clone();
-            let pool = pool.clone();
-            let seek = std::mem::take(&mut first);
-            async move {
-                let res = blocking(move || -> Result<Option<bytes::Bytes>> {
-                    let mut guard = state.lock();
-                    let (file, pos) = &mut *guard;
-                    if seek {
-                        file.seek(SeekFrom::Start(seek_to))
-                            .map_err(|e| io_err(&path, e))?;
+    let chunks = futures::stream::iter(range.step_by(READ_CHUNK as usize)).map(move |pos| {
+        let (file, path, pool) = (file.clone(), path.clone(), pool.clone());
+        blocking(move || read_chunk(&file, &path, pos, end, &pool))
+    });
+    // Positional reads, READ_AHEAD at a time, handed on in order. A short chunk (the file
+    // is shorter than its listed size) ends the stream, as a sequential read would end.
+    // Fused: object_store polls a stream again after its end (`collect_bytes` of an empty
+    // range).
+    Box::pin(
+        chunks
+            .buffered(READ_AHEAD)
+            .scan(false, |ended, chunk| {
+                let item = match chunk {
+                    _ if *ended => None,
+                    Ok((bytes, short)) => {
+                        *ended = short;
+                        (!bytes.is_empty()).then_some(Ok(bytes))
                     }
-                    if *pos >= end {
-                        return Ok(None);
+                    Err(e) => {
+                        *ended = true;
+                        Some(Err(e))
                     }
-                    let want = (end - *pos).min(READ_CHUNK) as usize;
-                    let mut buf = if want == READ_CHUNK as usize {
-                        pool.lock().pop().unwrap_or_else(|| vec![0u8; want])
-                    } else {
-                        vec![0u8; want]
-                    };
-                    let mut got = 0;
-                    while got < want {
-                        match file.read(&mut buf[got..]) {
-                            Ok(0) => break,
-                            Ok(n) => got += n,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                            Err(e) => return Err(io_err(&path, e)),
-                        }
-                    }
-                    if got == 0 {
-                        return Ok(None);
-                    }
-                    *pos += got as u64;
-                    if want == READ_CHUNK as usize {
-                        return Ok(Some(bytes::Bytes::from_owner(PooledChunk {
-                            buf,
-                            len: got,
-                            pool: Arc::downgrade(&pool),
-                        })));
-                    }
-                    buf.truncate(got);
-                    Ok(Some(bytes::Bytes::from(buf)))
-                })
-                .await;
-                match res {
-                    Ok(Some(b)) => Some((Ok(b), ())),
-                    Ok(None) => None,
-                    Err(e) => Some((Err(e), ())),
-                }
-            }
-        },
-    )))
+                };
+                futures::future::ready(item)
+            })
+            .fuse(),
+    )
+}
+
+/// Reads the chunk at `pos` (up to READ_CHUNK bytes, not past `end`); says whether it came
+/// back short. Full-size chunks use a pooled buffer.
+fn read_chunk(
+    file: &File,
+    path: &FsPath,
+    pos: u64,
+    end: u64,
+    pool: &Arc<Mutex<Vec<Vec<u8>>>>,
+) -> Result<(bytes::Bytes, bool)> {
+    let want = (end - pos).min(READ_CHUNK) as usize;
+    let pooled = want == READ_CHUNK as usize;
+    let mut buf = if pooled {
+        pool.lock().pop().unwrap_or_else(|| vec![0u8; want])
+    } else {
+        vec![0u8; want]
+    };
+    let mut got = 0;
+    while got < want {
+        match read_at(file, &mut buf[got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(path, e)),
+        }
+    }
+    let short = got < want;
+    if pooled {
+        let chunk = PooledChunk {
+            buf,
+            len: got,
+            pool: Arc::downgrade(pool),
+        };
+        return Ok((bytes::Bytes::from_owner(chunk), short));
+    }
+    buf.truncate(got);
+    Ok((bytes::Bytes::from(buf), short))
+}
+
+/// A read at `offset` that moves no shared cursor, so chunks of one file can be read at
+/// once.
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+    }
 }
 
 #[cfg(test)]
@@ -1348,5 +1371,54 @@ mod tests {
         ];
         want.sort();
         assert_eq!(names(dir.path()), want);
+    }
+
+    /// A file of several read chunks comes back whole and in order, and so does any range
+    /// across chunk boundaries (chunks are read ahead, by position, and handed on in order).
+    #[tokio::test]
+    async fn large_reads_come_back_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 2 * READ_CHUNK as usize + READ_CHUNK as usize / 2 + 17;
+        let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        plant(dir.path(), "big.jsonl", &content);
+        let (store, path) = store_and_path(dir.path(), "big.jsonl");
+        let whole = store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert!(whole[..] == content[..], "the whole file differs");
+        let c = READ_CHUNK;
+        for range in [c - 5..2 * c + 9, 1..len as u64, c..2 * c, 3..4, 2 * c + 1..len as u64] {
+            let got = store.get_range(&path, range.clone()).await.unwrap();
+            assert!(
+                got[..] == content[range.start as usize..range.end as usize],
+                "range {range:?} differs"
+            );
+        }
+    }
+
+    /// A file cut short after it was opened (its listed size no longer holds) yields what
+    /// it still has and ends, as a sequential read would: no error, no bytes from past
+    /// the cut.
+    #[tokio::test]
+    async fn a_file_cut_short_while_read_ends_where_it_was_cut() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let len = 3 * READ_CHUNK as usize;
+        let content: Vec<u8> = (0..len).map(|i| (i % 13) as u8).collect();
+        let file = plant(dir.path(), "cut.jsonl", &content);
+        let (store, path) = store_and_path(dir.path(), "cut.jsonl");
+        let r = store.get(&path).await.unwrap();
+        let cut = READ_CHUNK as usize + 1000;
+        OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(cut as u64)
+            .unwrap();
+        let mut got = Vec::new();
+        let mut stream = r.into_stream();
+        while let Some(chunk) = stream.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(got.len(), cut);
+        assert!(got[..] == content[..cut]);
     }
 }

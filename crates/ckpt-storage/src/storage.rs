@@ -396,6 +396,35 @@ impl Root {
         })
     }
 
+    /// A root at `url` (`scheme://authority/prefix`) over a store the caller built: one
+    /// wrapped to count or throttle requests, say. The URL names the root in messages and
+    /// plans (credentials, query and fragment are dropped from it); the store serves every
+    /// read and write. Local directories are [`Root::local`].
+    pub fn with_store(url: &str, store: Arc<dyn ObjectStore>) -> Result<Root> {
+        let mut base = Url::parse(url.trim())
+            .map_err(|e| Error::config(format!("the root URL does not parse ({e})")))?;
+        let shown = redact_url(&base);
+        if base.scheme() == "file" {
+            return Err(Error::config(format!(
+                "{shown}: a local directory is opened with Root::local"
+            )));
+        }
+        let _ = base.set_password(None);
+        let _ = base.set_username("");
+        base.set_query(None);
+        base.set_fragment(None);
+        let path = base.path().trim_end_matches('/').to_owned();
+        base.set_path(&format!("{path}/"));
+        let (_, prefix) =
+            parse_scheme(&base).map_err(|e| Error::config(format!("{shown}: {e}")))?;
+        Ok(Root {
+            url: base,
+            store,
+            prefix,
+            local_dir: None,
+        })
+    }
+
     /// The root as a URL with a trailing slash, e.g. `s3://bucket/run1/`.
     pub fn url(&self) -> &Url {
         &self.url
