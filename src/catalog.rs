@@ -147,9 +147,7 @@ pub async fn resolve_kind(root: &Root, entry: &Entry) -> Result<Option<Checkpoin
         FileFormat::Parquet => Ok(kind_of_footer(
             &parquet_footer(root.store(), first, &display).await?,
         )),
-        FileFormat::Jsonl => {
-            Ok(kind_of_first_line(&first_line(root, first).await?))
-        }
+        FileFormat::Jsonl => Ok(kind_of_first_line(&first_line(root, first).await?)),
     }
 }
 

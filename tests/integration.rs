@@ -2961,15 +2961,15 @@ impl object_store::ObjectStore for Counted {
             'static,
             object_store::Result<object_store::path::Path>,
         >,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
-    {
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
         self.inner.delete_stream(locations)
     }
     fn list(
         &self,
         prefix: Option<&object_store::path::Path>,
     ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-        self.log.push("LIST", prefix.unwrap_or(&Default::default()), false);
+        self.log
+            .push("LIST", prefix.unwrap_or(&Default::default()), false);
         self.inner.list(prefix)
     }
     fn list_with_offset(
@@ -2977,14 +2977,16 @@ impl object_store::ObjectStore for Counted {
         prefix: Option<&object_store::path::Path>,
         offset: &object_store::path::Path,
     ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-        self.log.push("LIST", prefix.unwrap_or(&Default::default()), false);
+        self.log
+            .push("LIST", prefix.unwrap_or(&Default::default()), false);
         self.inner.list_with_offset(prefix, offset)
     }
     async fn list_with_delimiter(
         &self,
         prefix: Option<&object_store::path::Path>,
     ) -> object_store::Result<object_store::ListResult> {
-        self.log.push("LIST", prefix.unwrap_or(&Default::default()), false);
+        self.log
+            .push("LIST", prefix.unwrap_or(&Default::default()), false);
         self.inner.list_with_delimiter(prefix).await
     }
     async fn copy_opts(
@@ -3035,7 +3037,11 @@ async fn a_listing_reads_each_parquet_footer_once_and_each_jsonl_file_once() {
         )
         .await
         .unwrap();
-    std::fs::copy(data.join("clusters.parquet"), local.path().join("clusters.parquet")).unwrap();
+    std::fs::copy(
+        data.join("clusters.parquet"),
+        local.path().join("clusters.parquet"),
+    )
+    .unwrap();
     files.push("clusters.parquet".into());
 
     let log = Arc::new(RequestLog::default());
@@ -3064,7 +3070,11 @@ async fn a_listing_reads_each_parquet_footer_once_and_each_jsonl_file_once() {
     let summaries = data_rows(&data.join("summaries.jsonl"));
     assert_eq!(listed.len(), files.len());
     for info in &listed {
-        let want_kind = if info.name == "clusters" { "clusters" } else { "summaries" };
+        let want_kind = if info.name == "clusters" {
+            "clusters"
+        } else {
+            "summaries"
+        };
         assert_eq!(info.kind.as_deref(), Some(want_kind), "{info:?}");
         assert!(info.error.is_none(), "{info:?}");
         if want_kind == "summaries" {

@@ -30,7 +30,11 @@ const SETTINGS: [(&str, &str); 2] = [
 ];
 
 /// Variables through which a user already chose glibc's malloc behaviour: left as they are.
-const USER_SETTINGS: [&str; 3] = ["MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_"];
+const USER_SETTINGS: [&str; 3] = [
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+];
 
 /// Restarts the process with the settings made when `memory_limit` is set and the
 /// user chose no malloc setting; returns (and the command goes on) otherwise, or when the
@@ -59,8 +63,8 @@ pub fn trim_freed_memory_under(memory_limit: Option<usize>) {
 /// `glibc.malloc` tunable. Its presence is also what stops the restarted process from
 /// restarting again.
 fn applies(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
-    let tunables_touch_malloc = env("GLIBC_TUNABLES")
-        .is_some_and(|t| t.to_string_lossy().contains("glibc.malloc."));
+    let tunables_touch_malloc =
+        env("GLIBC_TUNABLES").is_some_and(|t| t.to_string_lossy().contains("glibc.malloc."));
     !tunables_touch_malloc && USER_SETTINGS.iter().all(|name| env(name).is_none())
 }
 
@@ -69,18 +73,26 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
-        let pairs: Vec<(String, String)> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.into())
     }
 
     #[test]
     fn the_setting_is_made_only_where_the_user_made_none() {
         assert!(applies(env_of(&[])));
-        assert!(applies(env_of(&[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")])));
+        assert!(applies(env_of(&[(
+            "GLIBC_TUNABLES",
+            "glibc.pthread.rseq=0"
+        )])));
         assert!(!applies(env_of(&[("MALLOC_TRIM_THRESHOLD_", "1048576")])));
         assert!(!applies(env_of(&[("MALLOC_MMAP_THRESHOLD_", "65536")])));
-        assert!(!applies(env_of(&[("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")])));
+        assert!(!applies(env_of(&[(
+            "GLIBC_TUNABLES",
+            "glibc.malloc.arena_max=2"
+        )])));
         // What the restarted process sees: it does not restart again.
         assert!(!applies(env_of(&SETTINGS)));
     }

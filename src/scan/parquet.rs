@@ -426,10 +426,10 @@ impl datafusion::parquet::arrow::async_reader::AsyncFileReader for SnapshotReade
                         PageIndexPolicy::Skip => PageIndexPolicy::Optional,
                         p => p,
                     };
-                    let (column, offset) = options.map_or(
-                        (PageIndexPolicy::Skip, PageIndexPolicy::Skip),
-                        |o| (o.column_index_policy(), o.offset_index_policy()),
-                    );
+                    let (column, offset) = options
+                        .map_or((PageIndexPolicy::Skip, PageIndexPolicy::Skip), |o| {
+                            (o.column_index_policy(), o.offset_index_policy())
+                        });
                     let reader = ParquetMetaDataReader::new()
                         .with_metadata_options(options.map(|o| o.metadata_options().clone()))
                         .with_prefetch_hint(self.hint)

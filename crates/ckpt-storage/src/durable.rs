@@ -1385,7 +1385,13 @@ mod tests {
         let whole = store.get(&path).await.unwrap().bytes().await.unwrap();
         assert!(whole[..] == content[..], "the whole file differs");
         let c = READ_CHUNK;
-        for range in [c - 5..2 * c + 9, 1..len as u64, c..2 * c, 3..4, 2 * c + 1..len as u64] {
+        for range in [
+            c - 5..2 * c + 9,
+            1..len as u64,
+            c..2 * c,
+            3..4,
+            2 * c + 1..len as u64,
+        ] {
             let got = store.get_range(&path, range.clone()).await.unwrap();
             assert!(
                 got[..] == content[range.start as usize..range.end as usize],

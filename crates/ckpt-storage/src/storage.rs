@@ -381,19 +381,7 @@ impl Root {
             }
             _ => store,
         };
-        // The root URL keeps scheme, host and path only: no credentials, no query.
-        let mut base = url.clone();
-        let _ = base.set_username("");
-        let path = base.path().trim_end_matches('/').to_owned();
-        base.set_path(&format!("{path}/"));
-        let (_, prefix) =
-            parse_scheme(&base).map_err(|e| Error::config(format!("{shown}: {e}")))?;
-        Ok(Root {
-            url: base,
-            store,
-            prefix,
-            local_dir: None,
-        })
+        Root::over_store(&url, &shown, store)
     }
 
     /// A root at `url` (`scheme://authority/prefix`) over a store the caller built: one
@@ -401,7 +389,7 @@ impl Root {
     /// plans (credentials, query and fragment are dropped from it); the store serves every
     /// read and write. Local directories are [`Root::local`].
     pub fn with_store(url: &str, store: Arc<dyn ObjectStore>) -> Result<Root> {
-        let mut base = Url::parse(url.trim())
+        let base = Url::parse(url.trim())
             .map_err(|e| Error::config(format!("the root URL does not parse ({e})")))?;
         let shown = redact_url(&base);
         if base.scheme() == "file" {
@@ -409,6 +397,13 @@ impl Root {
                 "{shown}: a local directory is opened with Root::local"
             )));
         }
+        Root::over_store(&base, &shown, store)
+    }
+
+    /// A root at `url` over `store`. The root URL keeps scheme, host and path only (no
+    /// credentials, no query), with a trailing slash; `shown` names it in errors.
+    fn over_store(url: &Url, shown: &str, store: Arc<dyn ObjectStore>) -> Result<Root> {
+        let mut base = url.clone();
         let _ = base.set_password(None);
         let _ = base.set_username("");
         base.set_query(None);
