@@ -24,14 +24,19 @@ struct Terminal {
 impl Terminal {
     fn start(root: &std::path::Path) -> Terminal {
         let home = tempfile::tempdir().unwrap();
+        // `exec`: the shell `script` starts the command with is replaced by ckpt, not left
+        // as its parent. A non-interactive dash left waiting would itself die of the
+        // SIGINT that Ctrl-C sends the terminal's process group, and `script -e` would then
+        // report 130 for a ckpt that ended with 0.
         let shell = format!(
-            "{} shell {}",
+            "exec {} shell {}",
             env!("CARGO_BIN_EXE_ckpt"),
             root.to_str().unwrap()
         );
         let mut child = Command::new("script")
             .args(["-qfec", &shell, "/dev/null"])
             .env("HOME", home.path())
+            .env("SHELL", "/bin/sh")
             .env("TERM", "xterm")
             .env_remove("CKPT_LOG")
             .stdin(Stdio::piped())
