@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::lax;
+use super::number_block;
 use super::value::{self, Value};
 use crate::kind::{
     DEFAULT_FACTORY, DEFAULT_JSON, JSON_TEXT, METADATA_DICT, RANGE, REQUIRED, computed_len_of,
@@ -1016,7 +1017,17 @@ fn push_message(col: &mut MsgCol, v: &Value) -> Result<(), String> {
 /// past the `null` or the `]`). None for anything else: the general path then decodes the
 /// line and words the error. The list's end is found by reading it, so its bytes, most of
 /// a summary line, are scanned once.
-fn number_list_end(b: &[u8], mut out: Option<&mut ListCol<PrimCol<f64>>>) -> Option<usize> {
+fn number_list_end(b: &[u8], out: Option<&mut ListCol<PrimCol<f64>>>) -> Option<usize> {
+    scan_number_list(b, out, true)
+}
+
+/// [`number_list_end`], with or without the 64-byte windows (without: the byte-by-byte
+/// scanner alone, the reference the windows are tested against).
+fn scan_number_list(
+    b: &[u8],
+    mut out: Option<&mut ListCol<PrimCol<f64>>>,
+    windows: bool,
+) -> Option<usize> {
     if b.starts_with(b"null") {
         if let Some(l) = out {
             l.close(false);
@@ -1040,20 +1051,30 @@ fn number_list_end(b: &[u8], mut out: Option<&mut ListCol<PrimCol<f64>>>) -> Opt
         return Some(i + 1);
     }
     loop {
+        // Whole windows of numbers in the common shape first, checked 64 bytes at a time;
+        // the scanner below reads what they leave (the two meet at a number's start).
+        while let Some(w) = b.get(i..i + number_block::WINDOW).filter(|_| windows) {
+            let Some((n, commas)) = number_block::checked_numbers(w.try_into().expect("a window"))
+            else {
+                break;
+            };
+            if let Some(l) = out.as_deref_mut() {
+                let mut start = 0;
+                let mut rest = commas;
+                while rest != 0 {
+                    let end = rest.trailing_zeros() as usize;
+                    push_number(l, &w[start..end])?;
+                    start = end + 1;
+                    rest &= rest - 1;
+                }
+            }
+            i += n;
+        }
         skip_ws(&mut i);
         let start = i;
         i = json_number_end(b, i)?;
         if let Some(l) = out.as_deref_mut() {
-            // A valid JSON number (json_number_end checked the grammar); fast-float parses
-            // it to the nearest f64, as serde_json's float_roundtrip does.
-            let v: f64 = fast_float2::parse(&b[start..i]).ok()?;
-            // `-0` is the integer 0 to Python: 0.0, as `lax::parse_f64` reads it.
-            let v = if v == 0.0 && !b[start..i].iter().any(|c| matches!(c, b'.' | b'e' | b'E')) {
-                0.0
-            } else {
-                v
-            };
-            l.child.push(v);
+            push_number(l, &b[start..i])?;
         }
         // The usual separator is a bare comma: test it before skipping whitespace.
         if b.get(i) == Some(&b',') {
@@ -1071,6 +1092,21 @@ fn number_list_end(b: &[u8], mut out: Option<&mut ListCol<PrimCol<f64>>>) -> Opt
         l.close(true);
     }
     Some(i + 1)
+}
+
+/// Pushes a valid JSON number (its grammar checked by the caller) as the nearest f64:
+/// fast-float's reading, which is serde_json's with `float_roundtrip`.
+#[inline]
+fn push_number(l: &mut ListCol<PrimCol<f64>>, text: &[u8]) -> Option<()> {
+    let v: f64 = fast_float2::parse(text).ok()?;
+    // `-0` is the integer 0 to Python: 0.0, as `lax::parse_f64` reads it.
+    let v = if v == 0.0 && !text.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+        0.0
+    } else {
+        v
+    };
+    l.child.push(v);
+    Some(())
 }
 
 /// The end of the JSON number starting at `i` (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`),
@@ -1335,6 +1371,102 @@ mod tests {
         })
     }
 
+    /// A valid JSON number: mostly of the common shape, else with an exponent, or zero.
+    fn number_text() -> impl Strategy<Value = String> {
+        let common = (
+            any::<bool>(),
+            0u64..1_000_000,
+            proptest::option::of(0u64..u64::MAX),
+        )
+            .prop_map(|(neg, int, frac)| {
+                let sign = if neg { "-" } else { "" };
+                match frac {
+                    Some(f) => format!("{sign}{int}.{f:0>19}"),
+                    None => format!("{sign}{int}"),
+                }
+            });
+        let other = prop_oneof![
+            Just("0"),
+            Just("-0"),
+            Just("0.0"),
+            Just("-0.0"),
+            Just("1e5"),
+            Just("2.5E-3"),
+            Just("-1.25e+7"),
+            Just("0.012345678918063641"),
+            Just("1e400"),
+        ];
+        prop_oneof![6 => common, 1 => other.prop_map(str::to_owned)]
+    }
+
+    /// Text where a number should be, broken in one of the ways the windows must refuse.
+    fn broken_number_text() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            Just("01"),
+            Just("-01"),
+            Just("00.5"),
+            Just("1."),
+            Just(".5"),
+            Just("-.5"),
+            Just("-"),
+            Just("--1"),
+            Just("1.2.3"),
+            Just("1-2"),
+            Just("+1"),
+            Just(""),
+            Just("1e"),
+            Just("NaN"),
+            Just("1..2"),
+            Just("0x1"),
+            Just("1 2"),
+            Just("\\u0031"),
+            Just("1.-2"),
+            Just("0-"),
+            Just("-0."),
+        ]
+    }
+
+    /// A list of numbers long enough for several windows, with odd separators now and
+    /// then, at most one broken number (so that no other error hides a wrong acceptance of
+    /// it), and the bytes of a line after it.
+    fn number_list_text() -> impl Strategy<Value = String> {
+        number_list(&["]", " ]", "],\"chat_id\":\"c\"}", "]}", ""])
+    }
+
+    /// [`number_list_text`] with one of `closes` after it.
+    fn number_list(closes: &'static [&'static str]) -> impl Strategy<Value = String> {
+        let sep =
+            prop_oneof![20 => Just(","), 1 => Just(" ,"), 1 => Just(", "), 1 => Just("\t,\t")];
+        let open = prop_oneof![Just("["), Just("[ "), Just("[\t")];
+        let close = proptest::sample::select(closes);
+        (
+            open,
+            proptest::collection::vec((number_text(), sep), 0..60),
+            proptest::option::of((
+                any::<proptest::sample::Index>(),
+                broken_number_text(),
+                any::<bool>(),
+            )),
+            number_text(),
+            close,
+        )
+            .prop_map(|(open, mut items, broken, last, close)| {
+                if let Some((at, text, doubled_comma)) = broken {
+                    let at = at.index(items.len() + 1);
+                    let sep = if doubled_comma { ",," } else { "," };
+                    items.insert(at, (text.to_owned(), sep));
+                }
+                let mut t = open.to_owned();
+                for (n, s) in items {
+                    t.push_str(&n);
+                    t.push_str(s);
+                }
+                t.push_str(&last);
+                t.push_str(close);
+                t
+            })
+    }
+
     /// A summary line with nested metadata and (maybe) a top-level embedding, keys in a
     /// shuffled order, odd whitespace.
     fn summary_line() -> impl Strategy<Value = String> {
@@ -1354,7 +1486,10 @@ mod tests {
                 Just(Some("[\u{b}1]".to_owned())),
                 // Kura's non-finite literals: the general path reads them.
                 Just(Some("[NaN, Infinity,-Infinity]".to_owned())),
-                Just(Some("[1e400, -0.0, -0]".to_owned()))
+                Just(Some("[1e400, -0.0, -0]".to_owned())),
+                // Long enough for the 64-byte windows, at most one number broken.
+                number_list(&["]", " ]"]).prop_map(Some),
+                number_list(&["]"]).prop_map(Some),
             ],
             any::<bool>(),
             ws,
@@ -1410,6 +1545,26 @@ mod tests {
             let mut v = vec![b'7'; digits];
             v.extend(b);
             prop_assert_eq!(digit_run(&v), digit_run_bytewise(&v));
+        }
+
+        /// The 64-byte windows read exactly what the byte-by-byte scanner reads: the same
+        /// end (or refusal) and the same values, bit for bit, checked or kept, on long
+        /// lists of valid and broken numbers, exponents, odd whitespace, and bytes after
+        /// the list.
+        #[test]
+        fn number_windows_equal_the_scanner(text in number_list_text()) {
+            let b = text.as_bytes();
+            let mut windowed = ListCol::new(PrimCol::<f64>::default());
+            let mut scanned = ListCol::new(PrimCol::<f64>::default());
+            let end = scan_number_list(b, Some(&mut scanned), false);
+            prop_assert_eq!(scan_number_list(b, Some(&mut windowed), true), end);
+            prop_assert_eq!(scan_number_list(b, None, true), end);
+            prop_assert_eq!(scan_number_list(b, None, false), end);
+            if end.is_some() {
+                let bits = |c: &ListCol<PrimCol<f64>>| c.child.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(bits(&windowed), bits(&scanned));
+                prop_assert_eq!(windowed.len(), scanned.len());
+            }
         }
 
         #[test]

@@ -10,6 +10,7 @@
 pub mod decode;
 pub mod encode;
 pub mod lax;
+mod number_block;
 pub mod value;
 
 pub use decode::{DecodeOptions, JsonlDecoder, OnError, SkippedLine};
