@@ -193,7 +193,7 @@ fn snapshot_reads(
         .clone()
         .with_parquet_file_reader_factory(Arc::new(SnapshotReaderFactory {
             store,
-            snapshots: Default::default(),
+            files: Default::default(),
         }));
     let conf = FileScanConfigBuilder::from(conf.clone())
         .with_source(Arc::new(source))
@@ -248,13 +248,11 @@ struct SharedFile {
     metadata: tokio::sync::OnceCell<Arc<datafusion::parquet::file::metadata::ParquetMetaData>>,
 }
 
-type SnapshotCell = Arc<SharedFile>;
-
-/// Readers for one scan; the partitions reading one file share its snapshot.
+/// Readers for one scan; the partitions reading one file share its [`SharedFile`].
 #[derive(Debug)]
 struct SnapshotReaderFactory {
     store: Arc<dyn ObjectStore>,
-    snapshots: Mutex<std::collections::HashMap<object_store::path::Path, SnapshotCell>>,
+    files: Mutex<std::collections::HashMap<object_store::path::Path, Arc<SharedFile>>>,
 }
 
 impl datafusion::datasource::physical_plan::ParquetFileReaderFactory for SnapshotReaderFactory {
@@ -265,8 +263,8 @@ impl datafusion::datasource::physical_plan::ParquetFileReaderFactory for Snapsho
         metadata_size_hint: Option<usize>,
         _metrics: &datafusion::physical_plan::metrics::ExecutionPlanMetricsSet,
     ) -> DfResult<Box<dyn datafusion::parquet::arrow::async_reader::AsyncFileReader + Send>> {
-        let cell = self
-            .snapshots
+        let shared = self
+            .files
             .lock()
             .entry(file.object_meta.location.clone())
             .or_default()
@@ -275,7 +273,7 @@ impl datafusion::datasource::physical_plan::ParquetFileReaderFactory for Snapsho
             store: self.store.clone(),
             split: file.range.is_some(),
             meta: file.object_meta,
-            cell,
+            shared,
             hint: metadata_size_hint,
         }))
     }
@@ -287,7 +285,8 @@ struct SnapshotReader {
     meta: ObjectMeta,
     /// Whether this partition reads a byte range of the file (planned from the listed size).
     split: bool,
-    cell: SnapshotCell,
+    /// The file's version and footer, shared with the other partitions that read it.
+    shared: Arc<SharedFile>,
     hint: Option<usize>,
 }
 
@@ -309,7 +308,7 @@ impl SnapshotReader {
 
     async fn snapshot(&self) -> datafusion::parquet::errors::Result<&Snapshot> {
         let snap = self
-            .cell
+            .shared
             .snapshot
             .get_or_try_init(|| async {
                 if self.meta.size > READ_WHOLE_BYTES {
@@ -414,8 +413,8 @@ impl datafusion::parquet::arrow::async_reader::AsyncFileReader for SnapshotReade
         Box::pin(async move {
             // Read once per file and scan: the partitions of one scan ask with the same
             // options.
-            let cell = self.cell.clone();
-            let metadata = cell
+            let shared = self.shared.clone();
+            let metadata = shared
                 .metadata
                 .get_or_try_init(|| async {
                     let size = self.size().await?;
