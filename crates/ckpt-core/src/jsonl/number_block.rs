@@ -17,7 +17,7 @@
 //! scanner reads the rest: the two meet at a number's start.
 
 /// The bytes of a window, one bit each (bit `i` for byte `i`), by class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Classes {
     digit: u64,
     zero: u64,
@@ -96,13 +96,7 @@ fn classify(w: &[u8; WINDOW]) -> Classes {
         cmp_eq_mask_i8_m128i, m128i, min_u8_m128i, move_mask_i8_m128i, set_splat_i8_m128i,
         sub_i8_m128i,
     };
-    let mut c = Classes {
-        digit: 0,
-        zero: 0,
-        dot: 0,
-        minus: 0,
-        comma: 0,
-    };
+    let mut c = Classes::default();
     let eq = |v: m128i, byte: u8| {
         u64::from(
             move_mask_i8_m128i(cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(byte as i8))) as u16,
@@ -133,13 +127,7 @@ fn classify(w: &[u8; WINDOW]) -> Classes {
 /// tested against.
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 fn classify_bytewise(w: &[u8; WINDOW]) -> Classes {
-    let mut c = Classes {
-        digit: 0,
-        zero: 0,
-        dot: 0,
-        minus: 0,
-        comma: 0,
-    };
+    let mut c = Classes::default();
     for (i, &b) in w.iter().enumerate() {
         let bit = 1u64 << i;
         match b {
