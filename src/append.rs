@@ -16,9 +16,14 @@
 //!   (local disk: staged, fsynced, renamed; S3: one PUT or a completed multipart upload),
 //!   so a batch is there whole or not at all, and a killed appender loses only its own
 //!   batch.
-//! - A part's name is `<nanoseconds since the epoch, 16 hex digits>-<64 random bits>.<ext>`:
-//!   unique without any lock or coordination (appenders in several processes, on S3 where
-//!   there are no locks), and sorted by name in the order the appends started.
+//! - An append first writes its rows whole under a hidden name in the parts directory
+//!   (`_staged-...`, which listings skip), then **publishes** them by renaming that file to
+//!   the part's name, `<nanoseconds since the epoch, 16 hex digits>-<64 random bits>.<ext>`,
+//!   taken at that moment: unique without any lock or coordination (appenders in several
+//!   processes, on S3 where there are no locks), and sorted by name in the order the
+//!   appends were published. (Named when an append *started*, a long append published
+//!   after a compaction would have sorted before parts that compaction had merged: the
+//!   row that won would change with the compaction.)
 //! - The base keeps the checkpoint's ordinary name, and the parts sit in a directory
 //!   beside it whose name is not a checkpoint file name (`*.jsonl.parts`), so Kura and
 //!   other readers of plain files see the base and nothing else; after `ckpt compact`
@@ -30,17 +35,19 @@
 //! clusters) appended twice — a batch stored, then computed and appended again after a
 //! crash before the caller knew — is resolved by one rule, in the table itself, so every
 //! reader (typed loads, streams, SQL, `ckpt ls`, convert, COPY, compaction) applies it:
-//! files are ordered base first, then parts by name; rows within a file in file order; of
-//! the rows of the parts that share an id, the last one is kept, and it replaces any row
-//! of the base with that id. Rows of the base alone are taken as they are (a base is a
-//! save or a compaction, which has no duplicates).
+//! files are ordered base first, then parts by name (the order they were published);
+//! rows within a file in file order; of all the rows that share an id — in the base, in
+//! the parts, or both — the last one in that order is kept, at its own place. A base
+//! written by another tool may hold an id twice: once the checkpoint has parts, that id
+//! too is resolved by the rule (a checkpoint stored as one file, with no parts, is read
+//! as it is, every row, as Kura reads it).
 //!
 //! The rule lives in a table provider ([`AppendedTable`]) and its execution plan
 //! ([`LastWinsExec`]) rather than in a SQL view with `ROW_NUMBER()`: a window over the id
 //! would sort every row (embeddings included) and lose the file order. The plan reads the
-//! id column of the parts first (a map from id to the position of its last row: memory
-//! for the ids of the parts only), then streams every file in order and drops the rows
-//! that a later row replaces; memory holds one batch plus that map.
+//! id column of every file first (a map from id to the position of its last row: memory
+//! for the ids), then streams every file in order and drops the rows that a later row
+//! replaces; memory holds one batch plus that map.
 //!
 //! # Reads never mix two states
 //!
@@ -119,18 +126,47 @@ pub fn parts_dir_base(dir: &str) -> Option<(&str, FileFormat)> {
     }
 }
 
-/// A new part's name within the root: unique, sorted by the time the append started.
+/// A new part's name within the root: unique, sorted by the moment it is taken, which is
+/// the moment the part is published.
 pub fn new_part_name(file: &str, format: FileFormat) -> String {
+    format!(
+        "{}/{}.{}",
+        parts_dir(file),
+        unique_stamp(),
+        format.extension()
+    )
+}
+
+/// Where an append writes its rows before publishing them: a hidden name (`_`, which
+/// listings skip) in the parts directory, so no reader sees a part before it is whole
+/// and named in publication order.
+pub fn staged_part_name(file: &str, format: FileFormat) -> String {
+    format!(
+        "{}/_staged-{}.{}",
+        parts_dir(file),
+        unique_stamp(),
+        format.extension()
+    )
+}
+
+/// `<nanoseconds since the epoch, 16 hex digits>-<64 random bits>`: sorted by time, unique
+/// without coordination.
+fn unique_stamp() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or_default();
     let unique: u64 = rand::random();
-    format!(
-        "{}/{nanos:016x}-{unique:016x}.{}",
-        parts_dir(file),
-        format.extension()
-    )
+    format!("{nanos:016x}-{unique:016x}")
+}
+
+/// Removes the parts directory of checkpoint file `file` when it is empty (local disk;
+/// object stores have no directories): what an append that failed, or a compaction,
+/// leaves. A directory holding anything (another appender's staged part) stays.
+pub fn remove_empty_parts_dir(root: &Root, file: &str) {
+    if let Some(path) = root.local_path(&parts_dir(file)) {
+        let _ = std::fs::remove_dir(path);
+    }
 }
 
 /// Whether `meta` is one of the parts of checkpoint file `file` (not its base).
@@ -187,6 +223,7 @@ pub async fn find_checkpoint(
         format,
         kind: kind.or_else(|| CheckpointKind::from_name(file)),
         files: base.into_iter().chain(parts).collect(),
+        problem: None,
     }))
 }
 
@@ -259,9 +296,9 @@ pub struct AppendedTable {
     /// One table per file, in order, as a single-file checkpoint would be read.
     files: Vec<Arc<dyn TableProvider>>,
     /// The same files read for their ids (with a skip log of their own, so a skipped line
-    /// is reported once).
+    /// is reported once): every file, the base too, which may hold an id twice.
     ids: Vec<Arc<dyn TableProvider>>,
-    /// Index of the first part in `files` (1 with a base, else 0).
+    /// Index in `files` of the first file read for ids (0: all of them).
     first_part: usize,
     listed: Listed,
 }
@@ -297,11 +334,10 @@ impl AppendedTable {
                 format: entry.format,
                 kind: Some(kind),
                 files: vec![meta.clone()],
+                problem: None,
             };
             files.push(single_file_table(root, &one, Some(kind), opts).await?);
-            if part {
-                ids.push(single_file_table(root, &one, Some(kind), &id_opts).await?);
-            }
+            ids.push(single_file_table(root, &one, Some(kind), &id_opts).await?);
         }
         Ok(AppendedTable {
             kind,
@@ -364,7 +400,7 @@ pub struct LastWinsExec {
     kind: CheckpointKind,
     /// Full scans, one per file, in order.
     files: Vec<Arc<dyn ExecutionPlan>>,
-    /// Scans of the id column, one per part.
+    /// Scans of the id column, one per file from `first_part` on (every file).
     ids: Vec<Arc<dyn ExecutionPlan>>,
     first_part: usize,
     /// The id column in the files' schema.
@@ -377,7 +413,7 @@ pub struct LastWinsExec {
 
 impl LastWinsExec {
     /// The plan over `files` (full scans, in order) and `ids` (scans of the id column of
-    /// the parts, which are `files[first_part..]`), projected to `projection` of the
+    /// `files[first_part..]`), projected to `projection` of the
     /// kind's columns.
     pub(crate) fn new(
         kind: CheckpointKind,
@@ -585,7 +621,7 @@ async fn last_wins(
     tx: tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
     ctx: Arc<TaskContext>,
 ) -> DfResult<()> {
-    // Pass 1: the position (file, row) of the last row of each id of the parts.
+    // Pass 1: the position (file, row) of the last row of each id.
     let mut last: HashMap<String, (usize, u64)> = HashMap::new();
     for (k, plan) in ids.iter().enumerate() {
         let file = first_part + k;
@@ -811,6 +847,7 @@ pub async fn append_file(
         format: src_format,
         kind: None,
         files: vec![meta],
+        problem: None,
     };
     // The checkpoint's kind: its name's, else the existing checkpoint's, else the input's
     // columns'.
@@ -859,12 +896,13 @@ pub async fn append_file(
     })
 }
 
-/// `ckpt compact ROOT NAME`: see [`crate::CheckpointManager::compact`]. Returns the
-/// checkpoint (as a path or URL) and what was done.
+/// `ckpt compact ROOT NAME`: see [`crate::CheckpointManager::compact`]; `layout` None keeps
+/// the checkpoint's own layout. Returns the checkpoint (as a path or URL) and what was done.
 pub async fn compact(
     root: &str,
     name: &str,
     write: &crate::format::WriteOptions,
+    layout: Option<crate::format::Layout>,
     storage: &crate::storage::StorageOptions,
 ) -> Result<(String, crate::manager::CompactStats)> {
     let root = Root::open_existing(root, storage)?;
@@ -879,6 +917,6 @@ pub async fn compact(
     let manager = crate::CheckpointManager::new(root.clone(), format)?
         .compression(write.compression)
         .layout(write.layout);
-    let stats = manager.compact(name).await?;
+    let stats = manager.compact_as(name, layout).await?;
     Ok((root.describe(&file), stats))
 }

@@ -48,9 +48,35 @@ pub struct Entry {
     pub kind: Option<CheckpointKind>,
     /// The files holding the rows (one, or the parts of a directory).
     pub files: Vec<ObjectMeta>,
+    /// Why the checkpoint cannot be read (a symlink loop, a directory that cannot be
+    /// listed): it is listed all the same, its error reported by `ckpt ls` and by any
+    /// query that names it, while the root's other checkpoints read as usual.
+    pub problem: Option<String>,
 }
 
 impl Entry {
+    /// An entry of `root` that cannot be read: `file` as listed (a directory ends in `/`).
+    fn unreadable(root: &Root, file: &str, reason: &str) -> Entry {
+        let trimmed = file.trim_end_matches('/');
+        let (stem, format) = strip_extension(trimmed);
+        Entry {
+            name: stem.to_owned(),
+            file: file.to_owned(),
+            format: format.unwrap_or(FileFormat::Jsonl),
+            kind: CheckpointKind::from_name(stem),
+            files: Vec::new(),
+            problem: Some(format!("cannot read {}: {reason}", root.describe(trimmed))),
+        }
+    }
+
+    /// The entry's problem as an error, when it has one.
+    fn check_readable(&self) -> Result<()> {
+        match &self.problem {
+            Some(p) => Err(Error::config(p.clone())),
+            None => Ok(()),
+        }
+    }
+
     pub fn bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
@@ -60,9 +86,19 @@ impl Entry {
 }
 
 /// Lists the checkpoints of a root, sorted by name (then JSONL before Parquet).
+///
+/// An entry that cannot be read (see [`Root::list_checked`]) is listed with its
+/// [`problem`](Entry::problem) when it could be a checkpoint (a directory, or a file with a
+/// checkpoint's extension); only a root that cannot be listed fails.
 pub async fn list_checkpoints(root: &Root) -> Result<Vec<Entry>> {
-    let (files, dirs) = root.list().await?;
+    let listing = root.list_checked().await?;
+    let (files, dirs) = (listing.files, listing.dirs);
     let mut out = Vec::new();
+    for bad in &listing.unreadable {
+        if strip_extension(&bad.name).1.is_some() {
+            out.push(Entry::unreadable(root, &bad.name, &bad.reason));
+        }
+    }
     for meta in files {
         let Some(file) = root.name_of(&meta.location) else {
             continue;
@@ -76,13 +112,21 @@ pub async fn list_checkpoints(root: &Root) -> Result<Vec<Entry>> {
             format,
             file: file.clone(),
             files: vec![meta],
+            problem: None,
         });
     }
     for dir in dirs {
         // The parts of an appended checkpoint belong to its entry (made here when it has
         // no base yet): listed after the base, as every reader lists them.
         if let Some((base, format)) = crate::append::parts_dir_base(&dir) {
-            let parts = crate::append::list_parts(root, base, format).await?;
+            let parts = match crate::append::list_parts(root, base, format).await {
+                Ok(parts) => parts,
+                Err(e) => {
+                    out.retain(|e| e.file != base);
+                    out.push(Entry::unreadable(root, base, &e.to_string()));
+                    continue;
+                }
+            };
             if parts.is_empty() {
                 continue;
             }
@@ -94,11 +138,18 @@ pub async fn list_checkpoints(root: &Root) -> Result<Vec<Entry>> {
                     format,
                     file: base.to_owned(),
                     files: parts,
+                    problem: None,
                 }),
             }
             continue;
         }
-        let parts = root.list_dir(&dir).await?;
+        let parts = match root.list_dir(&dir).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                out.push(Entry::unreadable(root, &format!("{dir}/"), &e.to_string()));
+                continue;
+            }
+        };
         // A directory is a checkpoint when its files share one checkpoint format.
         let formats: Vec<FileFormat> = parts
             .iter()
@@ -127,6 +178,7 @@ pub async fn list_checkpoints(root: &Root) -> Result<Vec<Entry>> {
             format,
             file: format!("{name}/"),
             files: parts,
+            problem: None,
         });
     }
     out.sort_by(|a, b| (&a.name, a.format.extension()).cmp(&(&b.name, b.format.extension())));
@@ -172,6 +224,10 @@ fn kind_of_first_line(line: &[u8]) -> Option<CheckpointKind> {
 const FIRST_LINE_MAX: usize = 64 << 20;
 
 async fn first_line(root: &Root, meta: &ObjectMeta) -> Result<Vec<u8>> {
+    // An empty file has no first line (and stores refuse a read of zero bytes).
+    if meta.size == 0 {
+        return Ok(Vec::new());
+    }
     let mut len = 64 * 1024u64;
     loop {
         let end = len.min(meta.size);
@@ -179,7 +235,7 @@ async fn first_line(root: &Root, meta: &ObjectMeta) -> Result<Vec<u8>> {
             .store()
             .get_range(&meta.location, 0..end)
             .await
-            .map_err(|e| Error::storage(format!("cannot read {}", meta.location), e))?;
+            .map_err(|e| Error::storage(format!("cannot read {}", display_name(root, meta)), e))?;
         let b = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
         if let Some(i) = memchr::memchr(b'\n', b) {
             return Ok(b[..i].to_vec());
@@ -210,6 +266,7 @@ pub async fn table_for(
     entry: &Entry,
     opts: &TableOptions,
 ) -> Result<Arc<dyn TableProvider>> {
+    entry.check_readable()?;
     if crate::append::part_count(entry) == 0 {
         return single_file_table(root, entry, None, opts).await;
     }
@@ -273,6 +330,29 @@ pub(crate) async fn single_file_table(
             }
         }
     }
+}
+
+/// The columns of a stored Parquet file of `kind`, as `ckpt ls` checks them: in the native
+/// layout, what [`single_file_table`] checks before a read; in Kura's layout, that every
+/// required column is there (a read would fail on the first row without it).
+fn check_stored_columns(kind: CheckpointKind, stored: &Schema, file: &str) -> Result<()> {
+    if !crate::layout::needs_conversion(kind, stored) {
+        return check_native_columns(kind, stored, file);
+    }
+    for f in kind.schema().fields() {
+        let optional = f.is_nullable()
+            || crate::kind::computed_len_of(f).is_some()
+            || f.metadata().get(crate::kind::DEFAULT_JSON).is_some();
+        if !optional && stored.field_with_name(f.name()).is_err() {
+            return Err(Error::data(
+                file,
+                None,
+                Some(f.name()),
+                format!("required column is missing for a {kind} checkpoint"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A native-layout file must have the kind's columns with compatible types; say which
@@ -379,7 +459,9 @@ impl Entry {
 
 /// Schema of a JSONL checkpoint of no known kind, inferred from its first 1000 lines.
 async fn infer_jsonl_schema(root: &Root, files: &[ObjectMeta]) -> Result<SchemaRef> {
-    let Some(first) = files.first() else {
+    // An empty file has no columns to infer: an empty table (and no read of zero bytes,
+    // which stores refuse as an invalid range).
+    let Some(first) = files.iter().find(|m| m.size > 0) else {
         return Ok(Arc::new(Schema::empty()));
     };
     let end = first.size.min(8 << 20);
@@ -387,7 +469,7 @@ async fn infer_jsonl_schema(root: &Root, files: &[ObjectMeta]) -> Result<SchemaR
         .store()
         .get_range(&first.location, 0..end)
         .await
-        .map_err(|e| Error::storage(format!("cannot read {}", first.location), e))?;
+        .map_err(|e| Error::storage(format!("cannot read {}", display_name(root, first)), e))?;
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let (schema, _) =
         datafusion::arrow::json::reader::infer_json_schema(std::io::Cursor::new(body), Some(1000))
@@ -608,6 +690,7 @@ async fn describe_entry(
     root: &Root,
     entry: &Entry,
 ) -> Result<(Option<CheckpointKind>, Option<String>, u64)> {
+    entry.check_readable()?;
     if crate::append::part_count(entry) > 0 {
         let kind = resolve_kind(root, entry).await?;
         return describe_appended(root, entry, kind).await;
@@ -625,6 +708,9 @@ async fn describe_entry(
                     kind = kind_of_footer(&footer);
                 }
                 if let Some(k) = kind {
+                    // What a read checks before its first row, `ls` checks too: a file it
+                    // lists as fine is one a query reads.
+                    check_stored_columns(k, &footer.schema, &display)?;
                     layout = Some(detect_layout(k, &footer.schema).to_string());
                 }
             }
@@ -661,8 +747,23 @@ async fn count_jsonl_rows(
     let mut in_line = false;
     let mut head = Vec::new();
     let mut head_done = !want_head;
+    // A byte order mark opens the file, as the scan reads it: it is no row (a file holding
+    // only one has none). Its bytes may straddle chunks.
+    let mut bom_left: &[u8] = b"\xEF\xBB\xBF";
     while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(cannot_read)?;
+        let mut chunk = chunk.map_err(cannot_read)?;
+        while !bom_left.is_empty() && !chunk.is_empty() {
+            if chunk[0] == bom_left[0] {
+                chunk = chunk.slice(1..);
+                bom_left = &bom_left[1..];
+            } else {
+                // Not a BOM after all: the bytes taken as one so far were a row's.
+                if bom_left.len() < 3 {
+                    in_line = true;
+                }
+                bom_left = &[];
+            }
+        }
         if !head_done {
             match memchr::memchr(b'\n', &chunk) {
                 Some(j) => {

@@ -105,9 +105,10 @@ pub(crate) fn coordinator(builder: SessionStateBuilder, workers: &[Url]) -> Sess
         .with_distributed_desired_task_count_handler(AppendsInOneTask)
         .with_distributed_planner();
     match builder.query_planner().take() {
-        Some(distributed) => {
-            builder.with_query_planner(Arc::new(CoordinatorPlanner { distributed }))
-        }
+        Some(distributed) => builder.with_query_planner(Arc::new(CoordinatorPlanner {
+            distributed,
+            workers: workers.into(),
+        })),
         None => builder,
     }
 }
@@ -123,6 +124,8 @@ pub(crate) fn coordinator(builder: SessionStateBuilder, workers: &[Url]) -> Sess
 #[derive(Debug)]
 struct CoordinatorPlanner {
     distributed: Arc<dyn QueryPlanner + Send + Sync>,
+    /// The workers, named in the error of a query that loses one.
+    workers: Arc<[Url]>,
 }
 
 tokio::task_local! {
@@ -143,10 +146,173 @@ impl QueryPlanner for CoordinatorPlanner {
                 .create_physical_plan(plan, session)
                 .await;
         }
-        PLANNING
+        let plan = PLANNING
             .scope((), self.distributed.create_physical_plan(plan, session))
-            .await
+            .await?;
+        Ok(Arc::new(NamesLostWorkers {
+            input: plan,
+            workers: Arc::clone(&self.workers),
+        }))
     }
+}
+
+/// The top of a coordinator's plan: a failure of a worker's connection (a worker killed
+/// or gone mid-query, which the transport reports as a bare HTTP/2 or gRPC error) is
+/// reported naming the workers that no longer answer, found by trying to connect to each.
+/// Everything else passes through unchanged.
+#[derive(Debug)]
+struct NamesLostWorkers {
+    input: Arc<dyn ExecutionPlan>,
+    workers: Arc<[Url]>,
+}
+
+impl datafusion::physical_plan::DisplayAs for NamesLostWorkers {
+    fn fmt_as(
+        &self,
+        _t: datafusion::physical_plan::DisplayFormatType,
+        f: &mut std::fmt::Formatter,
+    ) -> std::fmt::Result {
+        write!(f, "NamesLostWorkers: workers={}", self.workers.len())
+    }
+}
+
+impl ExecutionPlan for NamesLostWorkers {
+    fn name(&self) -> &str {
+        "NamesLostWorkers"
+    }
+
+    fn properties(&self) -> &Arc<datafusion::physical_plan::PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        ) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(input), true) => Ok(Arc::new(NamesLostWorkers {
+                input,
+                workers: Arc::clone(&self.workers),
+            })),
+            _ => Err(DataFusionError::Internal(
+                "NamesLostWorkers has one child".into(),
+            )),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<datafusion::execution::TaskContext>,
+    ) -> DfResult<datafusion::execution::SendableRecordBatchStream> {
+        use futures::StreamExt;
+        let stream = self.input.execute(partition, ctx)?;
+        let schema = stream.schema();
+        let workers = Arc::clone(&self.workers);
+        let named = stream.then(move |item| {
+            let workers = Arc::clone(&workers);
+            async move {
+                match item {
+                    Err(e) if is_connection_failure(&e) => {
+                        Err(name_lost_workers(e, &workers).await)
+                    }
+                    other => other,
+                }
+            }
+        });
+        Ok(Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, named),
+        ))
+    }
+}
+
+/// Whether an error is a failed connection to a worker (its transport's words).
+fn is_connection_failure(e: &DataFusionError) -> bool {
+    let text = e.to_string().to_lowercase();
+    [
+        "transport error",
+        "h2 protocol error",
+        "broken pipe",
+        "connection reset",
+        "connection refused",
+        "error trying to connect",
+        "tcp connect error",
+        "status: unavailable",
+        "stream closed",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+}
+
+/// `e`, saying which workers no longer accept connections (each tried for at most 2 s; the
+/// whole round again a few times, 200 ms apart, while every worker still answers: a worker
+/// that is being killed closes its connections before its listening socket).
+async fn name_lost_workers(e: DataFusionError, workers: &[Url]) -> DataFusionError {
+    let mut lost = Vec::new();
+    for round in 0..5 {
+        if round > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        lost = unreachable_workers(workers).await;
+        if !lost.is_empty() {
+            break;
+        }
+    }
+    let all: Vec<String> = workers
+        .iter()
+        .filter_map(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+        .collect();
+    let said = match lost.as_slice() {
+        [] => format!(
+            "a connection to a worker failed (workers: {}); the query cannot finish without it",
+            all.join(", ")
+        ),
+        [one] => format!("worker {one} stopped answering; the query cannot finish without it"),
+        many => format!(
+            "workers {} stopped answering; the query cannot finish without them",
+            many.join(", ")
+        ),
+    };
+    DataFusionError::Execution(format!("{said}: {e}"))
+}
+
+/// The workers that refuse a connection or do not answer within 2 s, with why.
+async fn unreachable_workers(workers: &[Url]) -> Vec<String> {
+    let mut lost = Vec::new();
+    for url in workers {
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+            continue;
+        };
+        let addr = format!("{host}:{port}");
+        let tried = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::net::TcpStream::connect(addr.as_str()),
+        )
+        .await;
+        match tried {
+            Ok(Ok(_)) => {}
+            Ok(Err(why)) => lost.push(format!("{addr} ({why})")),
+            Err(_) => lost.push(format!("{addr} (no answer within 2 s)")),
+        }
+    }
+    lost
 }
 
 /// Whether a plan holds a recursive CTE, in any subquery too.

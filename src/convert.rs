@@ -137,6 +137,8 @@ pub async fn convert(src: &str, dst: &str, opts: &ConvertOptions) -> Result<Vec<
             Some((_, f)) => f.clone(),
             None => format!("{}.{}", entry.name, target_format.extension()),
         };
+        // The name rule of every write, before anything is created.
+        crate::format::validate_checkpoint_name(&target)?;
         if src_root.url() == dst_root.url() && target == entry.file {
             return Err(Error::config(format!(
                 "{} would be converted onto itself; choose another destination",

@@ -330,15 +330,20 @@ impl DataSink for JsonlSink {
         data: SendableRecordBatchStream,
         _ctx: &Arc<TaskContext>,
     ) -> DfResult<u64> {
-        let url = self
-            .conf
-            .table_paths
-            .first()
+        let table_path = self.conf.table_paths.first();
+        let url = table_path
             .map(|u| u.as_str().to_owned())
             .unwrap_or_else(|| self.conf.original_url.clone());
         // A target with an extension is one file; otherwise a directory gets one part.
         let (dir, file) = match url.rsplit_once('/') {
-            Some((d, f)) if f.contains('.') => (format!("{d}/"), f.to_owned()),
+            Some((d, f)) if f.contains('.') => {
+                // The name as stored: the URL's text is percent-encoded (`my%20file.jsonl`),
+                // the table path's store path is not (`my file.jsonl`).
+                let name = table_path
+                    .and_then(|t| t.prefix().filename().map(str::to_owned))
+                    .unwrap_or_else(|| f.to_owned());
+                (format!("{d}/"), name)
+            }
             _ => (
                 format!("{}/", url.trim_end_matches('/')),
                 format!("part-0.{}", self.ext),
@@ -373,11 +378,14 @@ fn staging_of(target: &ListingTableUrl) -> Option<(Path, Path, ListingTableUrl)>
             .map(|d| d.as_nanos())
             .unwrap_or_default()
     );
-    let staging = Path::from_iter(
-        path.parts()
-            .take(path.parts().count() - 1)
-            .chain(std::iter::once(unique.as_str().into())),
-    );
+    // Raw, as the table path is (`Path::parse`, not `Path::from`, which would percent-encode
+    // a non-ASCII name: the writer would then stage under one name and the rename look for
+    // another, leaving the staging file behind).
+    let staging = match path.as_ref().rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{unique}"),
+        None => unique.clone(),
+    };
+    let staging = Path::parse(staging).ok()?;
     let url = ListingTableUrl::parse(format!("{dir_url}/{unique}")).ok()?;
     Some((path, staging, url))
 }

@@ -30,7 +30,7 @@ const SAVE_BATCH_ROWS: usize = 4096;
 const READ_AGAIN: u32 = 10;
 
 mod incremental;
-pub use incremental::CompactStats;
+pub use incremental::{CompactStats, StagedAppend};
 
 /// Saves and loads checkpoints of one format in one root.
 #[derive(Clone)]
@@ -238,6 +238,7 @@ impl CheckpointManager {
         if !self.enabled {
             return Ok(WriteStats::default());
         }
+        crate::format::validate_checkpoint_name(file)?;
         // A save replaces the whole checkpoint: the parts appended before it go once the
         // new file is in place (see `crate::append` on the moment between the two).
         let appended = crate::append::list_parts(&self.root, file, self.format).await?;

@@ -10,6 +10,13 @@
 //! `ExternalSorterMerge`), now and then, by timing. Keeping a sixteenth of the pool from
 //! spillable consumers makes a sort spill a little sooner and leaves its merge (and other
 //! operators that cannot spill) their room.
+//!
+//! `RepartitionExec`'s batches in flight are counted but never refused. DataFusion 55's
+//! repartition answers a refusal by spilling to a file its reader reads while it is
+//! written, and under a small pool that read fails with "Ipc error: Unexpected End of
+//! Stream" instead of a memory error. Counted, its batches still make sorts and
+//! aggregations spill sooner; the pool's other consumers are refused as usual, so a query
+//! either completes or fails with the pool's own message.
 
 use std::sync::Arc;
 
@@ -77,6 +84,10 @@ impl MemoryPool for SpillHeadroomPool {
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> DfResult<()> {
+        if is_repartition(reservation.consumer()) {
+            self.inner.grow(reservation, additional);
+            return Ok(());
+        }
         let spillable = reservation.consumer().can_spill();
         if spillable && self.inner.reserved() + additional + self.headroom > self.limit {
             // The consumer spills and tries again (that is what spillable means).
@@ -98,6 +109,14 @@ impl MemoryPool for SpillHeadroomPool {
     fn memory_limit(&self) -> MemoryLimit {
         self.inner.memory_limit()
     }
+}
+
+/// A `RepartitionExec`'s buffer (`RepartitionExec[3]`; see the module documentation).
+fn is_repartition(consumer: &MemoryConsumer) -> bool {
+    consumer
+        .name()
+        .strip_prefix("RepartitionExec[")
+        .is_some_and(|rest| rest.ends_with(']'))
 }
 
 #[cfg(test)]
@@ -125,5 +144,24 @@ mod tests {
         drop(sort);
         assert_eq!(pool.reserved(), 100);
         assert!(matches!(pool.memory_limit(), MemoryLimit::Finite(1600)));
+    }
+
+    #[test]
+    fn a_repartitions_batches_are_counted_but_never_refused() {
+        let pool = limited_pool(1600);
+        let repartition = MemoryConsumer::new("RepartitionExec[0]")
+            .with_can_spill(true)
+            .register(&pool);
+        repartition.try_grow(2000).unwrap();
+        assert_eq!(pool.reserved(), 2000);
+        // Everyone else sees the pool full.
+        let sort = MemoryConsumer::new("ExternalSorter[0]")
+            .with_can_spill(true)
+            .register(&pool);
+        assert!(sort.try_grow(1).is_err());
+        let other = MemoryConsumer::new("RepartitionExecutor").register(&pool);
+        assert!(other.try_grow(1).is_err());
+        drop(repartition);
+        assert_eq!(pool.reserved(), 0);
     }
 }

@@ -489,10 +489,14 @@ async fn four_appender_processes_times_fifty_batches_on_s3() {
 
 /// Starts `ckpt ARGS` and SIGKILLs it after `delay` (a deadline of 60 s for a run that
 /// finishes first). Returns whether the kill hit it.
-async fn run_and_kill(args: &[String], delay: Duration) -> bool {
+/// Runs `ckpt ARGS`, SIGKILLed after `delay` if still running. Returns (killed, was writing
+/// its part): the second from the run's own debug log, which says when it starts writing an
+/// appended part.
+async fn run_and_kill(args: &[String], delay: Duration) -> (bool, bool) {
+    use tokio::io::AsyncReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ckpt"))
         .args(args)
-        .env_remove("CKPT_LOG")
+        .env("CKPT_LOG", "ckpt=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -509,11 +513,19 @@ async fn run_and_kill(args: &[String], delay: Duration) -> bool {
                 .unwrap()
         }
     };
-    if status.signal() == Some(9) {
-        return true;
+    let mut log = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut log).await;
     }
-    assert!(status.success(), "{args:?} failed on its own: {status:?}");
-    false
+    let writing = log.contains("writing an appended part");
+    if status.signal() == Some(9) {
+        return (true, writing);
+    }
+    assert!(
+        status.success(),
+        "{args:?} failed on its own: {status:?}\n{log}"
+    );
+    (false, writing)
 }
 
 /// Batches of a step over `inputs` conversations, appended by `ckpt append`, with some
@@ -545,17 +557,26 @@ async fn kill_then_resume(place: &Place, kills: usize, seed: u64) {
 
     let mut acknowledged = BTreeSet::new();
     let mut killed = Vec::new();
+    // Batches whose run was killed after it began writing its part.
+    let mut killed_writing = BTreeSet::new();
     let mut b = 0;
-    while killed.len() < kills {
+    // Go on until enough kills landed while a part was being written (bounded).
+    while (killed.len() < kills || killed_writing.len() < 3) && b < 40 * kills {
         let file = inputs.path().join(format!("b{b}.jsonl"));
         write_jsonl(&file, &make(b));
         let args = place.args(&["append", &place.root, "summaries", file.to_str().unwrap()]);
         if rng.random_bool(0.5) {
             let delay = typical.mul_f64(rng.random_range(0.0..1.2));
-            if run_and_kill(&args, delay).await {
-                killed.push(b);
-            } else {
-                acknowledged.insert(b);
+            match run_and_kill(&args, delay).await {
+                (true, writing) => {
+                    killed.push(b);
+                    if writing {
+                        killed_writing.insert(b);
+                    }
+                }
+                (false, _) => {
+                    acknowledged.insert(b);
+                }
             }
         } else {
             ckpt(&args).expect_ok("append");
@@ -621,10 +642,22 @@ async fn kill_then_resume(place: &Place, kills: usize, seed: u64) {
         .unwrap();
     assert_eq!(computed.load(Ordering::SeqCst), want_computed);
     assert_eq!(by_id(&all).len(), total * ROWS);
-    assert!(
-        killed.iter().any(|k| !stored.contains(k)) || want_computed == 0,
-        "no kill hit an append in flight"
+    // The kills proved something: some landed while a part was being written and lost
+    // that part (it was not published), and the resume then computed exactly those.
+    let lost_mid_write = killed_writing
+        .iter()
+        .filter(|k| !stored.contains(k))
+        .count();
+    println!(
+        "{} kills, {} while writing a part, {lost_mid_write} of those lost their part; {want_computed} items recomputed",
+        killed.len(),
+        killed_writing.len()
     );
+    assert!(
+        lost_mid_write >= 1,
+        "no kill landed while a part was being written"
+    );
+    assert!(want_computed >= lost_mid_write * ROWS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -697,6 +730,11 @@ async fn compaction_under_reads(place: &Place, rounds: usize) {
     let mut want: BTreeMap<String, String> = BTreeMap::new();
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
+    // 0 before the round's compaction, 1 while it runs, 2 after; reads that began before
+    // it ended and ended after it began overlapped it, and only those prove anything.
+    let phase = Arc::new(AtomicUsize::new(0));
+    let overlapped_sql = Arc::new(AtomicUsize::new(0));
+    let overlapped_loads = Arc::new(AtomicUsize::new(0));
     for round in 0..rounds {
         // Parts that replace earlier rows and add new ones.
         for p in 0..8 {
@@ -711,10 +749,16 @@ async fn compaction_under_reads(place: &Place, rounds: usize) {
         }
         let expected = Arc::new(want.clone());
         stop.store(false, Ordering::SeqCst);
+        phase.store(0, Ordering::SeqCst);
         let mut readers = Vec::new();
         for r in 0..3 {
             let (place, expected, stop, reads) =
                 (place.clone(), expected.clone(), stop.clone(), reads.clone());
+            let (phase, overlapped_sql, overlapped_loads) = (
+                phase.clone(),
+                overlapped_sql.clone(),
+                overlapped_loads.clone(),
+            );
             readers.push(tokio::spawn(async move {
                 let m = place.manager(FileFormat::Jsonl);
                 let session = place.session().await;
@@ -724,11 +768,18 @@ async fn compaction_under_reads(place: &Place, rounds: usize) {
                         Instant::now() < deadline,
                         "reader {r} ran past its deadline"
                     );
-                    if r == 0 {
+                    let began = phase.load(Ordering::SeqCst);
+                    let succeeded = if r == 0 {
                         let n = sql_i64(&session, "SELECT count(*) FROM summaries").await;
                         match n {
-                            Ok(n) => assert_eq!(n as usize, expected.len(), "SQL count"),
-                            Err(e) => assert!(e.is_changed_while_read(), "SQL: {e}"),
+                            Ok(n) => {
+                                assert_eq!(n as usize, expected.len(), "SQL count");
+                                true
+                            }
+                            Err(e) => {
+                                assert!(e.is_changed_while_read(), "SQL: {e}");
+                                false
+                            }
                         }
                     } else {
                         let rows = m
@@ -737,16 +788,28 @@ async fn compaction_under_reads(place: &Place, rounds: usize) {
                             .unwrap_or_else(|e| panic!("load during compaction: {e}"))
                             .unwrap();
                         assert_eq!(by_id(&rows), *expected, "a load saw a mixed state");
+                        true
+                    };
+                    let ended = phase.load(Ordering::SeqCst);
+                    if succeeded && began <= 1 && ended >= 1 {
+                        let n = if r == 0 {
+                            &overlapped_sql
+                        } else {
+                            &overlapped_loads
+                        };
+                        n.fetch_add(1, Ordering::SeqCst);
                     }
                     reads.fetch_add(1, Ordering::SeqCst);
                 }
             }));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+        phase.store(1, Ordering::SeqCst);
         let stats = tokio::time::timeout(Duration::from_secs(120), m.compact("summaries"))
             .await
             .expect("compaction within 120 s")
             .unwrap();
+        phase.store(2, Ordering::SeqCst);
         assert_eq!(stats.parts, 8);
         tokio::time::sleep(Duration::from_millis(50)).await;
         stop.store(true, Ordering::SeqCst);
@@ -766,6 +829,15 @@ async fn compaction_under_reads(place: &Place, rounds: usize) {
     assert!(
         reads.load(Ordering::SeqCst) >= rounds * 3,
         "the readers hardly ran"
+    );
+    let (sql, loads) = (
+        overlapped_sql.load(Ordering::SeqCst),
+        overlapped_loads.load(Ordering::SeqCst),
+    );
+    println!("reads that overlapped a compaction and succeeded: {sql} SQL, {loads} loads");
+    assert!(
+        sql >= 1 && loads >= rounds,
+        "too few successful reads overlapped a compaction: {sql} SQL, {loads} loads"
     );
 }
 
@@ -858,4 +930,230 @@ async fn a_checkpoint_made_from_other_inputs_says_so() {
     );
     // The fingerprint is no checkpoint of its own.
     assert_eq!(plain.list().await.unwrap(), ["summaries.jsonl"]);
+}
+
+// ---- The order of the last row ---------------------------------------------------------------
+
+/// (chat_id → topic) as every reader sees it: a typed load, SQL rows and SQL's count agree.
+async fn seen_by_readers(place: &Place, what: &str) -> BTreeMap<String, String> {
+    let m = place.manager(FileFormat::Jsonl);
+    let loaded = m
+        .load::<ConversationSummary>("summaries")
+        .await
+        .unwrap_or_else(|e| panic!("{what}: load: {e}"))
+        .unwrap_or_default();
+    let loaded = by_id(&loaded);
+    let session = place.session().await;
+    let df = session
+        .sql("SELECT chat_id, topic FROM summaries")
+        .await
+        .unwrap_or_else(|e| panic!("{what}: SQL: {e}"));
+    let batches = df
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: SQL: {e}"));
+    let mut sql = BTreeMap::new();
+    for b in &batches {
+        let (ids, topics) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_string::<i32>(),
+        );
+        for i in 0..b.num_rows() {
+            let prev = sql.insert(ids.value(i).to_owned(), topics.value(i).to_owned());
+            assert!(
+                prev.is_none(),
+                "{what}: SQL returned {} twice",
+                ids.value(i)
+            );
+        }
+    }
+    assert_eq!(sql, loaded, "{what}: SQL and a typed load disagree");
+    let n = sql_i64(&session, "SELECT count(*) FROM summaries")
+        .await
+        .unwrap();
+    assert_eq!(n as usize, loaded.len(), "{what}: count(*)");
+    loaded
+}
+
+/// Random interleavings of appends (each written, then published at a random later step,
+/// so appends overlap and are published in another order than they began), compactions
+/// and discarded appends, over a base that holds ids twice. After every step every reader
+/// sees, for each id, the row of the last write in publication order (the base first,
+/// rows of one file in file order); a compaction never changes what they see.
+async fn last_row_wins_in_publication_order(place: &Place, seed: u64, steps: usize) {
+    println!("seed {seed}");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let m = place.manager(FileFormat::Jsonl);
+    let row = |id: usize, topic: &str| item("k", id, topic);
+    // The base, as another tool may write it: ids 1 and 3 twice, the later row wins.
+    let base: Vec<ConversationSummary> = (0..6)
+        .map(|i| row(i, "base-a"))
+        .chain([row(1, "base-b"), row(3, "base-b")])
+        .collect();
+    m.save("summaries", &base).await.unwrap();
+    let mut model: BTreeMap<String, String> = BTreeMap::new();
+    for r in &base {
+        model.insert(r.chat_id.clone(), r.topic.clone().unwrap());
+    }
+    // The base alone is read as it is, every row (as Kura reads it).
+    let plain = m
+        .load::<ConversationSummary>("summaries")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(plain.len(), base.len());
+    let mut pending: Vec<(ckpt::manager::StagedAppend, Vec<ConversationSummary>)> = Vec::new();
+    let (mut published, mut compacted) = (0, 0);
+    // Until a part is published the checkpoint is one file, read as it is (duplicates
+    // too); from then on (and after every compaction) the rule applies to base and parts.
+    let check = |published: usize, what: String, model: BTreeMap<String, String>| async move {
+        if published == 0 {
+            let rows = place
+                .manager(FileFormat::Jsonl)
+                .load::<ConversationSummary>("summaries")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(rows.len(), 8, "{what}: the base alone, every row");
+        } else {
+            assert_eq!(seen_by_readers(place, &what).await, model, "{what}");
+        }
+    };
+    for step in 0..steps {
+        let what = format!("seed {seed} step {step}");
+        match rng.random_range(0..10) {
+            0..=3 => {
+                // A batch of 1-4 rows, an id possibly twice in it.
+                let n = rng.random_range(1..=4);
+                let rows: Vec<ConversationSummary> = (0..n)
+                    .map(|j| row(rng.random_range(0..10), &format!("s{step}-{j}")))
+                    .collect();
+                let staged = m.stage_append("summaries", &rows).await.unwrap().unwrap();
+                pending.push((staged, rows));
+            }
+            4..=6 if !pending.is_empty() => {
+                let (staged, rows) = pending.remove(rng.random_range(0..pending.len()));
+                staged.publish().await.unwrap();
+                for r in &rows {
+                    model.insert(r.chat_id.clone(), r.topic.clone().unwrap());
+                }
+                published += 1;
+            }
+            7 if !pending.is_empty() => {
+                let (staged, _) = pending.remove(rng.random_range(0..pending.len()));
+                staged.discard().await.unwrap();
+            }
+            _ if published > 0 => {
+                let before = seen_by_readers(place, &format!("{what}: before compaction")).await;
+                m.compact("summaries").await.unwrap();
+                compacted += 1;
+                let after = seen_by_readers(place, &format!("{what}: after compaction")).await;
+                assert_eq!(
+                    after, before,
+                    "{what}: a compaction changed what readers see"
+                );
+            }
+            _ => {}
+        }
+        check(published, what, model.clone()).await;
+    }
+    for (staged, rows) in pending {
+        staged.publish().await.unwrap();
+        for r in &rows {
+            model.insert(r.chat_id.clone(), r.topic.clone().unwrap());
+        }
+    }
+    m.compact("summaries").await.unwrap();
+    assert_eq!(seen_by_readers(place, "the end").await, model);
+    // A compacted checkpoint is one file, holding each id once.
+    let rows = m
+        .load::<ConversationSummary>("summaries")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows.len(), model.len());
+    assert!(
+        published > 0 && compacted > 0,
+        "seed {seed}: {published} published, {compacted} compactions"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_row_wins_in_publication_order_over_random_interleavings() {
+    let seed = std::env::var("CKPT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    for k in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        last_row_wins_in_publication_order(&Place::local(dir.path()), seed.wrapping_add(k), 30)
+            .await;
+        // Nothing of the checkpoint's appends is left beside it once compacted.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["summaries.jsonl"], "seed {seed}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_row_wins_in_publication_order_over_random_interleavings_on_s3() {
+    let seed = std::env::var("CKPT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    last_row_wins_in_publication_order(&Place::s3("append-order"), seed, 20).await;
+}
+
+/// Compaction keeps the layout the checkpoint has: Kura's Parquet stays Kura's (which
+/// Kura's Parquet manager loads), native stays native; `--layout` changes it on purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_the_checkpoints_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let place = Place::local(dir.path());
+    for layout in [ckpt::Layout::Kura, ckpt::Layout::Native] {
+        let name = format!("summaries_{layout:?}").to_lowercase();
+        let m = place.manager(FileFormat::Parquet).layout(layout);
+        m.save(&name, &batch("a", 3, "one")).await.unwrap();
+        // Appended (and compacted) by a manager of the other layout, and by the CLI.
+        let other = place.manager(FileFormat::Parquet);
+        other.append(&name, &batch("b", 2, "two")).await.unwrap();
+        other.compact(&name).await.unwrap();
+        let e = ls_entry(&place, &format!("{name}.parquet"));
+        let want = if layout == ckpt::Layout::Kura {
+            "kura"
+        } else {
+            "native"
+        };
+        assert_eq!(e["layout"], want, "{e}");
+        assert_eq!(e["rows"], 5, "{e}");
+        other.append(&name, &batch("c", 1, "three")).await.unwrap();
+        ckpt(place.args(&["compact", &place.root, &name])).expect_ok("compact");
+        assert_eq!(ls_entry(&place, &format!("{name}.parquet"))["layout"], want);
+    }
+    // --layout changes it.
+    let m = place.manager(FileFormat::Parquet);
+    m.append("summaries_kura", &batch("d", 1, "four"))
+        .await
+        .unwrap();
+    ckpt(place.args(&[
+        "compact",
+        &place.root,
+        "summaries_kura",
+        "--layout",
+        "native",
+    ]))
+    .expect_ok("compact --layout native");
+    assert_eq!(
+        ls_entry(&place, "summaries_kura.parquet")["layout"],
+        "native"
+    );
+    // No lock file, no parts directory left behind.
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["summaries_kura.parquet", "summaries_native.parquet"]);
 }

@@ -1602,6 +1602,68 @@ async fn memory_limit_spills_instead_of_failing() {
     assert!(sort.contains("output_rows=30.00 K"), "{sort}");
 }
 
+/// Small pools: at any limit a query completes (spilling where it must) or fails with the
+/// pool's own message (who holds what, the hint) — never another error from deep inside
+/// (a torn spill file's "Ipc error", as when the JSONL scan's blocks outgrew their share
+/// and a repartition had to spill). Counts and aggregations always complete; a full sort
+/// completes from 4 MB on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_memory_limits_complete_or_fail_with_the_memory_message() {
+    let dir = generated_summaries(30_000, 64).await;
+    let root = p(dir.path());
+    for limit in ["1M", "2M", "4M", "8M", "16M", "20M"] {
+        let run = |sql: &str| {
+            let out = ckpt()
+                .args([
+                    "query",
+                    root,
+                    "--memory-limit",
+                    limit,
+                    "--format",
+                    "csv",
+                    sql,
+                ])
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (code, out, err) = run("SELECT count(*) AS n FROM summaries");
+        assert_eq!(
+            (code, out.as_str()),
+            (Some(0), "n\n30000\n"),
+            "{limit}: {err}"
+        );
+        let (code, out, err) = run("SELECT count(*) AS groups, sum(n) AS rows FROM \
+             (SELECT topic, count(*) AS n FROM summaries GROUP BY topic)");
+        assert_eq!(code, Some(0), "{limit}: {err}");
+        assert!(out.ends_with(",30000\n"), "{limit}: {out}");
+        let (code, out, err) = run("SELECT chat_id FROM summaries ORDER BY summary, chat_id");
+        match code {
+            Some(0) => assert_eq!(out.lines().count(), 30_001, "{limit}"),
+            _ => {
+                assert!(
+                    ["1M", "2M"].contains(&limit),
+                    "{limit}: a full sort fails: {err}"
+                );
+                assert_eq!(code, Some(1), "{limit}: {err}");
+                assert!(
+                    err.starts_with("error: Resources exhausted"),
+                    "{limit}: {err}"
+                );
+                assert!(
+                    err.contains(ckpt::exec::OUT_OF_MEMORY_HINT),
+                    "{limit}: {err}"
+                );
+            }
+        }
+        assert!(!err.contains("Ipc error"), "{limit}: {err}");
+    }
+}
+
 /// An aggregate without GROUP BY (`array_agg` of every embedding) holds all its input and
 /// cannot spill: over the limit the query fails, exit 1, with DataFusion's account of who
 /// holds the memory, what to do, and the statement; no row on stdout. The same query
@@ -1989,6 +2051,11 @@ fn usage_errors_exit_2_and_failures_exit_1() {
         (vec!["query", d, "SELECT 1", "-f", "x.sql"], "not both"),
         (vec!["shell"], "no root"),
         (vec!["frobnicate"], "unrecognized subcommand"),
+        // No SQL at all: standard input here is /dev/null, an empty argument, or comments
+        // only. Nothing to run is a usage error, like a missing argument.
+        (vec!["query", d], "no SQL"),
+        (vec!["query", d, ""], "no SQL"),
+        (vec!["query", d, "  -- just a comment\n"], "no SQL"),
     ];
     for (args, word) in &usage {
         let r = common::ckpt(args);

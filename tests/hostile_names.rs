@@ -374,3 +374,312 @@ async fn s3_roots_refuse_the_same_names() {
     }
     assert_eq!(keys, vec![format!("{base}/root/summaries.jsonl")]);
 }
+
+// ---- Names a user types: accepted means visible everywhere, refused means nothing written --
+
+/// Every file (local) or key (S3) under a root, as names relative to it, sorted.
+async fn everything_under(root: &Root) -> Vec<String> {
+    use futures::TryStreamExt;
+    let prefix = root.prefix().clone();
+    let listed: Vec<object_store::ObjectMeta> = root
+        .store()
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    let mut names: Vec<String> = listed
+        .iter()
+        .filter_map(|m| root.name_of(&m.location))
+        .collect();
+    if let Some(dir) = root
+        .local_path("x")
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
+        // Directories too (an empty parts directory is something left behind), and hidden
+        // files, which the store's listing skips.
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let path = e.unwrap().path();
+                let rel = path
+                    .strip_prefix(base)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                if path.is_dir() {
+                    out.push(format!("{rel}/"));
+                    walk(&path, base, out);
+                } else {
+                    out.push(rel);
+                }
+            }
+        }
+        names.clear();
+        walk(&dir, &dir, &mut names);
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `ckpt ls ROOT --format json` as JSON entries (the exit code is checked by the caller).
+fn ls_entries(cli: &[String], root: &str) -> (Option<i32>, Vec<serde_json::Value>) {
+    let mut args = cli.to_vec();
+    args.extend(["ls".into(), root.into(), "--format".into(), "json".into()]);
+    let r = run(ckpt_cmd().args(&args));
+    let v = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("ls json: {e}: {r:?}"));
+    (r.code, v)
+}
+
+fn query(cli: &[String], root: &str, sql: &str) -> Run {
+    let mut args = cli.to_vec();
+    args.extend([
+        "query".into(),
+        root.into(),
+        sql.into(),
+        "--format".into(),
+        "csv".into(),
+    ]);
+    run(ckpt_cmd().args(&args))
+}
+
+fn write_rows(path: &Path, rows: &[ConversationSummary]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    for r in rows {
+        serde_json::to_writer(&mut f, r).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+}
+
+/// Names with spaces and any Unicode work everywhere (append, COPY in both formats, saves):
+/// stored under the name as typed, listed by `ls` with their rows, queryable by that name;
+/// names that listings would hide (a leading `_`) or that table paths read as patterns are
+/// refused before anything is written. A refused or failed write leaves nothing behind.
+async fn names_users_type(root_url: &str, cli: &[String], storage: &ckpt::StorageOptions) {
+    let root = Root::with_options(root_url, storage).unwrap();
+    let m = CheckpointManager::with_storage(root_url, ckpt::FileFormat::Jsonl, storage).unwrap();
+    let rows: Vec<ConversationSummary> = (0..3).map(|i| summary(i, 4, 1)).collect();
+    m.save("summaries", &rows).await.unwrap();
+    let input = tempfile::tempdir().unwrap();
+    let file = input.path().join("batch.jsonl");
+    write_rows(&file, &rows);
+    let bad = input.path().join("bad.jsonl");
+    std::fs::write(&bad, b"{\"chat_id\": \"x\"}\n").unwrap();
+    let with = |args: &[&str]| -> Vec<String> {
+        let mut v = cli.to_vec();
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+
+    for name in ["my file", "résumé", "日本語 要約", "a-b.c d"] {
+        let what = format!("{root_url}: {name:?}");
+        run(ckpt_cmd().args(with(&["append", root_url, name, file.to_str().unwrap()])))
+            .expect_ok(&format!("{what}: append"));
+        m.save(&format!("{name} saved"), &rows).await.unwrap();
+        let copied = format!("{name} copied");
+        for ext in ["jsonl", "parquet"] {
+            query(
+                cli,
+                root_url,
+                &format!("COPY summaries TO '{copied}.{ext}'"),
+            )
+            .expect_ok(&format!("{what}: COPY to .{ext}"));
+        }
+        // Stored under the name as typed: no percent-encoded twin, no staging file left.
+        let stored = everything_under(&root).await;
+        assert!(
+            stored
+                .iter()
+                .any(|k| k.starts_with(&format!("{name}.jsonl.parts/"))),
+            "{what}: the part is not stored under its name: {stored:?}"
+        );
+        assert!(
+            stored
+                .iter()
+                .all(|k| !k.contains('%') && !k.contains("ckpt-staging")),
+            "{what}: {stored:?}"
+        );
+        // Listed, with rows and no error; queryable by the name.
+        let (code, listed) = ls_entries(cli, root_url);
+        assert_eq!(code, Some(0), "{what}: ls {listed:?}");
+        for (table, file) in [
+            (name.to_owned(), format!("{name}.jsonl")),
+            (format!("{name} saved"), format!("{name} saved.jsonl")),
+            (format!("{copied}.jsonl"), format!("{copied}.jsonl")),
+            (format!("{copied}.parquet"), format!("{copied}.parquet")),
+        ] {
+            let e = listed
+                .iter()
+                .find(|e| e["file"] == file.as_str())
+                .unwrap_or_else(|| panic!("{what}: {file} not listed: {listed:?}"));
+            assert_eq!(e["rows"], 3, "{what}: {e}");
+            assert!(e.get("error").is_none(), "{what}: {e}");
+            let r = query(
+                cli,
+                root_url,
+                &format!("SELECT count(*) AS n FROM \"{table}\""),
+            )
+            .expect_ok(&format!("{what}: query {table}"));
+            assert_eq!(r.stdout.trim(), "n\n3", "{what}: {table}");
+        }
+        let loaded: Vec<ConversationSummary> =
+            m.load(&format!("{name} saved")).await.unwrap().unwrap();
+        assert_eq!(loaded.len(), 3, "{what}");
+    }
+
+    // Refused up front, by every writer: nothing stored, nothing made.
+    let before = everything_under(&root).await;
+    for name in ["_batch", "sub/_x", "star*", "what?", "set[1]"] {
+        let what = format!("{root_url}: {name:?}");
+        let r = run(ckpt_cmd().args(with(&["append", root_url, name, file.to_str().unwrap()])))
+            .expect_err(&format!("{what}: append"));
+        assert!(
+            r.stderr.contains("invalid checkpoint name"),
+            "{what}: {}",
+            r.stderr
+        );
+        let err = m.save(name, &rows).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Checkpoint(CheckpointError::InvalidName { .. })),
+            "{what}: save: {err}"
+        );
+        let r = query(
+            cli,
+            root_url,
+            &format!("COPY summaries TO '{name}.parquet'"),
+        )
+        .expect_err(&format!("{what}: COPY"));
+        assert!(
+            r.stderr.contains("invalid checkpoint name"),
+            "{what}: {}",
+            r.stderr
+        );
+    }
+    // A failed append (a row Kura would refuse) leaves no parts directory behind.
+    run(ckpt_cmd().args(with(&[
+        "append",
+        root_url,
+        "summaries",
+        bad.to_str().unwrap(),
+    ])))
+    .expect_err("a bad row");
+    assert_eq!(
+        everything_under(&root).await,
+        before,
+        "{root_url}: a refused write left something"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_users_type_work_everywhere_or_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    names_users_type(
+        root.to_str().unwrap(),
+        &[],
+        &ckpt::StorageOptions::default(),
+    )
+    .await;
+    // On disk, under the names as typed.
+    assert!(root.join("résumé.jsonl.parts").is_dir());
+    assert!(root.join("日本語 要約 copied.parquet").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_users_type_work_everywhere_or_are_refused_up_front_on_s3() {
+    let s3 = S3::from_env();
+    let root_url = s3.url(&unique("names"));
+    names_users_type(&root_url, &s3.cli_args(), &s3.options()).await;
+}
+
+// ---- One bad entry never breaks a root; `ls` says what a read would say -------------------
+
+#[test]
+fn one_bad_entry_is_listed_with_its_error_and_the_rest_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let r = s(&root);
+    ckpt([
+        "generate",
+        &r,
+        "--summaries",
+        "20",
+        "--dim",
+        "4",
+        "--no-conversations",
+    ])
+    .expect_ok("generate");
+    // A symlink to itself, a directory link to the root (a loop when walked), a link to
+    // nothing.
+    std::os::unix::fs::symlink("loop.jsonl", root.join("loop.jsonl")).unwrap();
+    std::os::unix::fs::symlink(".", root.join("cyc")).unwrap();
+    std::os::unix::fs::symlink("missing.parquet", root.join("gone.parquet")).unwrap();
+    let (code, listed) = ls_entries(&[], &r);
+    assert_eq!(
+        code,
+        Some(1),
+        "ls exits 1 when an entry cannot be read: {listed:?}"
+    );
+    for file in ["loop.jsonl", "cyc/", "gone.parquet"] {
+        let e = listed
+            .iter()
+            .find(|e| e["file"] == file)
+            .unwrap_or_else(|| panic!("{file} not listed: {listed:?}"));
+        let error = e["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{file}: no error: {e}"));
+        assert!(
+            error.contains(file.trim_end_matches('/')),
+            "{file}: {error}"
+        );
+    }
+    for file in ["summaries.jsonl", "clusters.jsonl", "meta_clusters.jsonl"] {
+        let e = listed.iter().find(|e| e["file"] == file).unwrap();
+        assert!(e.get("error").is_none(), "{e}");
+    }
+    let q = query(&[], &r, "SELECT count(*) AS n FROM summaries").expect_ok("query");
+    assert_eq!(q.stdout.trim(), "n\n20");
+    let q = query(&[], &r, "SELECT count(*) FROM loop").expect_err("query of the loop");
+    assert!(q.stderr.contains("loop.jsonl"), "{}", q.stderr);
+    // The text listing too.
+    let t = ckpt(["ls", &r]);
+    assert_eq!(t.code, Some(1), "{t:?}");
+    assert!(t.stdout.contains("summaries"), "{}", t.stdout);
+}
+
+#[test]
+fn ls_applies_the_checks_a_read_applies_and_counts_as_a_read_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let r = s(&root);
+    // A summaries Parquet file whose columns are no summaries' (a score stored as text).
+    query(
+        &[],
+        &r,
+        "COPY (SELECT 'c1' AS chat_id, 's' AS summary, 'high' AS concerning_score) \
+         TO 'summaries.parquet' STORED AS PARQUET",
+    )
+    .expect_ok("a foreign Parquet file");
+    // A JSONL file holding only a byte order mark, and an empty one of no kind.
+    std::fs::write(root.join("clusters.jsonl"), "\u{feff}").unwrap();
+    std::fs::write(root.join("notes.jsonl"), "").unwrap();
+    let (code, listed) = ls_entries(&[], &r);
+    assert_eq!(code, Some(1), "{listed:?}");
+    let entry = |file: &str| listed.iter().find(|e| e["file"] == file).unwrap().clone();
+    let bad = entry("summaries.parquet");
+    assert!(
+        bad["error"].as_str().is_some(),
+        "ls lists a file no query reads: {bad}"
+    );
+    let q = query(&[], &r, "SELECT count(*) FROM summaries").expect_err("query");
+    assert!(q.stderr.contains("summaries.parquet"), "{}", q.stderr);
+    // One count: what ls says is what count(*) says.
+    for (file, table) in [("clusters.jsonl", "clusters"), ("notes.jsonl", "notes")] {
+        let e = entry(file);
+        assert!(e.get("error").is_none(), "{e}");
+        assert_eq!(e["rows"], 0, "{e}");
+        let q = query(&[], &r, &format!("SELECT count(*) AS n FROM \"{table}\"")).expect_ok(file);
+        assert_eq!(q.stdout.trim(), "n\n0", "{file}");
+    }
+}

@@ -235,3 +235,29 @@ def test_native_layout_is_read_by_ckpt(tmp_path):
     assert dumps(m.load_checkpoint("conversations", Conversation)) == dumps(rows)
     info = {r["name"]: r for r in ckpt.ls(tmp_path)}
     assert info["conversations"]["layout"] == "native" and info["conversations"]["rows"] == 4
+
+
+@pytest.mark.parametrize("kura_cls,ckpt_cls", PAIRS[:2])
+@pytest.mark.parametrize("name", ["my summaries", "résumé", "日本語 要約"])
+def test_names_with_spaces_and_unicode_are_stored_as_typed(tmp_path, kura_cls, ckpt_cls, name):
+    """A name a user types is the file's name, both ways: Kura loads what ckpt saved under
+    it, ckpt loads what Kura saved, and `ls` lists it by that name."""
+    rows = make_summaries(3)
+    kura_m, ours = kura_cls(str(tmp_path / "a")), ckpt_cls(str(tmp_path / "a"))
+    ours.save_checkpoint(name, rows)
+    assert os.path.exists(kura_m.get_checkpoint_path(name if kura_cls is not KuraJSONL else name + ".jsonl"))
+    assert dumps(kura_m.load_checkpoint(name, ConversationSummary)) == dumps(rows)
+    kura_b, ours_b = kura_cls(str(tmp_path / "b")), ckpt_cls(str(tmp_path / "b"))
+    kura_b.save_checkpoint(name, rows)
+    assert dumps(ours_b.load_checkpoint(name, ConversationSummary)) == dumps(rows)
+    listed = {c["name"]: c for c in ckpt.ls(str(tmp_path / "b"))}
+    assert listed[name]["rows"] == 3, listed
+
+
+@pytest.mark.parametrize("ckpt_cls", [ck.JSONLCheckpointManager, ck.ParquetCheckpointManager])
+def test_names_listings_would_hide_are_refused_and_nothing_is_written(tmp_path, ckpt_cls):
+    ours = ckpt_cls(str(tmp_path))
+    for name in ["_hidden", "star*", "set[1]"]:
+        with pytest.raises(ckpt.CkptError, match="invalid checkpoint name"):
+            ours.save_checkpoint(name, make_summaries(2))
+    assert os.listdir(tmp_path) == []

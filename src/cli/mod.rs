@@ -132,8 +132,9 @@ pub enum Command {
         #[arg(long, default_value = "snappy", value_parser = parse_compression)]
         compression: Compression,
         /// Parquet layout: native (real types) or kura (what Kura's Parquet manager reads).
-        #[arg(long, value_enum, default_value_t = LayoutArg::Native, ignore_case = true)]
-        layout: LayoutArg,
+        /// Default: the layout the checkpoint has.
+        #[arg(long, value_enum, ignore_case = true)]
+        layout: Option<LayoutArg>,
     },
     /// Serve as a worker: run the parts of queries that `ckpt query --workers` sends.
     #[command(
@@ -686,6 +687,13 @@ async fn run_command(
                     s
                 }
             };
+            // Nothing to run (an empty file, `< /dev/null`, only comments) is a usage error,
+            // like no SQL at all.
+            if exec::parse(&sql)?.is_empty() {
+                return Err(Failure::usage(
+                    "no SQL statement given: give a statement, -f FILE, or pipe SQL on standard input",
+                ));
+            }
             let session = args.session.open(storage).await?;
             let printer = args.session.printer();
             run_script(&session, &sql, printer, args.session.timing, out).await?;
@@ -857,8 +865,10 @@ async fn run_command(
             compression,
             layout,
         } => {
-            let write = write_options(*compression, (*layout).into());
-            let (checkpoint, stats) = ckpt::append::compact(root, name, &write, &storage).await?;
+            let write = write_options(*compression, Layout::default());
+            let layout = layout.map(Layout::from);
+            let (checkpoint, stats) =
+                ckpt::append::compact(root, name, &write, layout, &storage).await?;
             if stats.parts == 0 {
                 writeln!(out, "{checkpoint}: no appended parts; nothing to do").map_err(io)?;
             } else {

@@ -12,14 +12,55 @@ use futures::stream::StreamExt;
 
 use super::{CheckpointManager, READ_AGAIN, kind_for, typed_batches};
 use crate::append::{
-    find_checkpoint, new_part_name, part_count, read_fingerprint, remove_fingerprint, remove_parts,
-    write_fingerprint,
+    find_checkpoint, is_part_of, new_part_name, part_count, read_fingerprint,
+    remove_empty_parts_dir, remove_fingerprint, remove_parts, staged_part_name, write_fingerprint,
 };
 use crate::catalog::{resolve_kind, table_for};
+use crate::format::{FileFormat, Layout};
 use crate::kind::CheckpointKind;
 use crate::sink::{BatchStream, WriteStats};
+use crate::storage::Root;
 use crate::types::Checkpoint;
 use crate::{Error, Result};
+
+/// An append written whole but not yet published: no reader sees its rows until
+/// [`publish`](Self::publish). See [`CheckpointManager::stage_record_batches`].
+#[derive(Debug)]
+#[must_use = "a staged append is seen by no reader until it is published"]
+pub struct StagedAppend {
+    root: Root,
+    /// The checkpoint's file name.
+    file: String,
+    format: FileFormat,
+    /// The hidden name its rows were written under.
+    staged: String,
+    stats: WriteStats,
+}
+
+impl StagedAppend {
+    /// Makes the rows a part of the checkpoint: renamed to a part named at this moment, so
+    /// the parts are ordered as they were published (the order "the last row wins"
+    /// follows, before and after any compaction). Atomic: the part is there whole or not
+    /// at all.
+    pub async fn publish(self) -> Result<WriteStats> {
+        let part = new_part_name(&self.file, self.format);
+        match self.root.rename(&self.staged, &part).await {
+            Ok(()) => Ok(self.stats),
+            Err(e) => {
+                let _ = self.root.delete(&self.staged).await;
+                remove_empty_parts_dir(&self.root, &self.file);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Drops the rows: nothing of this append stays.
+    pub async fn discard(self) -> Result<()> {
+        self.root.delete(&self.staged).await?;
+        remove_empty_parts_dir(&self.root, &self.file);
+        Ok(())
+    }
+}
 
 /// What a compaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -111,10 +152,40 @@ impl CheckpointManager {
         kind: CheckpointKind,
         stream: BatchStream,
     ) -> Result<WriteStats> {
+        match self.stage_record_batches(name, kind, stream).await? {
+            Some(staged) => staged.publish().await,
+            None => Ok(WriteStats::default()),
+        }
+    }
+
+    /// The first half of [`append`](Self::append), for callers that publish later (or
+    /// not at all): see [`stage_record_batches`](Self::stage_record_batches).
+    pub async fn stage_append<T: Checkpoint + Clone>(
+        &self,
+        name: &str,
+        items: &[T],
+    ) -> Result<Option<StagedAppend>> {
+        self.stage_record_batches(name, kind_for::<T>(name), typed_batches(items))
+            .await
+    }
+
+    /// The first half of [`append_record_batches`](Self::append_record_batches): the rows
+    /// are checked and written whole under a hidden name beside the parts, and become a
+    /// part only when [`StagedAppend::publish`] is called (None when the manager is
+    /// disabled). Parts are ordered by when they were published, whatever their size or
+    /// when their writing began. A batch that fails stores nothing: no staged file, no
+    /// parts directory made for it, no fingerprint recorded for it.
+    pub async fn stage_record_batches(
+        &self,
+        name: &str,
+        kind: CheckpointKind,
+        stream: BatchStream,
+    ) -> Result<Option<StagedAppend>> {
         if !self.enabled {
-            return Ok(WriteStats::default());
+            return Ok(None);
         }
         let file = self.file_name(name)?;
+        let mut recorded = false;
         if let Some(fp) = &self.fingerprint {
             let exists = find_checkpoint(&self.root, &file, self.format, Some(kind))
                 .await?
@@ -124,10 +195,29 @@ impl CheckpointManager {
                 self.check_fingerprint(&file, true).await?;
             } else {
                 write_fingerprint(&self.root, &file, fp).await?;
+                recorded = true;
             }
         }
-        let part = new_part_name(&file, self.format);
-        self.write_kind(&part, kind, stream).await
+        let staged = staged_part_name(&file, self.format);
+        // Logged at debug level: a test that kills appenders tells from it that a kill
+        // landed while the part was being written.
+        tracing::debug!(part = %staged, "writing an appended part");
+        match self.write_kind(&staged, kind, stream).await {
+            Ok(stats) => Ok(Some(StagedAppend {
+                root: self.root.clone(),
+                file,
+                format: self.format,
+                staged,
+                stats,
+            })),
+            Err(e) => {
+                if recorded {
+                    let _ = remove_fingerprint(&self.root, &file).await;
+                }
+                remove_empty_parts_dir(&self.root, &file);
+                Err(e)
+            }
+        }
     }
 
     /// The ids of `ids` that checkpoint `name` does not hold yet (by the kind's id column:
@@ -257,7 +347,16 @@ impl CheckpointManager {
     /// checkpoint before or after, never both or neither (see `crate::append`). Run one
     /// compaction of a checkpoint at a time (on local disk a second one waits for the
     /// first); appends may go on meanwhile and stay parts.
+    ///
+    /// The compacted file keeps the layout its base has (Kura's or native Parquet), so a
+    /// checkpoint Kura loaded before loads after; a checkpoint of parts alone takes the
+    /// manager's. [`compact_as`](Self::compact_as) chooses the layout.
     pub async fn compact(&self, name: &str) -> Result<CompactStats> {
+        self.compact_as(name, None).await
+    }
+
+    /// [`compact`](Self::compact), written in `layout` when given (Parquet).
+    pub async fn compact_as(&self, name: &str, layout: Option<Layout>) -> Result<CompactStats> {
         let file = self.file_name(name)?;
         if !self.enabled {
             return Ok(CompactStats::default());
@@ -273,6 +372,11 @@ impl CheckpointManager {
         let kind = resolve_kind(&self.root, &entry)
             .await?
             .ok_or_else(|| Error::config(format!("{file}: no known kind to compact by")))?;
+        let layout = match layout {
+            Some(l) => l,
+            None => self.base_layout(&entry, kind).await?,
+        };
+        let writer = self.clone().layout(layout);
         let session = self.session().await?;
         let table = table_for(&self.root, &entry, &self.table_options).await?;
         let stream = session
@@ -283,8 +387,9 @@ impl CheckpointManager {
             .boxed();
         // The read checks at its end that nothing it listed changed; if something did,
         // the stream fails and the write is abandoned: the checkpoint stays as it was.
-        let written = self.write_kind(&file, kind, stream).await?;
+        let written = writer.write_kind(&file, kind, stream).await?;
         remove_parts(&self.root, &entry).await?;
+        remove_empty_parts_dir(&self.root, &file);
         tracing::info!(checkpoint = name, parts, rows = written.rows, "compacted");
         Ok(CompactStats {
             parts,
@@ -293,28 +398,41 @@ impl CheckpointManager {
         })
     }
 
-    /// On local disk, an exclusive lock on a file beside the parts for as long as the
-    /// returned file is open: compactions of one checkpoint take turns.
-    async fn compaction_lock(&self, file: &str) -> Result<Option<std::fs::File>> {
-        let Some(path) = self
-            .root
-            .local_path(&format!("{}/_compact.lock", crate::append::parts_dir(file)))
-        else {
+    /// The layout of the checkpoint's base (Parquet of a known kind); the manager's when
+    /// it has no base or is JSONL.
+    async fn base_layout(
+        &self,
+        entry: &crate::catalog::Entry,
+        kind: CheckpointKind,
+    ) -> Result<Layout> {
+        let base = entry.files.iter().find(|m| !is_part_of(&entry.file, m));
+        match (self.format, base) {
+            (FileFormat::Parquet, Some(meta)) => {
+                let footer = crate::scan::parquet::parquet_footer(
+                    self.root.store(),
+                    meta,
+                    &self.root.describe(&entry.file),
+                )
+                .await?;
+                Ok(crate::layout::detect_layout(kind, &footer.schema))
+            }
+            _ => Ok(self.write.layout),
+        }
+    }
+
+    /// On local disk, an exclusive lock on the root directory for as long as the returned
+    /// file is open: compactions in one root take turns. The directory itself is locked,
+    /// not a lock file, so a compaction leaves nothing behind (a lock file could not be
+    /// removed safely: a waiter would hold the lock of a file no one else opens).
+    async fn compaction_lock(&self, _file: &str) -> Result<Option<std::fs::File>> {
+        let Some(dir) = self.root.local_dir().map(|d| d.to_path_buf()) else {
             return Ok(None);
         };
         tokio::task::spawn_blocking(move || -> Result<Option<std::fs::File>> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-            }
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+            let f = std::fs::File::open(&dir)
+                .map_err(|e| Error::io(format!("cannot open {}", dir.display()), e))?;
             f.lock()
-                .map_err(|e| Error::io(format!("cannot lock {}", path.display()), e))?;
+                .map_err(|e| Error::io(format!("cannot lock {}", dir.display()), e))?;
             Ok(Some(f))
         })
         .await

@@ -288,6 +288,10 @@ struct ReadTuning {
     end_lookahead: u64,
 }
 
+/// Blocks are this large at least unless the memory pool is too small for it (then fewer
+/// are in flight, and smaller).
+const MIN_BLOCK_BYTES: usize = 256 << 10;
+
 /// The largest window requested while looking for the newline ending a range.
 const MAX_WINDOW: u64 = 8 << 20;
 
@@ -408,14 +412,15 @@ impl FileSource for JsonlSource {
         // partition (an order-keeping read) still decodes on every core.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let partitions = base_config.file_groups.len().max(1);
-        let in_flight = (2 * cores / partitions).max(2);
+        let mut in_flight = (2 * cores / partitions).max(2);
         let pool = self
             .memory_pool
             .clone()
             .unwrap_or_else(|| Arc::new(UnboundedMemoryPool::default()));
         // Under a memory limit the blocks of all partitions in flight (and the one each
         // hands on) take at most an eighth of the pool, so that sorts and aggregations,
-        // which can spill, have the rest; a block never shrinks below 256 KiB.
+        // which can spill, have the rest. Blocks shrink with the pool, down to one line
+        // each; under a pool too small for 256 KiB blocks fewer are in flight (2).
         //
         // That share is reserved whole while the partition reads, not block by block: a
         // reservation that shrank as blocks were handed on and grew again as new ones came
@@ -427,8 +432,11 @@ impl FileSource for JsonlSource {
         let reservation = MemoryConsumer::new(format!("JsonlScan[{partition}]")).register(&pool);
         let mut block_share = 0;
         if let MemoryLimit::Finite(limit) = pool.memory_limit() {
-            let share = limit / 8 / (partitions * (in_flight + 2));
-            tuning.block_bytes = tuning.block_bytes.min(share.max(256 << 10));
+            let share = |in_flight: usize| limit / 8 / (partitions * (in_flight + 2));
+            if share(in_flight) < MIN_BLOCK_BYTES {
+                in_flight = 2;
+            }
+            tuning.block_bytes = tuning.block_bytes.min(share(in_flight).max(1));
             block_share = tuning.block_bytes;
             reservation.grow(block_share * (in_flight + 2));
         }
@@ -1004,9 +1012,13 @@ struct DecodedBlock {
     lines: u64,
 }
 
-/// Cuts a byte stream into blocks of about `block_bytes` bytes of whole lines. A last line
-/// without a newline is its own end. `file_start`: the stream begins with the file's
-/// first line.
+/// Cuts a byte stream into blocks of at most `block_bytes` bytes of whole lines (a block
+/// holds one line at least: a longer line is a block of its own). A last line without a
+/// newline is its own end. `file_start`: the stream begins with the file's first line.
+///
+/// Chunks of the stream are cut to the block size, whatever their own size: the store's
+/// chunks can be several MiB (read-ahead), and a block that took a whole chunk would
+/// outgrow the share of a small memory pool the scan reserved for it.
 fn blocks(
     bytes: BoxStream<'static, Result<Bytes>>,
     file_start: bool,
@@ -1014,6 +1026,8 @@ fn blocks(
 ) -> BoxStream<'static, Result<Block>> {
     struct State {
         bytes: BoxStream<'static, Result<Bytes>>,
+        /// What is left of a chunk after the last block was cut from it.
+        pending: Option<Bytes>,
         /// Whole lines gathered for the next block, and their size.
         pieces: Vec<Bytes>,
         size: usize,
@@ -1021,6 +1035,8 @@ fn blocks(
         partial: BytesMut,
         file_start: bool,
         block_bytes: usize,
+        /// The byte stream has ended (it is not polled again).
+        ended: bool,
         done: bool,
     }
     impl State {
@@ -1033,14 +1049,67 @@ fn blocks(
                 bytes,
             }
         }
+
+        /// Takes the whole lines of `chunk` that fit in the block (the partial line before
+        /// them first); returns what is left of the chunk when the block is full and whole
+        /// lines remain, else keeps the tail as the partial line.
+        fn take_lines(&mut self, chunk: Bytes) -> Option<Bytes> {
+            let Some(first) = memchr::memchr(b'\n', &chunk) else {
+                self.partial.extend_from_slice(&chunk);
+                return None;
+            };
+            let mut at = 0;
+            if !self.partial.is_empty() {
+                if !self.pieces.is_empty()
+                    && self.size + self.partial.len() + first + 1 > self.block_bytes
+                {
+                    // The block is full: the line the chunk ends goes in the next one.
+                    return Some(chunk);
+                }
+                self.partial.extend_from_slice(&chunk[..=first]);
+                let line = std::mem::take(&mut self.partial).freeze();
+                self.size += line.len();
+                self.pieces.push(line);
+                at = first + 1;
+            }
+            let rest = &chunk[at..];
+            let Some(last) = memchr::memrchr(b'\n', rest) else {
+                self.partial.extend_from_slice(rest);
+                return None;
+            };
+            let room = self.block_bytes.saturating_sub(self.size);
+            // The end of the last line to take, within `rest`.
+            let end = if last < room {
+                Some(last)
+            } else {
+                match memchr::memrchr(b'\n', &rest[..room.min(rest.len())]) {
+                    Some(i) => Some(i),
+                    // Not one line fits: an empty block takes the first line whole.
+                    None if self.pieces.is_empty() => memchr::memchr(b'\n', rest),
+                    None => None,
+                }
+            };
+            if let Some(end) = end {
+                self.size += end + 1;
+                self.pieces.push(chunk.slice(at..at + end + 1));
+                at += end + 1;
+            }
+            if memchr::memchr(b'\n', &chunk[at..]).is_some() {
+                return Some(chunk.slice(at..));
+            }
+            self.partial.extend_from_slice(&chunk[at..]);
+            None
+        }
     }
     let state = State {
         bytes,
+        pending: None,
         pieces: Vec::new(),
         size: 0,
         partial: BytesMut::new(),
         file_start,
         block_bytes,
+        ended: false,
         done: false,
     };
     futures::stream::unfold(state, |mut st| async move {
@@ -1048,26 +1117,19 @@ fn blocks(
             return None;
         }
         loop {
-            match st.bytes.next().await {
+            let next = match st.pending.take() {
+                Some(rest) => Some(Ok(rest)),
+                None if st.ended => None,
+                None => st.bytes.next().await,
+            };
+            match next {
                 Some(Ok(chunk)) => {
-                    let Some(first) = memchr::memchr(b'\n', &chunk) else {
-                        st.partial.extend_from_slice(&chunk);
-                        continue;
-                    };
-                    let last = memchr::memrchr(b'\n', &chunk).expect("a newline was found");
-                    let mut body_start = 0;
-                    if !st.partial.is_empty() {
-                        st.partial.extend_from_slice(&chunk[..=first]);
-                        let line = std::mem::take(&mut st.partial).freeze();
-                        st.size += line.len();
-                        st.pieces.push(line);
-                        body_start = first + 1;
+                    if let Some(rest) = st.take_lines(chunk) {
+                        // The block is full and whole lines are left for the next.
+                        st.pending = Some(rest);
+                        let block = st.take_block();
+                        return Some((Ok(block), st));
                     }
-                    if last + 1 > body_start {
-                        st.size += last + 1 - body_start;
-                        st.pieces.push(chunk.slice(body_start..=last));
-                    }
-                    st.partial.extend_from_slice(&chunk[last + 1..]);
                     if st.size >= st.block_bytes {
                         let block = st.take_block();
                         return Some((Ok(block), st));
@@ -1078,11 +1140,17 @@ fn blocks(
                     return Some((Err(e), st));
                 }
                 None => {
-                    st.done = true;
+                    st.ended = true;
                     if !st.partial.is_empty() {
+                        if !st.pieces.is_empty() && st.size + st.partial.len() > st.block_bytes {
+                            // The last line goes in a block of its own.
+                            let block = st.take_block();
+                            return Some((Ok(block), st));
+                        }
                         let line = std::mem::take(&mut st.partial).freeze();
                         st.pieces.push(line);
                     }
+                    st.done = true;
                     if st.pieces.is_empty() {
                         return None;
                     }
@@ -1867,6 +1935,53 @@ mod tests {
             let cuts: Vec<u64> = cuts.iter().map(|c| c.index(bytes.len().max(1)) as u64).collect();
             let tuning = if tiny { TINY } else { ReadTuning::default() };
             RUNTIME.block_on(compare_splits(bytes, cuts, tuning));
+        }
+
+        /// Blocks hold whole lines, in order, every byte once, and stay within the block
+        /// size (a longer line alone), whatever the size of the chunks they are cut from.
+        #[test]
+        fn blocks_are_whole_lines_within_the_block_size(
+            lines in prop::collection::vec(prop::collection::vec(b'a'..=b'z', 0..40), 0..40),
+            last_newline in any::<bool>(),
+            chunk_sizes in prop::collection::vec(1usize..200, 1..20),
+            block_bytes in 1usize..120,
+        ) {
+            let mut text: Vec<u8> = Vec::new();
+            for l in &lines {
+                text.extend_from_slice(l);
+                text.push(b'\n');
+            }
+            if !last_newline && !text.is_empty() {
+                text.pop();
+            }
+            let mut chunks = Vec::new();
+            let mut at = 0;
+            for size in chunk_sizes.iter().cycle() {
+                if at >= text.len() {
+                    break;
+                }
+                let end = (at + size).min(text.len());
+                chunks.push(Ok(Bytes::copy_from_slice(&text[at..end])));
+                at = end;
+            }
+            let got: Vec<Block> = RUNTIME.block_on(
+                blocks(futures::stream::iter(chunks).boxed(), true, block_bytes)
+                    .map(|b| b.unwrap())
+                    .collect(),
+            );
+            let mut joined = Vec::new();
+            for (i, b) in got.iter().enumerate() {
+                let body: Vec<u8> = b.pieces.iter().flat_map(|p| p.iter().copied()).collect();
+                prop_assert_eq!(body.len(), b.bytes);
+                prop_assert!(!body.is_empty());
+                prop_assert_eq!(b.file_start, i == 0);
+                let last_block = i + 1 == got.len();
+                prop_assert!(body.ends_with(b"\n") || last_block, "block {} cut mid-line", i);
+                let one_line = body[..body.len() - 1].iter().all(|c| *c != b'\n');
+                prop_assert!(body.len() <= block_bytes || one_line, "block {} of {} bytes", i, body.len());
+                joined.extend_from_slice(&body);
+            }
+            prop_assert_eq!(joined, text);
         }
     }
 }

@@ -274,11 +274,37 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a name a user gives a checkpoint or a write (saves, appends, COPY targets,
+/// convert destinations): [`validate_name`]'s rules, plus the two that keep "accepted"
+/// meaning "visible everywhere". The same rule holds for every writer, and listings hide
+/// exactly the names it refuses, so nothing can be written that is then never listed:
+///
+/// - no component starting with `_` (listings hide those, as DataFusion's and Spark's do:
+///   `_SUCCESS`, ckpt's own `NAME.parts/_fingerprint`);
+/// - no `*`, `?`, `[` or `]`, which DataFusion reads as a glob pattern in a table's path.
+///
+/// Spaces and any Unicode are fine: names are stored as written, locally and in buckets.
+pub fn validate_checkpoint_name(name: &str) -> Result<()> {
+    validate_name(name)?;
+    let refuse = |why: &str| Err(Error::invalid_name(name, why));
+    if name.split('/').any(|p| p.starts_with('_')) {
+        return refuse(
+            "names starting with '_' are hidden from listings (kept for ckpt's own files); choose a name without the leading '_'",
+        );
+    }
+    if name.contains(['*', '?', '[', ']']) {
+        return refuse(
+            "contains '*', '?', '[' or ']', which table paths read as a pattern; choose a name without them",
+        );
+    }
+    Ok(())
+}
+
 /// The file name of a checkpoint saved in `format`: Kura accepts `summaries` and
 /// `summaries.jsonl` alike, and so do we. A name with the other format's extension is
 /// refused rather than silently written as `summaries.jsonl.parquet`.
 pub fn file_name(name: &str, format: FileFormat) -> Result<String> {
-    validate_name(name)?;
+    validate_checkpoint_name(name)?;
     match strip_extension(name) {
         (stem, None) => Ok(format!("{stem}.{}", format.extension())),
         (_, Some(f)) if f == format => Ok(name.to_owned()),
@@ -326,6 +352,24 @@ mod tests {
         }
         assert!(validate_name(&"a".repeat(600)).is_err());
         assert!(validate_name("run1/summaries").is_ok());
+        // Names a user may type that listings would hide, or table paths misread.
+        for bad in [
+            "_batch",
+            "run/_x.parquet",
+            "a*.jsonl",
+            "b?.jsonl",
+            "c[1].jsonl",
+        ] {
+            assert!(validate_name(bad).is_ok(), "{bad:?}");
+            assert!(validate_checkpoint_name(bad).is_err(), "{bad:?} accepted");
+            assert!(
+                file_name(bad, FileFormat::Jsonl).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        for good in ["my file", "résumé", "日本語/要約", "a_b", "x-1.2"] {
+            assert!(validate_checkpoint_name(good).is_ok(), "{good:?} refused");
+        }
     }
 
     #[test]

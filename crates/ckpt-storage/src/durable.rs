@@ -622,12 +622,17 @@ impl ObjectStore for DurableLocalFileSystem {
         // A write of `to` (COPY renames its staged result into place): dead writers'
         // staged files beside it go.
         let dst = self.inner.path_to_filesystem(to)?;
+        let synced = dst.clone();
         blocking(move || {
             clean_staged_siblings(&dst);
             Ok(())
         })
         .await?;
-        self.inner.rename_opts(from, to, options).await
+        self.inner.rename_opts(from, to, options).await?;
+        // Durable like a put: an appended part is published by a rename, and a part
+        // acknowledged to its caller must not fall back to its staged name after a crash.
+        let ops = self.ops;
+        blocking(move || sync_dir(ops, &synced)).await
     }
 }
 

@@ -188,6 +188,33 @@ pub fn name_under(prefix: &Path, path: &Path) -> Option<String> {
     (!rel.is_empty()).then(|| rel.join("/"))
 }
 
+/// What [`Root::list_checked`] finds directly in a root.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub files: Vec<ObjectMeta>,
+    /// The names of directories (no trailing `/`).
+    pub dirs: Vec<String>,
+    /// Entries that cannot be read, with why.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// An entry of a root that cannot be read (a symlink loop, a dangling symlink, a name
+/// that is not UTF-8), named with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub name: String,
+    pub reason: String,
+}
+
+impl Unreadable {
+    fn new(name: &str, reason: impl Into<String>) -> Self {
+        Unreadable {
+            name: name.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// A directory or bucket prefix holding checkpoints.
 #[derive(Clone)]
 pub struct Root {
@@ -441,6 +468,11 @@ impl Root {
         self.local_dir.is_some()
     }
 
+    /// The root's directory, for a local root (None for object stores).
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self.local_dir.as_deref()
+    }
+
     /// The path of `name` on local disk, for a local root (None for object stores).
     pub fn local_path(&self, name: &str) -> Option<std::path::PathBuf> {
         let dir = self.local_dir.as_ref()?;
@@ -454,11 +486,19 @@ impl Root {
     }
 
     /// The store path of a file (or directory) within the root. The name is validated.
+    ///
+    /// The name is stored as written (`Path::parse`), never percent-encoded: `Path::from`
+    /// would store `résumé` as the key (or local file) `r%C3%A9sum%C3%A9`, which listings
+    /// then give back under that other name, and which Kura and other tools would not find.
+    /// Listings (local and object stores) and DataFusion's table URLs give names back in
+    /// this raw form, so what is written is what is listed and read.
     pub fn path(&self, name: &str) -> Result<Path> {
         validate_name(name)?;
-        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_owned()).collect();
-        parts.extend(name.split('/').map(str::to_owned));
-        Ok(Path::from_iter(parts))
+        let full = match self.prefix.as_ref() {
+            "" => name.to_owned(),
+            prefix => format!("{prefix}/{name}"),
+        };
+        Path::parse(&full).map_err(|e| Error::invalid_name(name, e.to_string()))
     }
 
     /// The full URL of a file within the root.
@@ -665,7 +705,9 @@ impl Root {
             Error::InvalidName { reason, .. } => Error::invalid_name(target, reason),
             other => other,
         };
-        validate_name(name).map_err(as_target)?;
+        // The rule of every checkpoint name (no hidden `_` names, no glob characters),
+        // checked before anything is created.
+        ckpt_core::format::validate_checkpoint_name(name).map_err(as_target)?;
         let url = self.url_of(name)?;
         // Parent directories must exist for the local store, and must not be symlinks out.
         self.prepare_target(name, dir_target).map_err(as_target)?;
@@ -764,9 +806,117 @@ impl Root {
         }
     }
 
-    /// Files directly in the root and the directories beside them (as names ending in `/`).
-    /// Temporaries (local staging files, dot files) are never listed.
+    /// Renames file `from` to `to` within the root, replacing `to`: atomic on local disk
+    /// (a rename, then a directory fsync); on object stores a server-side copy, then the
+    /// delete of `from` (the copy is whole or absent; a crash between the two leaves `from`
+    /// as well).
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (src, dst) = (self.path(from)?, self.path(to)?);
+        self.prepare_target(to, false)?;
+        self.store.rename(&src, &dst).await.map_err(|e| {
+            Error::storage(
+                format!(
+                    "cannot rename {} to {}",
+                    self.describe(from),
+                    self.describe(to)
+                ),
+                e,
+            )
+        })
+    }
+
+    /// Files directly in the root and the names of the directories beside them.
+    /// Temporaries (local staging files, dot files) are never listed, nor are entries that
+    /// cannot be read (see [`Root::list_checked`], which names them).
     pub async fn list(&self) -> Result<(Vec<ObjectMeta>, Vec<String>)> {
+        let listing = self.list_checked().await?;
+        Ok((listing.files, listing.dirs))
+    }
+
+    /// [`Root::list`], with the entries that cannot be read (a symlink loop, a dangling
+    /// symlink, a name that is not UTF-8) named with their reason instead of failing the
+    /// whole listing: one bad entry never hides the others. Only a root that cannot be
+    /// listed at all is an error.
+    pub async fn list_checked(&self) -> Result<Listing> {
+        if let Some(dir) = &self.local_dir {
+            return self.list_local(dir.clone()).await;
+        }
+        let (files, dirs) = self.list_store().await?;
+        Ok(Listing {
+            files,
+            dirs,
+            unreadable: Vec::new(),
+        })
+    }
+
+    /// A local root, entry by entry: object_store's local listing fails as a whole on the
+    /// first entry it cannot follow (a symlink loop). Files are then described by the
+    /// store itself (`head`), so their versions (ETags) are the ones every read compares.
+    async fn list_local(&self, dir: std::path::PathBuf) -> Result<Listing> {
+        enum Seen {
+            File(String),
+            Dir(String),
+            Bad(String, String),
+        }
+        let shown = dir.display().to_string();
+        let seen = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<Seen>> {
+            let entries = match std::fs::read_dir(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                r => r?,
+            };
+            let mut seen = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                let name = match entry.file_name().into_string() {
+                    Ok(n) => n,
+                    Err(raw) => {
+                        let n = raw.to_string_lossy().into_owned();
+                        seen.push(Seen::Bad(n, "the name is not UTF-8".to_owned()));
+                        continue;
+                    }
+                };
+                if !is_visible(&name) {
+                    continue;
+                }
+                // Followed, as every read follows it.
+                match std::fs::metadata(entry.path()) {
+                    Ok(m) if m.is_dir() => seen.push(Seen::Dir(name)),
+                    Ok(m) if m.is_file() => seen.push(Seen::File(name)),
+                    Ok(_) => {} // sockets, fifos, devices: never checkpoints
+                    Err(e) => seen.push(Seen::Bad(name, e.to_string())),
+                }
+            }
+            Ok(seen)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("listing {shown} failed: {e}")))?
+        .map_err(|e| Error::io(format!("cannot list {shown}"), e))?;
+        let mut listing = Listing::default();
+        for s in seen {
+            match s {
+                Seen::Dir(name) => match validate_name(&name) {
+                    Ok(()) => listing.dirs.push(name),
+                    Err(e) => listing
+                        .unreadable
+                        .push(Unreadable::new(&name, e.to_string())),
+                },
+                Seen::File(name) => {
+                    let meta = match self.path(&name) {
+                        Ok(path) => self.store.head(&path).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match meta {
+                        Ok(m) => listing.files.push(m),
+                        Err(why) => listing.unreadable.push(Unreadable::new(&name, why)),
+                    }
+                }
+                Seen::Bad(name, why) => listing.unreadable.push(Unreadable::new(&name, why)),
+            }
+        }
+        Ok(listing)
+    }
+
+    async fn list_store(&self) -> Result<(Vec<ObjectMeta>, Vec<String>)> {
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
         // (Cut responses are listed again by the cloud stores' wrapper, CutBodiesRetried.)
         let res = match self.store.list_with_delimiter(prefix).await {
