@@ -820,13 +820,15 @@ async fn format_of(root: &Root, name: &str, fallback: Option<FileFormat>) -> Res
 
 /// `ckpt append ROOT NAME FILE`: the rows of a JSONL or Parquet file, each checked by the
 /// kind's codec, appended to checkpoint `name` as one new part. A bad row fails the whole
-/// append (naming file, line and field) and stores nothing.
+/// append (naming file, line and field) and stores nothing. `progress` is told the bytes
+/// of the file read so far.
 pub async fn append_file(
     root: &str,
     name: &str,
     file: &str,
     write: &crate::format::WriteOptions,
     storage: &crate::storage::StorageOptions,
+    progress: Option<crate::progress::ProgressFn>,
 ) -> Result<AppendedFile> {
     let (dir, input) = split_location(file);
     let src_root = Root::open_existing(&dir, storage)?;
@@ -878,12 +880,15 @@ pub async fn append_file(
     )
     .await?;
     let table = single_file_table(&src_root, &src, Some(kind), &TableOptions::default()).await?;
-    let stream = session
-        .context()
-        .read_table(table)?
-        .execute_stream()
-        .await?
-        .boxed();
+    let meter = progress.map(|progress| crate::progress::Meter {
+        progress,
+        checkpoint: strip_extension(name).0.to_owned(),
+        before: 0,
+        total: src.bytes(),
+        rows_before: 0,
+    });
+    let df = session.context().read_table(table)?;
+    let stream = crate::progress::execute_metered(df, &src_root, &src, meter).await?;
     let manager = crate::CheckpointManager::new(dst_root.clone(), format)?
         .compression(write.compression)
         .layout(write.layout);
@@ -898,12 +903,14 @@ pub async fn append_file(
 
 /// `ckpt compact ROOT NAME`: see [`crate::CheckpointManager::compact`]; `layout` None keeps
 /// the checkpoint's own layout. Returns the checkpoint (as a path or URL) and what was done.
+/// `progress` is told the bytes of the checkpoint and its parts read so far.
 pub async fn compact(
     root: &str,
     name: &str,
     write: &crate::format::WriteOptions,
     layout: Option<crate::format::Layout>,
     storage: &crate::storage::StorageOptions,
+    progress: Option<crate::progress::ProgressFn>,
 ) -> Result<(String, crate::manager::CompactStats)> {
     let root = Root::open_existing(root, storage)?;
     let format = format_of(&root, name, None).await?;
@@ -917,6 +924,6 @@ pub async fn compact(
     let manager = crate::CheckpointManager::new(root.clone(), format)?
         .compression(write.compression)
         .layout(write.layout);
-    let stats = manager.compact_as(name, layout).await?;
+    let stats = manager.compact_with(name, layout, progress).await?;
     Ok((root.describe(&file), stats))
 }

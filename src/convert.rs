@@ -10,7 +10,8 @@ use crate::catalog::{Entry, TableOptions, list_checkpoints, table_for};
 use crate::context::{CheckpointSession, SessionOptions};
 use crate::format::{FileFormat, WriteOptions, strip_extension};
 use crate::kind::CheckpointKind;
-use crate::sink::{Progress, WriteStats, write_batches};
+use crate::progress::{Meter, execute_metered};
+use crate::sink::{WriteStats, write_batches};
 use crate::storage::{Root, StorageOptions};
 use crate::{Error, Result};
 
@@ -21,12 +22,12 @@ pub struct ConvertOptions {
     pub to: Option<FileFormat>,
     pub write: WriteOptions,
     pub session: SessionOptions,
-    /// Called with (checkpoint, rows so far).
+    /// Called as batches are read: bytes of the sources consumed of their total size.
     pub progress: Option<ConvertProgress>,
 }
 
-/// A progress callback of a conversion: (checkpoint, rows so far).
-pub type ConvertProgress = Arc<dyn Fn(&str, u64) + Send + Sync>;
+/// A progress callback of a conversion (see [`crate::progress`]).
+pub type ConvertProgress = crate::progress::ProgressFn;
 
 /// One converted checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct Converted {
     pub rows: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// How long reading and writing it took.
+    pub elapsed: std::time::Duration,
     /// Lines dropped under `--on-error skip`: (file, line).
     pub skipped: Vec<(String, crate::jsonl::SkippedLine)>,
 }
@@ -124,6 +127,9 @@ pub async fn convert(src: &str, dst: &str, opts: &ConvertOptions) -> Result<Vec<
         decode: opts.session.decode,
         skips: session.default_schema().options().skips.clone(),
     };
+    // The bar's total: every source's size, known before anything is read.
+    let total: u64 = selected.iter().map(Entry::bytes).sum();
+    let (mut bytes_before, mut rows_before) = (0u64, 0u64);
     let mut out = Vec::new();
     for entry in selected {
         let target_format = opts
@@ -145,30 +151,27 @@ pub async fn convert(src: &str, dst: &str, opts: &ConvertOptions) -> Result<Vec<
                 src_root.describe(&entry.file)
             )));
         }
+        let started = std::time::Instant::now();
         let kind = crate::catalog::resolve_kind(&src_root, &entry).await?;
         let table = table_for(&src_root, &entry, &table_opts).await?;
         let df = session.context().read_table(table)?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let stream = df.execute_stream().await?;
-        let progress: Option<Progress> = opts.progress.as_ref().map(|p| {
-            let p = p.clone();
-            let name = entry.name.clone();
-            Arc::new(move |rows: u64| p(&name, rows)) as Progress
+        let meter = opts.progress.as_ref().map(|p| Meter {
+            progress: p.clone(),
+            checkpoint: entry.name.clone(),
+            before: bytes_before,
+            total,
+            rows_before,
         });
+        let stream = execute_metered(df, &src_root, &entry, meter).await?;
         let write = WriteOptions {
             format: Some(target_format),
             ..opts.write
         };
-        let WriteStats { rows, bytes } = write_batches(
-            &dst_root,
-            &target,
-            kind,
-            &write,
-            schema,
-            Box::pin(stream),
-            progress,
-        )
-        .await?;
+        let WriteStats { rows, bytes } =
+            write_batches(&dst_root, &target, kind, &write, schema, stream, None).await?;
+        bytes_before += entry.bytes();
+        rows_before += rows;
         let skipped = session.take_skipped();
         if !skipped.is_empty() {
             tracing::warn!(checkpoint = %entry.name, skipped = skipped.len(), "lines skipped");
@@ -181,6 +184,7 @@ pub async fn convert(src: &str, dst: &str, opts: &ConvertOptions) -> Result<Vec<
             rows,
             bytes_in: entry.bytes(),
             bytes_out: bytes,
+            elapsed: started.elapsed(),
             skipped,
         });
     }

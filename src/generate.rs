@@ -5,6 +5,9 @@
 //! embeddings whose numbers are float32 values (as models emit them), clusters of about
 //! 50–100 conversations, a meta-cluster hierarchy over them, and 2-D projections.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::{Duration, NaiveDate, NaiveDateTime};
 use futures::StreamExt;
 use rand::{Rng, SeedableRng, seq::IndexedRandom};
@@ -14,13 +17,14 @@ use serde_json::json;
 use crate::Result;
 use crate::format::{Compression, FileFormat, Layout};
 use crate::manager::CheckpointManager;
+use crate::progress::{ProgressFn, ProgressUpdate};
 use crate::sink::WriteStats;
 use crate::storage::Root;
 use crate::types::{
     Cluster, Conversation, ConversationSummary, Message, Metadata, ProjectedCluster, Role,
 };
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GenerateOptions {
     pub summaries: usize,
     /// Embedding dimension; 0 writes no embeddings.
@@ -31,6 +35,23 @@ pub struct GenerateOptions {
     pub layout: Layout,
     /// Also write raw conversations (as large as the summaries again).
     pub conversations: bool,
+    /// Told the rows made so far of all the rows to make (`done`/`total` count rows).
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for GenerateOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerateOptions")
+            .field("summaries", &self.summaries)
+            .field("dim", &self.dim)
+            .field("seed", &self.seed)
+            .field("formats", &self.formats)
+            .field("compression", &self.compression)
+            .field("layout", &self.layout)
+            .field("conversations", &self.conversations)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 impl Default for GenerateOptions {
@@ -43,6 +64,7 @@ impl Default for GenerateOptions {
             compression: Compression::default(),
             layout: Layout::default(),
             conversations: true,
+            progress: None,
         }
     }
 }
@@ -398,36 +420,91 @@ pub async fn generate(root: &Root, opts: &GenerateOptions) -> Result<Generated> 
     let mut out = Vec::new();
     let (base, meta) = clusters(opts.summaries, opts.seed);
     let projected = projections(&meta, opts.seed);
+    let per_format = opts.summaries * (1 + opts.conversations as usize)
+        + base.len()
+        + meta.len()
+        + projected.len();
+    let report = Report {
+        progress: opts.progress.clone(),
+        total: (per_format * opts.formats.len()) as u64,
+        done: Arc::new(AtomicU64::new(0)),
+    };
     for &format in &opts.formats {
         let m = CheckpointManager::new(root.clone(), format)?
             .compression(opts.compression)
             .layout(opts.layout);
         let (dim, seed) = (opts.dim, opts.seed);
+        let made = report.clone();
         let stats = m
             .save_stream(
                 "summaries",
-                futures::stream::iter(0..opts.summaries).map(move |i| summary(i, dim, seed)),
+                futures::stream::iter(0..opts.summaries).map(move |i| {
+                    made.row("summaries");
+                    summary(i, dim, seed)
+                }),
             )
             .await?;
         out.push((m.file_name("summaries")?, stats));
         if opts.conversations {
+            let made = report.clone();
             let stats = m
                 .save_stream(
                     "conversations",
-                    futures::stream::iter(0..opts.summaries).map(move |i| conversation(i, seed)),
+                    futures::stream::iter(0..opts.summaries).map(move |i| {
+                        made.row("conversations");
+                        conversation(i, seed)
+                    }),
                 )
                 .await?;
             out.push((m.file_name("conversations")?, stats));
         }
         out.push((m.file_name("clusters")?, m.save("clusters", &base).await?));
+        report.rows("clusters", base.len());
         out.push((
             m.file_name("meta_clusters")?,
             m.save("meta_clusters", &meta).await?,
         ));
+        report.rows("meta_clusters", meta.len());
         out.push((
             m.file_name("dimensionality")?,
             m.save("dimensionality", &projected).await?,
         ));
+        report.rows("dimensionality", projected.len());
     }
     Ok(out)
+}
+
+/// Rows made so far, for `GenerateOptions::progress`.
+#[derive(Clone)]
+struct Report {
+    progress: Option<ProgressFn>,
+    total: u64,
+    done: Arc<AtomicU64>,
+}
+
+impl Report {
+    fn rows(&self, checkpoint: &str, n: usize) {
+        let Some(p) = &self.progress else { return };
+        let done = self.done.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        p(&ProgressUpdate {
+            checkpoint,
+            rows: done,
+            done,
+            total: self.total,
+        });
+    }
+
+    /// One streamed row; the callback is called every 256 rows, not for each.
+    fn row(&self, checkpoint: &str) {
+        let Some(p) = &self.progress else { return };
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if done.is_multiple_of(256) {
+            p(&ProgressUpdate {
+                checkpoint,
+                rows: done,
+                done,
+                total: self.total,
+            });
+        }
+    }
 }

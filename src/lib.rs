@@ -8,16 +8,16 @@
 //! Where things live:
 //! - [`kind`]: the checkpoint kinds and their one Arrow schema each; [`types`]: the Rust
 //!   values and their conversion to record batches.
-//! - [`format`]: formats, compression, layouts, checkpoint names; [`layout`]: Kura's
+//! - [`mod@format`]: formats, compression, layouts, checkpoint names; [`layout`]: Kura's
 //!   Parquet layout and schema conformance; [`jsonl`]: the JSONL codec.
 //! - [`storage`]: roots on object stores and atomic writes ([`durable`]: fsync on local
 //!   disk); [`sink`]: the one write path.
-//! - [`catalog`], [`table`], [`context`], [`exec`], [`copy`], [`functions`]: the SQL side;
+//! - [`catalog`], [`scan`], [`context`], [`exec`], [`copy`], [`functions`]: the SQL side;
 //!   [`memory`]: the pool behind `--memory-limit`.
 //! - [`append`]: appended checkpoints (many parts, one table, last row wins).
 //! - [`cluster`]: scale-out — queries run on `ckpt worker`s (datafusion-distributed).
 //! - [`manager`]: Kura's checkpoint manager API; [`convert`]: format migration;
-//!   [`generate`]: sample data.
+//!   [`generate`]: sample data; [`check`]: is a pipeline run consistent.
 //!
 //! The layers below (re-exported here) are crates of their own: `ckpt-core` (kinds,
 //! types, layouts, the JSONL codec; no DataFusion) and `ckpt-storage` (roots, object
@@ -70,6 +70,7 @@ pub use ckpt_storage::{durable, storage};
 
 pub mod append;
 pub mod catalog;
+pub mod check;
 pub mod cluster;
 pub mod context;
 pub mod convert;
@@ -80,6 +81,7 @@ pub mod functions;
 pub mod generate;
 pub mod manager;
 pub mod memory;
+pub mod progress;
 pub mod scan;
 pub mod sink;
 

@@ -339,7 +339,10 @@ fn timing_reports_each_statement() {
         .assert()
         .success();
     let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
-    let re = predicate::str::is_match(r"^\d+ rows in \d+\.\d{3}s$").unwrap();
+    let re = predicate::str::is_match(
+        r"^\d+ rows in (\d+(\.\d)? ms|\d+\.\d{2} s|\d+ min \d+ s|\d+ h \d+ min)$",
+    )
+    .unwrap();
     let timings: Vec<&str> = stderr.lines().filter(|l| re.eval(l)).collect();
     assert_eq!(timings.len(), 2, "{stderr}");
     assert!(timings[0].starts_with("1 rows in "));
@@ -851,7 +854,7 @@ fn copy_outside_the_root_is_refused() {
     );
 }
 
-/// Parses a `ckpt convert` line: (rows, bytes in, bytes out, ratio).
+/// Parses a `ckpt convert --bytes` line: (rows, bytes in, bytes out, ratio).
 fn convert_line(line: &str) -> (u64, u64, u64, f64) {
     let parse = || -> Option<(u64, u64, u64, f64)> {
         let (_, rest) = line.split_once(": ")?;
@@ -884,6 +887,7 @@ fn convert_a_file() {
         "--compression",
         "zstd(3)",
         "--quiet",
+        "--bytes",
     ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "{out}");
@@ -922,6 +926,7 @@ fn convert_a_root_to_kura_parquet_and_query_it() {
         "--layout",
         "kura",
         "--quiet",
+        "--bytes",
     ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 6, "five checkpoints and a total:\n{out}");
@@ -983,8 +988,18 @@ fn convert_a_root_to_kura_parquet_and_query_it() {
     assert!(compared >= 7);
 }
 
+/// A size as `ckpt sizes` and `ckpt ls` show it: powers of 1024, one decimal.
 fn human(bytes: u64) -> String {
-    format!("{}KB", (bytes + 512) / 1024)
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < 3 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", ["KiB", "MiB", "GiB", "TiB"][unit])
 }
 
 #[test]
@@ -1041,7 +1056,7 @@ fn sizes_prints_the_compression_benefits_table() {
 #[test]
 fn ls_lists_checkpoints_as_a_table_and_as_json() {
     let data = data_dir();
-    let table = stdout_of(["ls", p(&data)]);
+    let table = stdout_of(["ls", p(&data), "--bytes"]);
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
@@ -1827,7 +1842,9 @@ fn shell_driven_through_stdin() {
         "{out}"
     );
     // \timing: one time per line of statements.
-    let re = predicate::str::is_match(r"^\(\d+\.\d{3}s\)$").unwrap();
+    let re =
+        predicate::str::is_match(r"^\((\d+(\.\d)? ms|\d+\.\d{2} s|\d+ min \d+ s|\d+ h \d+ min)\)$")
+            .unwrap();
     assert!(err.lines().filter(|l| re.eval(l)).count() >= 2, "{err}");
     // \q ends it.
     assert!(!out.contains("after quit") && !out.contains("never"));
@@ -2444,4 +2461,832 @@ async fn explain_analyze_shows_the_jsonl_scan_split_into_partitions() {
     }
     assert!(want.len() > 2, "{want:?}");
     assert_eq!(split.lines().collect::<Vec<_>>(), want);
+}
+
+/// A size as `ls`, `sizes` and the write commands print it: `329.3 KiB`, `512 B`.
+const HUMAN_SIZE: &str = r"\d+(\.\d)? (B|KiB|MiB|GiB)";
+/// A duration as `--timing` and the summary lines print it: `12 ms`, `1.23 s`, `2 min 3 s`.
+const HUMAN_DURATION: &str = r"(\d+(\.\d)? ms|\d+\.\d{2} s|\d+ min \d+ s|\d+ h \d+ min)";
+
+fn matches(re: &str, text: &str) -> bool {
+    predicate::str::is_match(re).unwrap().eval(text)
+}
+
+#[test]
+fn ls_and_sizes_print_sizes_for_people_and_exact_bytes_with_bytes() {
+    let data = data_dir();
+    let sizes: BTreeMap<String, u64> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .filter(|(f, _)| f.ends_with(".jsonl") || f.ends_with(".parquet"))
+        .collect();
+    assert_eq!(sizes.len(), 10);
+
+    // ls: `size` for people by default, `bytes` exact with --bytes.
+    let table = stdout_of(["ls", p(&data)]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header[5], "size", "{table}");
+    let exact = stdout_of(["ls", p(&data), "--bytes"]);
+    assert_eq!(
+        exact.lines().next().unwrap().split_whitespace().nth(5),
+        Some("bytes")
+    );
+    for (file, bytes) in &sizes {
+        let line = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(file))
+            .unwrap_or_else(|| panic!("no {file} in\n{table}"));
+        let shown = human(*bytes);
+        assert!(matches(HUMAN_SIZE, &shown), "{shown}");
+        assert!(line.contains(&format!(" {shown} ")), "{line:?}: no {shown}");
+        assert!(!line.contains(&bytes.to_string()), "{line:?}");
+        let line = exact
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(file))
+            .unwrap();
+        assert_eq!(
+            line.split_whitespace().nth(5),
+            Some(bytes.to_string().as_str())
+        );
+    }
+    // listed_names reads the names whatever the size column holds.
+    let mut want: Vec<&str> = sizes.keys().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(common::listed_names(&table), want);
+    // JSON keeps bytes as integers, with or without --bytes.
+    let json = stdout_of(["ls", p(&data), "--format", "json"]);
+    assert_eq!(
+        json,
+        stdout_of(["ls", p(&data), "--format", "json", "--bytes"])
+    );
+    for entry in serde_json::from_str::<Vec<Value>>(&json).unwrap() {
+        let file = entry["file"].as_str().unwrap();
+        assert_eq!(entry["bytes"].as_u64(), Some(sizes[file]), "{entry}");
+    }
+
+    // sizes: the same two forms, and JSON in bytes.
+    let table = stdout_of(["sizes", p(&data)]);
+    let exact = stdout_of(["sizes", p(&data), "--bytes"]);
+    for name in [
+        "clusters",
+        "conversations",
+        "dimensionality",
+        "meta_clusters",
+        "summaries",
+    ] {
+        let (j, pq) = (
+            sizes[&format!("{name}.jsonl")],
+            sizes[&format!("{name}.parquet")],
+        );
+        let want = format!("| {name} | {} | {} | ", human(j), human(pq));
+        assert!(
+            table.lines().any(|l| l.starts_with(&want)),
+            "{want:?} in\n{table}"
+        );
+        let want = format!("| {name} | {j} | {pq} | ");
+        assert!(
+            exact.lines().any(|l| l.starts_with(&want)),
+            "{want:?} in\n{exact}"
+        );
+    }
+    let json = stdout_of(["sizes", p(&data), "--format", "json"]);
+    assert_eq!(
+        json,
+        stdout_of(["sizes", p(&data), "--format", "json", "--bytes"])
+    );
+    for row in serde_json::from_str::<Vec<Value>>(&json).unwrap() {
+        let name = row["checkpoint"].as_str().unwrap();
+        assert_eq!(
+            row["jsonl_bytes"].as_u64(),
+            Some(sizes[&format!("{name}.jsonl")])
+        );
+        assert_eq!(
+            row["parquet_bytes"].as_u64(),
+            Some(sizes[&format!("{name}.parquet")])
+        );
+    }
+}
+
+#[test]
+fn convert_summary_lines_show_sizes_and_times_for_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = data_dir().join("summaries.jsonl");
+    let bytes_in = std::fs::metadata(&src).unwrap().len();
+    let out = stdout_of(["convert", p(&src), p(&dir.path().join("s.parquet"))]);
+    let bytes_out = std::fs::metadata(dir.path().join("s.parquet"))
+        .unwrap()
+        .len();
+    let line = out.lines().next().unwrap();
+    let re = format!(
+        r"^.+summaries\.jsonl -> .+s\.parquet: 250 rows, {HUMAN_SIZE} in, {HUMAN_SIZE} out, ratio \d+\.\d\dx, {HUMAN_DURATION}$"
+    );
+    assert!(matches(&re, line), "{line:?} is not {re}");
+    assert!(
+        line.contains(&format!(
+            ": 250 rows, {} in, {} out, ",
+            human(bytes_in),
+            human(bytes_out)
+        )),
+        "{line:?}"
+    );
+    // A root: a line per checkpoint, and the total.
+    let root = dir.path().join("root");
+    copy_data(&root, true);
+    let out = stdout_of(["convert", p(&root), p(&dir.path().join("pq"))]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    let total = format!(
+        r"^total: 5 checkpoints, \d+ rows, {HUMAN_SIZE} in, {HUMAN_SIZE} out, ratio \d+\.\d\dx, {HUMAN_DURATION}$"
+    );
+    assert!(matches(&total, lines[5]), "{:?} is not {total}", lines[5]);
+    // --bytes: the exact numbers.
+    let out = stdout_of([
+        "convert",
+        p(&src),
+        p(&dir.path().join("s2.parquet")),
+        "--bytes",
+    ]);
+    assert!(
+        out.contains(&format!(": 250 rows, {bytes_in} bytes in, ")),
+        "{out}"
+    );
+}
+
+#[test]
+fn timing_prints_durations_for_people() {
+    let assert = ckpt()
+        .args([
+            "query",
+            p(&data_dir()),
+            "SELECT count(*) FROM summaries",
+            "--timing",
+        ])
+        .assert()
+        .success();
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    let re = format!(r"^1 rows in {HUMAN_DURATION}$");
+    assert_eq!(
+        stderr.lines().filter(|l| matches(&re, l)).count(),
+        1,
+        "{stderr}"
+    );
+    // Not the old `0.012s` form.
+    assert!(!matches(r"\d\.\d{3}s", &stderr), "{stderr}");
+}
+
+#[test]
+fn long_writes_show_no_progress_when_stderr_is_not_a_terminal() {
+    // Every command that draws a bar at a terminal, with stderr piped (as here): nothing on
+    // stderr, only the summary lines on stdout.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("gen");
+    let quiet_run = |args: &[&str]| -> String {
+        let out = ckpt().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.is_empty(), "{args:?} wrote on stderr: {stderr:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = quiet_run(&["generate", p(&root), "--summaries", "300", "--dim", "8"]);
+    let re = format!(r"^.+summaries\.jsonl: 300 rows, {HUMAN_SIZE}$");
+    assert!(out.lines().any(|l| matches(&re, l)), "{out}");
+    let out = quiet_run(&["convert", p(&root), p(&dir.path().join("pq"))]);
+    assert_eq!(out.lines().count(), 6, "{out}");
+    let batch = dir.path().join("batch.jsonl");
+    std::fs::copy(data_dir().join("summaries.jsonl"), &batch).unwrap();
+    let out = quiet_run(&["append", p(&root), "summaries", p(&batch)]);
+    let re =
+        format!(r"appended 250 rows from .+ as a new part \({HUMAN_SIZE}, {HUMAN_DURATION}\)$");
+    assert!(matches(&re, out.trim_end()), "{out}");
+    let out = quiet_run(&["compact", p(&root), "summaries"]);
+    let re = format!(r"compacted 1 parts into \d+ rows, {HUMAN_SIZE}, {HUMAN_DURATION}$");
+    assert!(matches(&re, out.trim_end()), "{out}");
+}
+
+/// The cells of each body line of a `table` grid (the lines between the header's rule and
+/// the closing rule), trimmed.
+fn grid_rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(1)
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn null_and_the_empty_string_print_differently() {
+    let data = data_dir();
+    let sql = "SELECT CAST(NULL AS VARCHAR) AS a, '' AS b, 'x' AS c";
+    let run = |extra: &[&str]| {
+        let mut args = vec!["query", p(&data), sql];
+        args.extend_from_slice(extra);
+        stdout_of(args)
+    };
+
+    // table and markdown: NULL by default, the --null text when given; '' stays empty.
+    assert_eq!(grid_rows(&run(&[])), [["NULL", "", "x"]]);
+    assert_eq!(grid_rows(&run(&["--null", "∅"])), [["∅", "", "x"]]);
+    let md = run(&["--format", "markdown"]);
+    assert_eq!(md.lines().nth(2), Some("| NULL |  | x |"), "{md}");
+    let md = run(&["--format", "markdown", "--null", ""]);
+    assert_eq!(md.lines().nth(2), Some("|  |  | x |"), "{md}");
+
+    // csv: an empty field for both (--null is for the grids); json: null and "".
+    let csv = run(&["--format", "csv", "--null", "NULL"]);
+    assert_eq!(csv, "a,b,c\n,,x\n");
+    let json = rows_of_json_array(&run(&["--format", "json"]));
+    assert_eq!(json[0]["a"], Value::Null);
+    assert_eq!(json[0]["b"], Value::from(""));
+    let nd = run(&["--format", "ndjson", "--null", "-"]);
+    let row: Row = serde_json::from_str(nd.trim_end()).unwrap();
+    assert_eq!(
+        (row["a"].clone(), row["b"].clone()),
+        (Value::Null, Value::from(""))
+    );
+
+    // The shell: --null, and \null to change it.
+    let home = tempfile::tempdir().unwrap();
+    let out = ckpt()
+        .env("HOME", home.path())
+        .args(["shell", p(&data), "--null", "(null)"])
+        .write_stdin(format!("{sql};\n\\null n/a\n{sql};\n\\null ''\n{sql};\n"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("null \"n/a\"") && out.contains("null \"\""),
+        "{out}"
+    );
+    let firsts: Vec<String> = grid_rows(&out)
+        .into_iter()
+        .filter(|r| r.len() == 3 && r[2] == "x")
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(firsts, ["(null)", "n/a", ""], "{out}");
+}
+
+#[test]
+fn help_shows_shell_commands_with_one_backslash() {
+    for args in [&["--help"][..], &["shell", "--help"]] {
+        let out = stdout_of(args);
+        assert!(out.contains(r"\d"), "{args:?}:\n{out}");
+        assert!(!out.contains(r"\\"), "{args:?}:\n{out}");
+    }
+    let shell = stdout_of(["shell", "--help"]);
+    for option in ["--null <TEXT>", "--max-width <N>", "--wide"] {
+        assert!(shell.contains(option), "{option} not in\n{shell}");
+    }
+}
+
+#[test]
+fn completions_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = stdout_of(["completions", shell]);
+        assert!(script.len() > 100, "{shell}: {script}");
+        assert!(script.contains("ckpt"), "{shell}: {script}");
+        for sub in ["query", "convert", "completions"] {
+            assert!(script.contains(sub), "{shell}: no {sub} in\n{script}");
+        }
+    }
+    // An option of a subcommand is completed too.
+    assert!(stdout_of(["completions", "bash"]).contains("--max-width"));
+    ckpt()
+        .args(["completions", "tcsh"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("invalid value 'tcsh'"));
+    ckpt().arg("completions").assert().code(2);
+}
+
+#[test]
+fn max_width_cuts_long_cells_and_wide_keeps_them() {
+    let data = data_dir();
+    let long = "abcdefghij".repeat(10);
+    let accents = "é".repeat(60);
+    let sql = format!(
+        "SELECT * FROM (VALUES (1, '{long}', 'short'), (2, '{accents}', NULL)) AS t(id, text, s)"
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["query", p(&data), &sql];
+        args.extend_from_slice(extra);
+        stdout_of(args)
+    };
+
+    // Piped without options: nothing is cut (what scripts read does not change).
+    let full = run(&[]);
+    assert!(full.contains(&long) && full.contains(&accents), "{full}");
+    assert!(!full.contains('…'), "{full}");
+
+    let cut = run(&["--max-width", "40"]);
+    for line in cut.lines() {
+        assert!(
+            line.chars().count() <= 40,
+            "{line:?} is wider than 40:\n{cut}"
+        );
+    }
+    assert_eq!(cut.lines().next().unwrap().chars().count(), 40, "{cut}");
+    let rows = grid_rows(&cut);
+    assert_eq!(rows.len(), 2, "{cut}");
+    // The narrow columns stay whole; the long text is cut, at a character boundary.
+    assert_eq!((rows[0][0].as_str(), rows[0][2].as_str()), ("1", "short"));
+    assert_eq!((rows[1][0].as_str(), rows[1][2].as_str()), ("2", "NULL"));
+    for (row, text) in rows.iter().zip([&long, &accents]) {
+        let kept = row[1]
+            .strip_suffix('…')
+            .unwrap_or_else(|| panic!("not cut: {row:?}"));
+        assert!(!kept.is_empty() && text.starts_with(kept), "{row:?}");
+    }
+
+    // --wide turns the cut off, also over --max-width.
+    assert_eq!(run(&["--max-width", "40", "--wide"]), full);
+    assert_eq!(run(&["--wide"]), full);
+    // Wide enough: the grid as it is.
+    assert_eq!(run(&["--max-width", "1000"]), full);
+    // Only the table is cut.
+    let csv = run(&["--format", "csv", "--max-width", "40"]);
+    assert!(csv.contains(&long), "{csv}");
+
+    ckpt()
+        .args(["query", p(&data), "SELECT 1", "--max-width", "0"])
+        .assert()
+        .code(2);
+}
+
+// ---- ckpt check: is a pipeline run consistent ----
+
+/// A small consistent run, as Kura writes one: four summaries (and their conversations),
+/// two base clusters under one meta cluster, every meta cluster projected. Each check test
+/// breaks one thing in it.
+struct Run {
+    summaries: Vec<ckpt::ConversationSummary>,
+    conversations: Vec<ckpt::Conversation>,
+    clusters: Vec<ckpt::Cluster>,
+    meta: Vec<ckpt::Cluster>,
+    dims: Vec<ckpt::ProjectedCluster>,
+}
+
+fn check_cluster(id: &str, chat_ids: &[&str], parent: Option<&str>) -> ckpt::Cluster {
+    ckpt::Cluster {
+        id: id.into(),
+        name: format!("cluster {id}"),
+        description: format!("what {id} is about"),
+        slug: id.into(),
+        chat_ids: chat_ids.iter().map(|c| c.to_string()).collect(),
+        parent_id: parent.map(str::to_owned),
+    }
+}
+
+fn check_projection(c: &ckpt::Cluster, level: i32) -> ckpt::ProjectedCluster {
+    ckpt::ProjectedCluster {
+        cluster: c.clone(),
+        x_coord: 0.5,
+        y_coord: -1.5,
+        level,
+    }
+}
+
+fn consistent_run() -> Run {
+    let chats = ["a", "b", "c", "d"];
+    let at = chrono::NaiveDate::from_ymd_opt(2025, 1, 2)
+        .unwrap()
+        .and_hms_opt(3, 4, 5)
+        .unwrap();
+    let summaries = chats
+        .iter()
+        .map(|c| ckpt::ConversationSummary {
+            chat_id: c.to_string(),
+            summary: format!("summary of {c}"),
+            embedding: Some(vec![0.1, 0.2, 0.3]),
+            ..Default::default()
+        })
+        .collect();
+    let conversations = chats
+        .iter()
+        .map(|c| ckpt::Conversation {
+            chat_id: c.to_string(),
+            created_at: at,
+            messages: vec![ckpt::Message {
+                created_at: at,
+                role: ckpt::Role::User,
+                content: format!("hello from {c}"),
+            }],
+            metadata: Default::default(),
+        })
+        .collect();
+    let clusters = vec![
+        check_cluster("c1", &["a", "b"], None),
+        check_cluster("c2", &["c", "d"], None),
+    ];
+    // Kura's meta_clusters: every level, base clusters with their parent set.
+    let meta = vec![
+        check_cluster("m1", &["a", "b", "c", "d"], None),
+        check_cluster("c1", &["a", "b"], Some("m1")),
+        check_cluster("c2", &["c", "d"], Some("m1")),
+    ];
+    let dims = meta
+        .iter()
+        .map(|m| check_projection(m, if m.parent_id.is_none() { 0 } else { 1 }))
+        .collect();
+    Run {
+        summaries,
+        conversations,
+        clusters,
+        meta,
+        dims,
+    }
+}
+
+/// Saves a run (broken by `breaking`) as JSONL checkpoints in a new directory.
+async fn saved_run(breaking: impl FnOnce(&mut Run)) -> tempfile::TempDir {
+    let mut run = consistent_run();
+    breaking(&mut run);
+    let dir = tempfile::tempdir().unwrap();
+    let m = ckpt::CheckpointManager::jsonl(p(dir.path())).unwrap();
+    m.save("summaries", &run.summaries).await.unwrap();
+    m.save("conversations", &run.conversations).await.unwrap();
+    m.save("clusters", &run.clusters).await.unwrap();
+    m.save("meta_clusters", &run.meta).await.unwrap();
+    m.save("dimensionality", &run.dims).await.unwrap();
+    dir
+}
+
+/// `ckpt check ARGS --format json`: the exit code and the report.
+fn check_json<I, S>(args: I) -> (i32, Value)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = ckpt()
+        .arg("check")
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "not a JSON report ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), report)
+}
+
+/// Checks the root `dir`: it must fail (exit 1) with exactly one problem, returned.
+fn the_one_problem(dir: &Path) -> Value {
+    let (code, report) = check_json([p(dir)]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["consistent"], false);
+    let problems = report["roots"][0]["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report:#}");
+    problems[0].clone()
+}
+
+fn assert_problem(p: &Value, checkpoint: &str, problem: &str, ids: &[&str]) {
+    assert_eq!(p["checkpoint"], checkpoint, "{p:#}");
+    assert_eq!(p["problem"], problem, "{p:#}");
+    assert_eq!(p["ids"], serde_json::json!(ids), "{p:#}");
+    assert_eq!(p["count"], ids.len(), "{p:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_the_sample_and_a_consistent_run_consistent() {
+    let run = saved_run(|_| {}).await;
+    for dir in [data_dir(), run.path().to_path_buf()] {
+        let (code, report) = check_json([p(&dir)]);
+        assert_eq!(code, 0, "{report:#}");
+        assert_eq!(report["consistent"], true);
+        let root = &report["roots"][0];
+        assert_eq!(root["problems"], serde_json::json!([]), "{report:#}");
+        assert_eq!(root["skipped"], serde_json::json!([]), "{report:#}");
+        assert_eq!(root["checked"].as_array().unwrap().len(), 11, "{report:#}");
+    }
+    // data/ holds every checkpoint in both formats: each is checked.
+    let (_, report) = check_json([p(&data_dir())]);
+    assert_eq!(
+        report["roots"][0]["checkpoints"].as_array().unwrap().len(),
+        10
+    );
+    let table = stdout_of(["check", p(&data_dir())]);
+    assert!(
+        table.contains("consistent (11 rules over 10 checkpoints)"),
+        "{table}"
+    );
+}
+
+#[test]
+fn check_finds_kuras_own_output_consistent() {
+    let test = "check_finds_kuras_own_output_consistent";
+    let Some(dir) = std::env::var_os("CKPT_KURA_SAMPLE").filter(|d| !d.is_empty()) else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stdout(),
+            "\nSKIPPED: {test} (CKPT_KURA_SAMPLE is unset)"
+        );
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    assert!(
+        dir.is_dir(),
+        "CKPT_KURA_SAMPLE={} is not a folder",
+        dir.display()
+    );
+    let (code, report) = check_json([p(&dir)]);
+    assert_eq!(code, 0, "{report:#}");
+    let root = &report["roots"][0];
+    assert_eq!(root["problems"], serde_json::json!([]), "{report:#}");
+    // Kura's run stores all five kinds: every rule ran.
+    assert_eq!(root["checked"].as_array().unwrap().len(), 11, "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_cluster_chat_ids_that_no_summary_has() {
+    let dir = saved_run(|r| {
+        r.clusters[1].chat_ids.push("ghost".into());
+        r.clusters[1].chat_ids.push("phantom".into());
+    })
+    .await;
+    // Several roots: each is checked on its own.
+    let (code, report) = check_json([
+        "--root",
+        &format!("good={}", p(&data_dir())),
+        "--root",
+        &format!("bad={}", p(dir.path())),
+    ]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["roots"][0]["root"], "good");
+    assert_eq!(report["roots"][0]["consistent"], true, "{report:#}");
+    let bad = &report["roots"][1];
+    assert_eq!(bad["root"], "bad");
+    let problems = bad["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report:#}");
+    assert_problem(
+        &problems[0],
+        "clusters.jsonl",
+        "unknown_chat_id",
+        &["ghost", "phantom"],
+    );
+    assert_eq!(problems[0]["against"], "summaries.jsonl");
+    // The table names the checkpoint, the problem and the ids.
+    let out = ckpt().args(["check", p(dir.path())]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("clusters.jsonl: unknown_chat_id"), "{table}");
+    assert!(table.contains("ids: ghost, phantom"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_summaries_without_a_conversation() {
+    let dir = saved_run(|r| {
+        r.conversations.retain(|c| c.chat_id != "d");
+    })
+    .await;
+    let problem = the_one_problem(dir.path());
+    assert_problem(
+        &problem,
+        "summaries.jsonl",
+        "summary_without_conversation",
+        &["d"],
+    );
+    assert_eq!(problem["against"], "conversations.jsonl");
+
+    // Without a conversations checkpoint the rule does not apply.
+    std::fs::remove_file(dir.path().join("conversations.jsonl")).unwrap();
+    let (code, report) = check_json([p(dir.path())]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        report["roots"][0]["skipped"],
+        serde_json::json!([{"rule": "summary_without_conversation", "reason": "no conversations checkpoint"}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_summaries_in_no_base_cluster() {
+    let dir = saved_run(|r| {
+        let mut e = r.summaries[0].clone();
+        e.chat_id = "e".into();
+        r.summaries.push(e);
+        let mut c = r.conversations[0].clone();
+        c.chat_id = "e".into();
+        r.conversations.push(c);
+    })
+    .await;
+    let problem = the_one_problem(dir.path());
+    assert_problem(&problem, "summaries.jsonl", "unclustered_summary", &["e"]);
+    assert_eq!(problem["against"], "clusters.jsonl");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_a_parent_id_that_names_no_meta_cluster() {
+    let dir = saved_run(|r| {
+        r.meta[2].parent_id = Some("nowhere".into());
+        r.dims[2].cluster.parent_id = Some("nowhere".into());
+        // m1 is left with c1 alone: its chat ids are c1's.
+        r.meta[0].chat_ids = vec!["a".into(), "b".into()];
+    })
+    .await;
+    let problem = the_one_problem(dir.path());
+    assert_problem(&problem, "meta_clusters.jsonl", "unknown_parent", &["c2"]);
+    assert!(
+        problem["message"].as_str().unwrap().contains("nowhere"),
+        "{problem:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_cycles_in_the_parent_chain() {
+    let dir = saved_run(|r| {
+        // x and y are each other's parent (same chat ids, so each is its child's union).
+        let x = check_cluster("x", &["a"], Some("y"));
+        let y = check_cluster("y", &["a"], Some("x"));
+        r.dims.push(check_projection(&x, 2));
+        r.dims.push(check_projection(&y, 2));
+        r.meta.extend([x, y]);
+    })
+    .await;
+    let problem = the_one_problem(dir.path());
+    assert_problem(&problem, "meta_clusters.jsonl", "parent_cycle", &["x", "y"]);
+    assert!(
+        problem["message"].as_str().unwrap().contains("x -> y -> x"),
+        "{problem:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_a_parent_that_is_not_the_union_of_its_children() {
+    let dir = saved_run(|r| {
+        r.meta[0].chat_ids = vec!["a".into(), "b".into(), "c".into(), "zz".into()];
+    })
+    .await;
+    let problem = the_one_problem(dir.path());
+    assert_problem(&problem, "meta_clusters.jsonl", "parent_chat_ids", &["m1"]);
+    let message = problem["message"].as_str().unwrap();
+    assert!(
+        message
+            .contains("1 children's chat id(s) missing from their parent, 1 of a parent's in none"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_projections_of_unknown_clusters_and_missing_ones() {
+    let unknown = saved_run(|r| {
+        let z = check_cluster("z", &["a"], None);
+        r.dims.push(check_projection(&z, 0));
+    })
+    .await;
+    let problem = the_one_problem(unknown.path());
+    assert_problem(
+        &problem,
+        "dimensionality.jsonl",
+        "projection_of_unknown_cluster",
+        &["z"],
+    );
+    assert_eq!(problem["against"], "meta_clusters.jsonl");
+
+    let missing = saved_run(|r| r.dims.retain(|d| d.cluster.id != "c2")).await;
+    let problem = the_one_problem(missing.path());
+    assert_problem(
+        &problem,
+        "meta_clusters.jsonl",
+        "missing_projection",
+        &["c2"],
+    );
+    assert_eq!(problem["against"], "dimensionality.jsonl");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_duplicate_ids_within_a_checkpoint() {
+    let dir = saved_run(|r| {
+        r.summaries.push(r.summaries[1].clone());
+        r.clusters.push(r.clusters[0].clone());
+    })
+    .await;
+    let (code, report) = check_json([p(dir.path())]);
+    assert_eq!(code, 1, "{report:#}");
+    let problems = report["roots"][0]["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{report:#}");
+    let of = |checkpoint: &str| {
+        problems
+            .iter()
+            .find(|p| p["checkpoint"] == checkpoint)
+            .unwrap_or_else(|| panic!("no problem in {checkpoint}: {report:#}"))
+    };
+    assert_problem(
+        of("summaries.jsonl"),
+        "summaries.jsonl",
+        "duplicate_id",
+        &["b"],
+    );
+    assert_problem(
+        of("clusters.jsonl"),
+        "clusters.jsonl",
+        "duplicate_id",
+        &["c1"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_embeddings_of_different_lengths() {
+    let dir = saved_run(|r| {
+        r.summaries[2].embedding = Some(vec![0.5, 0.5]);
+        // No embedding is no length: not a problem.
+        r.summaries[3].embedding = None;
+    })
+    .await;
+    let problem = the_one_problem(dir.path());
+    assert_problem(&problem, "summaries.jsonl", "embedding_length", &["c"]);
+    let message = problem["message"].as_str().unwrap();
+    assert!(message.contains("3 (2 rows), 2 (1 rows)"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_checkpoints_that_do_not_read() {
+    let dir = saved_run(|_| {}).await;
+    // A JSONL line that does not decode (the listing counts lines; the scan fails) ...
+    let clusters = dir.path().join("clusters.jsonl");
+    let mut text = std::fs::read_to_string(&clusters).unwrap();
+    text.push_str("{\"id\": \"c3\", \"name\": 7}\n");
+    std::fs::write(&clusters, text).unwrap();
+    // ... and a Parquet file whose footer is garbage (the listing fails); as the Parquet
+    // file, it is the `dimensionality` that SQL names.
+    std::fs::write(
+        dir.path().join("dimensionality.parquet"),
+        b"not parquet at all",
+    )
+    .unwrap();
+    let (code, report) = check_json([p(dir.path())]);
+    assert_eq!(code, 1, "{report:#}");
+    let root = &report["roots"][0];
+    let problems = root["problems"].as_array().unwrap();
+    let unreadable: Vec<&str> = problems
+        .iter()
+        .map(|p| {
+            assert_eq!(p["problem"], "unreadable", "{report:#}");
+            p["checkpoint"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        unreadable,
+        ["clusters.jsonl", "dimensionality.parquet"],
+        "{report:#}"
+    );
+    // The rules that need them did not run, and say why.
+    let skipped: Vec<(&str, &str)> = root["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["rule"].as_str().unwrap(), s["reason"].as_str().unwrap()))
+        .collect();
+    assert!(
+        skipped.contains(&("unknown_chat_id", "clusters.jsonl does not read")),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped.contains(&("missing_projection", "dimensionality.parquet does not read")),
+        "{skipped:?}"
+    );
+}
+
+#[test]
+fn check_usage_errors_exit_2_and_a_missing_root_1() {
+    ckpt()
+        .arg("check")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no root"));
+    ckpt()
+        .args(["check", p(&data_dir()), "--format", "yaml"])
+        .assert()
+        .code(2);
+    ckpt()
+        .args(["check", "--root", "nameless"])
+        .assert()
+        .code(2);
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo");
+    ckpt()
+        .args(["check", p(&missing)])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no such root"));
+    assert!(
+        !missing.exists(),
+        "check created the root it was asked to read"
+    );
 }

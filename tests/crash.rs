@@ -10,6 +10,12 @@
 //! and `ckpt ls`, and a later save still succeeds.
 //! At least 50 kills on local disk and 20 on S3 (moto) for convert, plus kills of
 //! `ckpt generate` on both.
+//!
+//! A kill counts as landed in the middle of a write only by evidence looked at after the
+//! process is dead: on local disk, a staged file the killed run created itself (`NAME#N`,
+//! or COPY's `.NAME.ckpt-staging-PID-NANOS` with its process id) still there, with data;
+//! on S3, its multipart upload still pending on the server. The counts are printed; kills
+//! aimed at the write must land there at least 30 % of the time.
 
 mod common;
 
@@ -39,6 +45,9 @@ struct Place {
     cli: Vec<String>,
     storage: StorageOptions,
     local: Option<PathBuf>,
+    /// The S3 server and the prefix of `root` there (None for local disk): to ask the
+    /// server which multipart uploads killed writers left pending.
+    s3: Option<(S3, String)>,
 }
 
 impl Place {
@@ -48,6 +57,7 @@ impl Place {
             cli: vec![],
             storage: StorageOptions::default(),
             local: Some(dir.to_owned()),
+            s3: None,
         }
     }
     fn s3(s3: &S3, prefix: &str) -> Place {
@@ -56,6 +66,7 @@ impl Place {
             cli: s3.cli_args(),
             storage: s3.options(),
             local: None,
+            s3: Some((s3.clone(), prefix.to_owned())),
         }
     }
     fn root(&self) -> Root {
@@ -77,6 +88,57 @@ impl Place {
     }
     fn manager(&self, format: FileFormat) -> CheckpointManager {
         CheckpointManager::with_storage(&self.root, format, &self.storage).unwrap()
+    }
+    /// On S3: the multipart uploads under the root that were started and neither
+    /// completed nor aborted, each then aborted by this call (so each is seen once, and
+    /// the next run starts with none); returns the file name (relative to the root) of
+    /// each one this call aborted. One whose abort fails (it was completed meanwhile by a
+    /// request its killed writer had sent whole) is not returned. Local disk: none.
+    fn abandoned_uploads(&self) -> Vec<String> {
+        let Some((s3, prefix)) = &self.s3 else {
+            return vec![];
+        };
+        let python = std::env::var("CKPT_PYTHON").expect(
+            "CKPT_PYTHON is not set: run scripts/test, which sets it to a Python with boto3",
+        );
+        let script = r#"
+import os, boto3, botocore.exceptions
+s3 = boto3.client(
+    "s3",
+    endpoint_url=os.environ["ENDPOINT"],
+    region_name=os.environ["REGION"],
+    aws_access_key_id=os.environ["KEY_ID"],
+    aws_secret_access_key=os.environ["SECRET"],
+)
+bucket, prefix = os.environ["BUCKET"], os.environ["PREFIX"]
+r = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+for u in r.get("Uploads", []):
+    try:
+        s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+    except botocore.exceptions.ClientError:
+        continue
+    print(u["Key"][len(prefix):])
+"#;
+        let out = std::process::Command::new(python)
+            .args(["-c", script])
+            .env("ENDPOINT", &s3.endpoint)
+            .env("REGION", &s3.region)
+            .env("KEY_ID", &s3.key_id)
+            .env("SECRET", &s3.secret)
+            .env("BUCKET", &s3.bucket)
+            .env("PREFIX", format!("{prefix}/"))
+            .output()
+            .expect("CKPT_PYTHON runs");
+        assert!(
+            out.status.success(),
+            "listing multipart uploads failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
     /// Files in the local directory that are not checkpoints: temporaries left by a kill.
     fn leftovers(&self, expected: &[&str]) -> Vec<String> {
@@ -187,6 +249,19 @@ async fn assert_only_checkpoints(place: &Place, files: &[&str], what: &str) {
 /// Starts `ckpt ARGS` and SIGKILLs it after `delay`. Returns whether the kill hit it (as
 /// opposed to the run finishing first, successfully).
 async fn run_and_kill(args: &[String], delay: Duration) -> bool {
+    run_and_kill_watching(args, delay, None).await.killed
+}
+
+/// As [`run_and_kill`]; with `watch` (a local directory and the checkpoint files written
+/// there), also tells whether the kill cut a write: a staged file of one of them that
+/// this run created (see [`own_staged_with_data`]) is still there, with data, once the
+/// process is dead.
+async fn run_and_kill_watching(
+    args: &[String],
+    delay: Duration,
+    watch: Option<(&Path, &[&str])>,
+) -> AimedKill {
+    let before = watch.map(|(dir, files)| staged_snapshot(dir, files));
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ckpt"))
         .args(args)
         .env_remove("CKPT_LOG")
@@ -196,6 +271,7 @@ async fn run_and_kill(args: &[String], delay: Duration) -> bool {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let pid = child.id().expect("a child that was just started has an id");
     let finished = tokio::time::timeout(delay, child.wait()).await;
     let status = match finished {
         Ok(status) => status.unwrap(),
@@ -205,7 +281,18 @@ async fn run_and_kill(args: &[String], delay: Duration) -> bool {
         }
     };
     if status.signal() == Some(9) {
-        return true;
+        // Looked at only now that the process is dead and reaped: a write it finished
+        // (renamed into place) in the last moment before the signal leaves nothing here.
+        let mid_write = match (watch, &before) {
+            (Some((dir, files)), Some(before)) => {
+                !own_staged_with_data(dir, files, before, pid).is_empty()
+            }
+            _ => false,
+        };
+        return AimedKill {
+            killed: true,
+            mid_write,
+        };
     }
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
@@ -216,7 +303,10 @@ async fn run_and_kill(args: &[String], delay: Duration) -> bool {
         status.success(),
         "{args:?} failed on its own: {status:?}\n{err}"
     );
-    false
+    AimedKill {
+        killed: false,
+        mid_write: false,
+    }
 }
 
 /// The median time of three complete runs.
@@ -307,6 +397,55 @@ fn is_temporary_of(name: &str, file: &str) -> bool {
         || name.starts_with(&format!(".{file}.ckpt-staging-"))
 }
 
+/// The temporaries of any of `files` in `dir`, each with its inode and size: what was
+/// there before a run, to tell the files that run created (see
+/// [`own_staged_with_data`]).
+fn staged_snapshot(dir: &Path, files: &[&str]) -> BTreeMap<String, (u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let meta = e.metadata().ok()?;
+            files
+                .iter()
+                .any(|f| is_temporary_of(&name, f))
+                .then_some((name, (meta.ino(), meta.len())))
+        })
+        .collect()
+}
+
+/// The temporaries of `files` in `dir` that the run with process id `pid` created and
+/// that hold data: the evidence that a kill of that run cut one of its writes, when
+/// looked at after its death (a live writer may still rename its file away).
+///
+/// A run's own file is one that was not in `before` (taken just before the run started),
+/// told by name and inode: staged names are numbered from `#1` again once a cleaner has
+/// removed an older file, so a name alone could be an earlier kill's. A COPY staging file
+/// names its writer (`.NAME.ckpt-staging-PID-NANOS`), which must be `pid`. An empty file
+/// is not counted: its writer was killed between creating it and writing a byte, before
+/// the write itself.
+fn own_staged_with_data(
+    dir: &Path,
+    files: &[&str],
+    before: &BTreeMap<String, (u64, u64)>,
+    pid: u32,
+) -> Vec<(String, u64)> {
+    staged_snapshot(dir, files)
+        .into_iter()
+        .filter(|(name, (ino, _))| before.get(name).is_none_or(|(was, _)| was != ino))
+        .filter(|(name, _)| {
+            files
+                .iter()
+                .filter_map(|f| name.strip_prefix(&format!(".{f}.ckpt-staging-")))
+                .all(|rest| rest.split('-').next() == Some(pid.to_string().as_str()))
+        })
+        .filter(|(_, (_, len))| *len > 0)
+        .map(|(name, (_, len))| (name, len))
+        .collect()
+}
+
 /// The temporaries of `file` in `dir`, with their sizes.
 fn temporaries(dir: &Path, file: &str) -> BTreeMap<String, u64> {
     std::fs::read_dir(dir)
@@ -320,13 +459,15 @@ fn temporaries(dir: &Path, file: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// What one run aimed at the write did.
+/// What one run did to its writes.
 #[derive(Debug)]
 struct AimedKill {
     /// Killed (SIGKILL), as opposed to finished first.
     killed: bool,
-    /// A temporary of this run existed just before the signal: the kill landed while the
-    /// file was being written or committed.
+    /// Killed in the middle of a write, by evidence looked at after its death: its own
+    /// staged file still there with data (local disk; see [`own_staged_with_data`]), or
+    /// its multipart upload still pending on the server (S3). A staged file merely seen
+    /// before the signal is no such evidence: the write may finish (rename) in between.
     mid_write: bool,
 }
 
@@ -335,6 +476,7 @@ struct AimedKill {
 /// deadline; a run that finishes first must have succeeded.
 fn run_and_kill_mid_write(args: &[String], dir: &Path, file: &str, delay: Duration) -> AimedKill {
     let before = temporaries(dir, file);
+    let staged_before = staged_snapshot(dir, &[file]);
     let new_temporary = || {
         temporaries(dir, file)
             .keys()
@@ -348,6 +490,7 @@ fn run_and_kill_mid_write(args: &[String], dir: &Path, file: &str, delay: Durati
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let pid = child.id();
     let deadline = Instant::now() + RUN_DEADLINE;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -368,11 +511,13 @@ fn run_and_kill_mid_write(args: &[String], dir: &Path, file: &str, delay: Durati
         std::thread::sleep(Duration::from_micros(100));
     }
     std::thread::sleep(delay);
-    let mid_write = new_temporary();
     // SIGKILL; an error means the run already ended, which its status tells.
     let _ = child.kill();
     let status = child.wait().unwrap();
     if status.signal() == Some(9) {
+        // Only now, the process dead and reaped, and before anything writes `file`
+        // again: its own staged file, with data, is what it was writing when it died.
+        let mid_write = !own_staged_with_data(dir, &[file], &staged_before, pid).is_empty();
         return AimedKill {
             killed: true,
             mid_write,
@@ -388,9 +533,14 @@ fn run_and_kill_mid_write(args: &[String], dir: &Path, file: &str, delay: Durati
 /// How long temporaries of `file` exist in a complete run (from the first seen to the last
 /// seen), the median of three: kills are aimed into that window.
 fn write_window(args: &[String], dir: &Path, file: &str) -> Duration {
-    let mut windows = Vec::new();
+    write_windows(args, dir, &[file])[0]
+}
+
+/// [`write_window`] of each of `files`, all measured in the same three runs.
+fn write_windows(args: &[String], dir: &Path, files: &[&str]) -> Vec<Duration> {
+    let mut windows = vec![Vec::new(); files.len()];
     for _ in 0..3 {
-        let before = temporaries(dir, file);
+        let before: Vec<_> = files.iter().map(|f| temporaries(dir, f)).collect();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ckpt"))
             .args(args)
             .env_remove("CKPT_LOG")
@@ -400,18 +550,20 @@ fn write_window(args: &[String], dir: &Path, file: &str) -> Duration {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + RUN_DEADLINE;
-        let (mut first, mut last) = (None, None);
+        let mut seen = vec![(None, None); files.len()];
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
-            if temporaries(dir, file)
-                .keys()
-                .any(|n| !before.contains_key(n))
-            {
-                let now = Instant::now();
-                first.get_or_insert(now);
-                last = Some(now);
+            for ((file, before), (first, last)) in files.iter().zip(&before).zip(&mut seen) {
+                if temporaries(dir, file)
+                    .keys()
+                    .any(|n| !before.contains_key(n))
+                {
+                    let now = Instant::now();
+                    first.get_or_insert(now);
+                    *last = Some(now);
+                }
             }
             assert!(
                 Instant::now() < deadline,
@@ -420,13 +572,20 @@ fn write_window(args: &[String], dir: &Path, file: &str) -> Duration {
             std::thread::sleep(Duration::from_micros(100));
         };
         assert!(status.success(), "{args:?} failed on its own: {status:?}");
-        windows.push(match (first, last) {
-            (Some(f), Some(l)) => l - f,
-            _ => Duration::ZERO,
-        });
+        for (w, seen) in windows.iter_mut().zip(seen) {
+            w.push(match seen {
+                (Some(f), Some(l)) => l - f,
+                _ => Duration::ZERO,
+            });
+        }
     }
-    windows.sort();
-    windows[1]
+    windows
+        .into_iter()
+        .map(|mut w| {
+            w.sort();
+            w[1]
+        })
+        .collect()
 }
 
 /// Counts of kills aimed at writes.
@@ -454,14 +613,26 @@ impl MidWriteCounts {
         }
     }
 
-    /// At least 30 % of the kills landed while the file was being written.
+    /// At least 30 % of the kills landed while the file was being written (by the
+    /// evidence of [`AimedKill::mid_write`]).
     fn assert_mid_write_share(&self, what: &str) {
-        eprintln!("{what}: {self:?}");
+        self.assert_mid_write_left_old(what);
         assert!(
             self.mid_write * 10 >= self.kills * 3 && self.kills > 0,
             "{what}: only {} of {} kills landed mid-write",
             self.mid_write,
             self.kills
+        );
+    }
+
+    /// Prints the counts; every kill that cut a write left the previous version: the
+    /// evidence (a staged file not renamed, an upload not completed) is of a write that
+    /// never replaced anything.
+    fn assert_mid_write_left_old(&self, what: &str) {
+        eprintln!("{what}: {self:?}");
+        assert_eq!(
+            self.left_new, 0,
+            "{what}: a kill left its write unfinished and yet the new version: {self:?}"
         );
     }
 }
@@ -595,6 +766,8 @@ async fn convert_kills(place: &Place, kills_each: usize, seed: u64) -> (usize, u
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut kills, mut finished) = ([0usize; 2], 0usize);
     let mut aimed = MidWriteCounts::default();
+    // The kills at random moments, per direction, with their evidence of a cut write.
+    let mut random = [MidWriteCounts::default(), MidWriteCounts::default()];
     // On local disk, half the kills are aimed at the write: after its staged file appears,
     // within the time staged files exist in a normal run.
     let mut windows = Vec::new();
@@ -649,9 +822,27 @@ async fn convert_kills(place: &Place, kills_each: usize, seed: u64) -> (usize, u
             let max = typical[j].as_micros() as u64;
             let delay = Duration::from_micros(rng.random_range(0..=max));
             let what = format!("{} run {runs} killed after {delay:?}", jobs[j].1);
-            let killed = run_and_kill(&jobs[j].0, delay).await;
-            check_and_reset(place, &versions[j], &what).await;
-            (killed, what)
+            let watch = place
+                .local
+                .as_deref()
+                .map(|dir| (dir, std::slice::from_ref(&jobs[j].1)));
+            let mut kill = run_and_kill_watching(&jobs[j].0, delay, watch).await;
+            let is_new = check_and_reset(place, &versions[j], &what).await;
+            // On S3 the evidence is the server's: the killed run's multipart upload (the
+            // 10 MB JSONL goes as one) still pending once the target has settled, that is
+            // after every request the run had sent whole was applied. A run that finished
+            // completed its upload.
+            let left = place.abandoned_uploads();
+            if kill.killed {
+                kill.mid_write |= left.iter().any(|f| f == jobs[j].1);
+            } else {
+                assert!(
+                    left.is_empty(),
+                    "{what}: a complete run left multipart uploads pending: {left:?}"
+                );
+            }
+            random[j].record(&kill, is_new);
+            (kill.killed, what)
         };
         if killed {
             kills[j] += 1;
@@ -663,6 +854,12 @@ async fn convert_kills(place: &Place, kills_each: usize, seed: u64) -> (usize, u
     }
     if place.local.is_some() {
         aimed.assert_mid_write_share(&format!("{}: convert kills aimed at the write", place.root));
+    }
+    for (j, counts) in random.iter().enumerate() {
+        counts.assert_mid_write_left_old(&format!(
+            "{}: {} kills at random moments",
+            place.root, jobs[j].1
+        ));
     }
 
     // Whatever the kills left, a complete run still succeeds and lands whole.
@@ -790,6 +987,14 @@ async fn load_any(place: &Place, file: &str) -> Loaded {
 }
 
 async fn generate_kills(place: &Place, kills_wanted: usize, seed: u64) -> usize {
+    // On S3, summaries.jsonl of 10 MB, saved as a multipart upload: a kill in the middle
+    // of that save leaves the upload pending, the evidence the server can show (the
+    // smaller checkpoints go as one PUT each, which leaves none).
+    let (n, dim) = if place.local.is_some() {
+        ("800", "32")
+    } else {
+        ("1200", "384")
+    };
     let gen_args = |seed: &str| -> Vec<String> {
         let mut a = place.cli.clone();
         a.extend(
@@ -797,9 +1002,9 @@ async fn generate_kills(place: &Place, kills_wanted: usize, seed: u64) -> usize 
                 "generate",
                 &place.root,
                 "--summaries",
-                "800",
+                n,
                 "--dim",
-                "32",
+                dim,
                 "--format",
                 "both",
                 "--seed",
@@ -826,17 +1031,60 @@ async fn generate_kills(place: &Place, kills_wanted: usize, seed: u64) -> usize 
     }
     eprintln!("{}: a normal generate takes {typical:?}", place.root);
 
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut kills, mut runs) = (0, 0);
     let args = gen_args("8");
-    while kills < kills_wanted {
+    // On local disk, every other run is aimed at the save of one checkpoint (each in
+    // turn): killed after its staged file appears, within the time staged files of it
+    // exist in a normal run. Most of a run is spent making the rows, so kills at random
+    // moments seldom land in a save.
+    let mut windows = Vec::new();
+    if let Some(dir) = &place.local {
+        let (a, d) = (args.clone(), dir.clone());
+        windows = tokio::task::spawn_blocking(move || write_windows(&a, &d, &GENERATED))
+            .await
+            .unwrap();
+        // The measuring runs saved the new versions.
+        for f in GENERATED {
+            place.restore(f, &old[f].0).await;
+        }
+        eprintln!(
+            "{}: staged files of each checkpoint exist for {:?}",
+            place.root,
+            GENERATED.iter().zip(&windows).collect::<Vec<_>>()
+        );
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut kills, mut runs, mut mid_write) = (0, 0, 0);
+    let mut aimed = MidWriteCounts::default();
+    // Enough aimed kills that their share says something (a handful could miss by chance).
+    let aimed_wanted = if place.local.is_some() { 10 } else { 0 };
+    while kills < kills_wanted || aimed.kills < aimed_wanted {
         runs += 1;
-        assert!(runs < 6 * kills_wanted, "too few runs were killed");
-        let delay = Duration::from_micros(rng.random_range(0..=typical.as_micros() as u64));
-        let what = format!("generate run {runs} killed after {delay:?}");
-        if run_and_kill(&args, delay).await {
+        assert!(
+            runs < 6 * kills_wanted.max(2 * aimed_wanted),
+            "too few runs were killed: {kills} kills, {aimed:?}"
+        );
+        let (mut kill, aimed_at, what) = if place.local.is_some() && runs % 2 == 0 {
+            let k = (runs / 2) % GENERATED.len();
+            let file = GENERATED[k];
+            let delay = Duration::from_micros(rng.random_range(0..=windows[k].as_micros() as u64));
+            let what =
+                format!("generate run {runs} killed {delay:?} after its save of {file} began");
+            let (a, d) = (args.clone(), place.local.clone().unwrap());
+            let kill =
+                tokio::task::spawn_blocking(move || run_and_kill_mid_write(&a, &d, file, delay))
+                    .await
+                    .unwrap();
+            (kill, Some(file), what)
+        } else {
+            let delay = Duration::from_micros(rng.random_range(0..=typical.as_micros() as u64));
+            let what = format!("generate run {runs} killed after {delay:?}");
+            let watch = place.local.as_deref().map(|dir| (dir, &GENERATED[..]));
+            (run_and_kill_watching(&args, delay, watch).await, None, what)
+        };
+        if kill.killed {
             kills += 1;
         }
+        let mut aimed_is_new = false;
         for f in GENERATED {
             let (now, loaded) = settled(place, f, || load_any(place, f)).await;
             let now = now.unwrap_or_else(|| panic!("{what}: {f} disappeared"));
@@ -849,16 +1097,41 @@ async fn generate_kills(place: &Place, kills_wanted: usize, seed: u64) -> usize 
             };
             assert!(loaded == version.1, "{what}: {f} loads other rows");
             if which == "new" {
+                aimed_is_new |= aimed_at == Some(f);
                 place.restore(f, &old[f].0).await;
             }
+        }
+        // On S3, once every checkpoint has settled: an upload of the killed run still
+        // pending (see `convert_kills`). A run that finished left none.
+        let left = place.abandoned_uploads();
+        assert!(
+            left.iter().all(|f| GENERATED.contains(&f.as_str())),
+            "{what}: uploads pending for other files: {left:?}"
+        );
+        if kill.killed {
+            kill.mid_write |= !left.is_empty();
+        } else {
+            assert!(
+                left.is_empty(),
+                "{what}: a complete run left multipart uploads pending: {left:?}"
+            );
+        }
+        if aimed_at.is_some() {
+            aimed.record(&kill, aimed_is_new);
+        } else if kill.mid_write {
+            mid_write += 1;
         }
         assert_only_checkpoints(place, &GENERATED, &what).await;
     }
     eprintln!(
-        "{}: {kills} kills of generate in {runs} runs; temporaries left: {:?}",
+        "{}: {kills} kills of generate in {runs} runs; of the {} at random moments, {mid_write} in the middle of a save (its staged file left with data, or its upload pending); temporaries left: {:?}",
         place.root,
+        kills - aimed.kills,
         place.leftovers(&GENERATED)
     );
+    if place.local.is_some() {
+        aimed.assert_mid_write_share(&format!("{}: generate kills aimed at a save", place.root));
+    }
     // A later save of everything succeeds.
     ckpt(&args).expect_ok("a later generate");
     for f in GENERATED {

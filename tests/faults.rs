@@ -10,7 +10,11 @@
 //! (its id never arrived; see `assert_pending_uploads`).
 //!
 //! Operations: `ckpt convert` to S3 (one PUT, and a 10 MB JSONL as a multipart upload),
-//! and a manager save and load through the library.
+//! and a manager save and load through the library. The multipart upload meets each fault
+//! at its start, and aimed at one step after it: a part upload (`PUT
+//! ...?partNumber=N&uploadId=...`) or the completion (`POST ...?uploadId=...`). There a
+//! persistent fault must end in an abort (`DELETE ...?uploadId=...`), and the proxy counts
+//! the faults that landed on the step, so a scenario whose fault missed it fails.
 
 mod common;
 
@@ -49,6 +53,47 @@ struct Plan {
     remaining: usize,
     /// Only requests with one of these methods are faulty (None: any).
     methods: Option<Vec<&'static str>>,
+    /// Only requests of this step of a multipart upload are faulty (None: any request).
+    step: Option<Step>,
+}
+
+/// A step of a multipart upload after its start, as the request line tells it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    /// The upload of part N: `PUT ...?partNumber=N&uploadId=...` (its first attempt and
+    /// every retry of it).
+    Part(u32),
+    /// The completion: `POST ...?uploadId=...` (without `uploads`, which starts one).
+    Complete,
+}
+
+/// What a request does to multipart uploads, from its method and query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Multipart {
+    Start,
+    Part(u32),
+    Complete,
+    /// `DELETE ...?uploadId=...`: the client gives the upload up.
+    Abort,
+}
+
+fn multipart_request(method: &str, request_line: &str) -> Option<Multipart> {
+    let query = request_line.split(' ').nth(1)?.split_once('?')?.1;
+    let param = |name: &str| {
+        query.split('&').find_map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k == name).then_some(v)
+        })
+    };
+    match method {
+        "POST" if param("uploads").is_some() => Some(Multipart::Start),
+        "POST" if param("uploadId").is_some() => Some(Multipart::Complete),
+        "PUT" if param("uploadId").is_some() => {
+            Some(Multipart::Part(param("partNumber")?.parse().ok()?))
+        }
+        "DELETE" if param("uploadId").is_some() => Some(Multipart::Abort),
+        _ => None,
+    }
 }
 
 struct ProxyState {
@@ -61,6 +106,14 @@ struct ProxyState {
     /// Of those, the ones whose response was cut short: the server started the upload,
     /// but the client never learned its id.
     cut_multipart_starts: AtomicUsize,
+    /// Part uploads and completions seen, and of those the ones met by a fault: a
+    /// scenario aimed at a step proves with these that its fault landed there.
+    part_uploads: AtomicUsize,
+    faulted_parts: AtomicUsize,
+    completions: AtomicUsize,
+    faulted_completions: AtomicUsize,
+    /// Aborts of a multipart upload (`DELETE ...?uploadId=`) the client sent.
+    multipart_aborts: AtomicUsize,
     /// The `Authorization` headers seen, to look for them in the output.
     authorizations: Mutex<Vec<String>>,
 }
@@ -85,11 +138,17 @@ impl Proxy {
                 fault: Fault::Drop,
                 remaining: 0,
                 methods: None,
+                step: None,
             }),
             requests: AtomicUsize::new(0),
             injected: AtomicUsize::new(0),
             multipart_starts: AtomicUsize::new(0),
             cut_multipart_starts: AtomicUsize::new(0),
+            part_uploads: AtomicUsize::new(0),
+            faulted_parts: AtomicUsize::new(0),
+            completions: AtomicUsize::new(0),
+            faulted_completions: AtomicUsize::new(0),
+            multipart_aborts: AtomicUsize::new(0),
             authorizations: Mutex::new(Vec::new()),
         });
         let st = state.clone();
@@ -109,15 +168,50 @@ impl Proxy {
 
     /// The next `n` requests (of `methods`, if given) meet `fault`; the rest pass.
     fn set(&self, fault: Fault, n: usize, methods: Option<Vec<&'static str>>) {
+        self.set_at(fault, n, methods, None);
+    }
+
+    /// As [`Proxy::set`], counting only requests of `step` of a multipart upload (any
+    /// request when None); every other request passes.
+    fn set_at(
+        &self,
+        fault: Fault,
+        n: usize,
+        methods: Option<Vec<&'static str>>,
+        step: Option<Step>,
+    ) {
         *self.state.plan.lock().unwrap() = Plan {
             fault,
             remaining: n,
             methods,
+            step,
         };
-        self.state.injected.store(0, Ordering::SeqCst);
-        self.state.requests.store(0, Ordering::SeqCst);
-        self.state.multipart_starts.store(0, Ordering::SeqCst);
-        self.state.cut_multipart_starts.store(0, Ordering::SeqCst);
+        let st = &self.state;
+        for counter in [
+            &st.injected,
+            &st.requests,
+            &st.multipart_starts,
+            &st.cut_multipart_starts,
+            &st.part_uploads,
+            &st.faulted_parts,
+            &st.completions,
+            &st.faulted_completions,
+            &st.multipart_aborts,
+        ] {
+            counter.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// What the client did with multipart uploads since [`Proxy::set`].
+    fn multipart_counts(&self) -> MultipartCounts {
+        let st = &self.state;
+        MultipartCounts {
+            parts: st.part_uploads.load(Ordering::SeqCst),
+            faulted_parts: st.faulted_parts.load(Ordering::SeqCst),
+            completions: st.completions.load(Ordering::SeqCst),
+            faulted_completions: st.faulted_completions.load(Ordering::SeqCst),
+            aborts: st.multipart_aborts.load(Ordering::SeqCst),
+        }
     }
 
     /// Multipart uploads started since [`Proxy::set`] whose id never reached the client.
@@ -135,6 +229,19 @@ impl Proxy {
         self.state.plan.lock().unwrap().remaining = 0;
         self.state.injected.load(Ordering::SeqCst)
     }
+}
+
+/// Requests of multipart uploads the proxy saw (see [`Proxy::multipart_counts`]).
+#[derive(Debug, Clone, Copy)]
+struct MultipartCounts {
+    /// Part uploads (retries included), and of those the ones that met a fault.
+    parts: usize,
+    faulted_parts: usize,
+    /// Completions (retries included), and of those the ones that met a fault.
+    completions: usize,
+    faulted_completions: usize,
+    /// Aborts (`DELETE ...?uploadId=`).
+    aborts: usize,
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -179,19 +286,15 @@ async fn handle(mut client: TcpStream, st: Arc<ProxyState>) -> std::io::Result<(
         .into_owned();
     let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
     let request_line = head.lines().next().unwrap_or_default();
-    let starts_upload = request_line
-        .split(' ')
-        .nth(1)
-        .and_then(|target| target.split_once('?'))
-        .is_some_and(|(_, query)| {
-            query
-                .split('&')
-                .any(|p| p == "uploads" || p.starts_with("uploads="))
-        });
-    let starts_upload = method == "POST" && starts_upload;
-    if starts_upload {
-        st.multipart_starts.fetch_add(1, Ordering::SeqCst);
-    }
+    let multipart = multipart_request(&method, request_line);
+    let starts_upload = multipart == Some(Multipart::Start);
+    match multipart {
+        Some(Multipart::Start) => st.multipart_starts.fetch_add(1, Ordering::SeqCst),
+        Some(Multipart::Part(_)) => st.part_uploads.fetch_add(1, Ordering::SeqCst),
+        Some(Multipart::Complete) => st.completions.fetch_add(1, Ordering::SeqCst),
+        Some(Multipart::Abort) => st.multipart_aborts.fetch_add(1, Ordering::SeqCst),
+        None => 0,
+    };
     if let Some(auth) = head.lines().find_map(|l| {
         l.split_once(':')
             .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
@@ -205,12 +308,26 @@ async fn handle(mut client: TcpStream, st: Arc<ProxyState>) -> std::io::Result<(
             && plan
                 .methods
                 .as_ref()
-                .is_none_or(|m| m.contains(&method.as_str()));
+                .is_none_or(|m| m.contains(&method.as_str()))
+            && plan.step.is_none_or(|step| match (step, multipart) {
+                (Step::Part(n), Some(Multipart::Part(m))) => n == m,
+                (Step::Complete, Some(Multipart::Complete)) => true,
+                _ => false,
+            });
         if applies {
             if plan.remaining != usize::MAX {
                 plan.remaining -= 1;
             }
             st.injected.fetch_add(1, Ordering::SeqCst);
+            match multipart {
+                Some(Multipart::Part(_)) => {
+                    st.faulted_parts.fetch_add(1, Ordering::SeqCst);
+                }
+                Some(Multipart::Complete) => {
+                    st.faulted_completions.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
             Some(plan.fault)
         } else {
             None
@@ -292,12 +409,50 @@ async fn handle(mut client: TcpStream, st: Arc<ProxyState>) -> std::io::Result<(
             Ok(()) // dropping both halves closes the connection mid-response
         }
         None => {
+            // One request per connection, both ways: a client reusing this connection
+            // would send its next requests past the proxy's eyes (neither counted nor
+            // faulted), so the request goes upstream with `Connection: close` (the server
+            // closes after answering) and the answer comes back with it (the client opens
+            // a new connection for its next request).
             let mut up = TcpStream::connect(st.upstream).await?;
-            up.write_all(&buf).await?;
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
-            Ok(())
+            up.write_all(&with_connection_close(&buf[..head_len]))
+                .await?;
+            up.write_all(&buf[head_len..]).await?;
+            let (client_r, mut client_w) = client.into_split();
+            let (mut up_r, mut up_w) = up.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_r.take(body_left as u64), &mut up_w).await;
+            });
+            let Some((resp, head)) = read_head_split(&mut up_r).await? else {
+                return Ok(());
+            };
+            client_w
+                .write_all(&with_connection_close(&resp[..head]))
+                .await?;
+            client_w.write_all(&resp[head..]).await?;
+            tokio::io::copy(&mut up_r, &mut client_w).await?;
+            client_w.shutdown().await
         }
     }
+}
+
+/// An HTTP head (request or response, ending in a blank line) with `Connection: close`
+/// in place of any `Connection` or `Keep-Alive` header.
+fn with_connection_close(head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        let name = line.split_once(':').map(|(k, _)| k.trim());
+        if name.is_some_and(|k| {
+            k.eq_ignore_ascii_case("connection") || k.eq_ignore_ascii_case("keep-alive")
+        }) {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.into_bytes()
 }
 
 async fn read_head_split(
@@ -508,12 +663,15 @@ fn assert_pending_uploads(t: &Setup, what: &str, key: Option<&str>, orphans: usi
 static ORPHANED_UPLOADS: AtomicUsize = AtomicUsize::new(0);
 
 /// What the scenario table says of one fault.
+#[derive(Clone)]
 struct Scenario {
     name: &'static str,
     fault: Fault,
     /// Faulty requests for the transient run (the persistent run faults them all).
     transient: usize,
     methods: Option<Vec<&'static str>>,
+    /// The step of a multipart upload the faults are aimed at (None: the first requests).
+    step: Option<Step>,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -523,30 +681,35 @@ fn scenarios() -> Vec<Scenario> {
             fault: Fault::Drop,
             transient: 2,
             methods: None,
+            step: None,
         },
         Scenario {
             name: "HTTP 500",
             fault: Fault::Status(500),
             transient: 2,
             methods: None,
+            step: None,
         },
         Scenario {
             name: "HTTP 503",
             fault: Fault::Status(503),
             transient: 3,
             methods: None,
+            step: None,
         },
         Scenario {
             name: "stalls beyond the request timeout",
             fault: Fault::Stall(Duration::from_secs(5)),
             transient: 1,
             methods: None,
+            step: None,
         },
         Scenario {
             name: "responses cut short",
             fault: Fault::Cut,
             transient: 2,
             methods: None,
+            step: None,
         },
     ]
 }
@@ -578,7 +741,7 @@ async fn convert_scenario(
     t.put_direct(target, old).await;
     let keys_before = t.keys().await;
     let n = if persistent { usize::MAX } else { sc.transient };
-    t.proxy.set(sc.fault, n, sc.methods.clone());
+    t.proxy.set_at(sc.fault, n, sc.methods.clone(), sc.step);
     let mut args = t.cli_via_proxy(persistent);
     args.extend([
         "convert".to_owned(),
@@ -591,6 +754,7 @@ async fn convert_scenario(
     let took = started.elapsed();
     let multipart = t.proxy.multipart_starts();
     let cut_starts = t.proxy.cut_multipart_starts();
+    let steps = t.proxy.multipart_counts();
     let injected = t.proxy.clear();
     // The 10 MB JSONL goes as a multipart upload (started once per attempt); the small
     // Parquet file as one PUT.
@@ -600,8 +764,35 @@ async fn convert_scenario(
         assert_eq!(multipart, 0, "{what}: a multipart upload for a small file");
     }
     assert!(injected > 0, "{what}: no fault was injected");
+    // A fault aimed at a step landed there, and only there: else the scenario would test
+    // the start again (or nothing).
+    match sc.step {
+        Some(Step::Part(_)) => assert!(
+            steps.faulted_parts > 0 && steps.faulted_parts == injected,
+            "{what}: the faults did not land on the part upload ({injected} injected): {steps:?}"
+        ),
+        Some(Step::Complete) => assert!(
+            steps.faulted_completions > 0 && steps.faulted_completions == injected,
+            "{what}: the faults did not land on the completion ({injected} injected): {steps:?}"
+        ),
+        None => {}
+    }
     let now = t.get_direct(target).await.expect("the target exists");
-    if persistent {
+    // Every answer to a completion cut short: the server did complete the upload, so an
+    // abort finds no upload, and the writer checks the object itself — there whole, it is
+    // a success, not an error about a write that happened.
+    let completed_unheard = persistent && sc.fault == Fault::Cut && sc.step == Some(Step::Complete);
+    if completed_unheard {
+        r.expect_ok(&what);
+        assert!(
+            now == new,
+            "{what}: the target is not the complete new version"
+        );
+        assert!(
+            steps.aborts > 0,
+            "{what}: the writer did not ask the server whether the upload was still open: {steps:?}"
+        );
+    } else if persistent {
         let r = r.expect_err(&what);
         let key = format!("{}/{target}", t.prefix);
         assert!(
@@ -619,6 +810,25 @@ async fn convert_scenario(
             old.len(),
             new.len()
         );
+        if let Some(step) = sc.step {
+            // The upload had started and its id was known: the client gave it up
+            // explicitly, rather than leaving its parts to the bucket's lifecycle rule.
+            assert!(
+                steps.aborts > 0,
+                "{what}: the upload was not aborted (no DELETE ...?uploadId= reached the proxy): {steps:?}"
+            );
+            // A part the client never saw accepted means no completion is sent: the
+            // server cannot have committed anything, whatever the fault (a cut answer
+            // included, unlike a cut completion).
+            if matches!(step, Step::Part(_)) {
+                assert!(
+                    now == old,
+                    "{what}: the target is {} bytes, not the previous version ({})",
+                    now.len(),
+                    old.len()
+                );
+            }
+        }
     } else {
         r.expect_ok(&what);
         assert!(
@@ -632,8 +842,13 @@ async fn convert_scenario(
     }
     assert_pending_uploads(t, &what, Some(target), cut_starts);
     eprintln!(
-        "{what}: {} in {took:.1?} ({injected} faults, {multipart} multipart uploads started, {cut_starts} of them cut short and left pending, none other)",
-        outcome(persistent)
+        "{what}: {} in {took:.1?} ({injected} faults, {multipart} multipart uploads started, {cut_starts} of them cut short and left pending, none other; {} part uploads, {} of them faulted; {} completions, {} of them faulted; {} aborts)",
+        outcome(persistent),
+        steps.parts,
+        steps.faulted_parts,
+        steps.completions,
+        steps.faulted_completions,
+        steps.aborts
     );
 }
 
@@ -753,10 +968,11 @@ async fn run_fault(sc: Scenario) {
         .await;
         library_scenario(&t, &sc, persistent).await;
     }
-    // A multipart upload (two 8 MiB parts): faults on its parts and on its completion.
+    // A multipart upload (a 8 MiB part and a last, smaller one): faults on its first
+    // PUT/POST requests, which is its start (`POST ...?uploads`).
     let parts = Scenario {
         methods: Some(vec!["PUT", "POST"]),
-        ..sc
+        ..sc.clone()
     };
     for persistent in [false, true] {
         convert_scenario(
@@ -768,6 +984,28 @@ async fn run_fault(sc: Scenario) {
             &old_jsonl,
         )
         .await;
+    }
+    // The same upload with faults aimed at the steps after its start, whose id the client
+    // knows: the first part (sent while the rest is still being written), the last part
+    // (sent when the write is committed) and the completion. Transient ones are retried
+    // and the upload completes; persistent ones fail the write, which aborts the upload.
+    for step in [Step::Part(1), Step::Part(2), Step::Complete] {
+        let aimed = Scenario {
+            methods: None,
+            step: Some(step),
+            ..sc.clone()
+        };
+        for persistent in [false, true] {
+            convert_scenario(
+                &t,
+                &aimed,
+                persistent,
+                "big.jsonl",
+                &big.join("summaries.parquet"),
+                &old_jsonl,
+            )
+            .await;
+        }
     }
     eprintln!(
         "{}: {} scenario checks found no pending multipart upload; {} uploads left pending by cut-short starts (all of them, none other)",

@@ -151,3 +151,135 @@ fn ctrl_c_drops_the_typed_statement_or_cancels_the_query_and_the_shell_goes_on()
     assert_eq!(status.code(), Some(0), "{}", t.screen());
     assert!(!t.screen().contains("panicked"), "{}", t.screen());
 }
+
+/// Runs `ckpt ARGS` under a pseudo-terminal (stdout and stderr both the terminal);
+/// returns its exit code and everything it printed there.
+fn run_at_a_terminal(args: &[&str]) -> (Option<i32>, String) {
+    let mut line = format!("exec {}", env!("CARGO_BIN_EXE_ckpt"));
+    for a in args {
+        line.push_str(&format!(" '{a}'"));
+    }
+    let mut child = Command::new("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .env("TERM", "xterm")
+        .env("SHELL", "/bin/sh")
+        .env_remove("CKPT_LOG")
+        // Open and silent: `script` ends early when its input ends.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("`script` (util-linux) runs");
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let status = common::wait_exit(&mut child, WAIT, "ckpt at a terminal", String::new);
+    drop(child.stdin.take());
+    (status.code(), reader.join().unwrap())
+}
+
+#[test]
+fn convert_at_a_terminal_shows_a_progress_bar_with_size_rate_and_eta_and_quiet_hides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    // About 30 MB of summaries with 384-d embeddings: a second or more of converting in a
+    // debug build, so the bar is drawn with a rate and an ETA.
+    let made = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .args(["generate", src.to_str().unwrap(), "--summaries", "3500"])
+        .args(["--dim", "384", "--no-conversations"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+
+    let dst = dir.path().join("dst");
+    let (code, screen) =
+        run_at_a_terminal(&["convert", src.to_str().unwrap(), dst.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{screen}");
+    // ` 42% ▕████▌   ▏ 16.25 MiB/38.70 MiB, 12.01 MiB/s, ETA 2s  summaries`
+    let drawn = |s: &str| s.contains("% ▕") && s.contains("iB/s, ETA ") && s.contains(" MiB/");
+    assert!(drawn(&screen), "no progress bar in:\n{screen}");
+    assert!(screen.contains("total: 4 checkpoints"), "{screen}");
+
+    // --quiet: the summary lines only.
+    let dst = dir.path().join("quiet");
+    let (code, screen) = run_at_a_terminal(&[
+        "convert",
+        src.to_str().unwrap(),
+        dst.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("total: 4 checkpoints"), "{screen}");
+    assert!(
+        !screen.contains('%') && !screen.contains("ETA") && !screen.contains("MiB/s"),
+        "a progress bar under --quiet:\n{screen}"
+    );
+}
+
+#[test]
+fn copy_at_a_terminal_shows_a_progress_bar_and_quiet_or_a_pipe_hides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    // About 30 MB of JSONL summaries, as for convert: a second or so of COPY in a debug
+    // build, so the bar is drawn with a rate and an ETA.
+    let made = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .args(["generate", src.to_str().unwrap(), "--summaries", "3500"])
+        .args(["--dim", "384", "--no-conversations"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    // The SQL from a file: its quotes would otherwise have to survive the command line
+    // `script` hands to a shell.
+    let copy_to = |target: &str| {
+        let sql = dir.path().join(format!("{target}.sql"));
+        std::fs::write(
+            &sql,
+            format!("COPY summaries TO '{target}' STORED AS PARQUET"),
+        )
+        .unwrap();
+        sql.to_str().unwrap().to_owned()
+    };
+    let root = src.to_str().unwrap();
+
+    let sql = copy_to("out.parquet");
+    let (code, screen) = run_at_a_terminal(&["query", root, "-f", &sql]);
+    assert_eq!(code, Some(0), "{screen}");
+    // ` 42% ▕████▌   ▏ 12.00 MiB/28.79 MiB, 30.01 MiB/s, ETA 1s  out.parquet`
+    let drawn = |s: &str| s.contains("% ▕") && s.contains("iB/s, ETA ") && s.contains(" MiB/");
+    assert!(drawn(&screen), "no progress bar in:\n{screen}");
+    assert!(screen.contains("| 3500"), "{screen}");
+    // Cleared before the count is printed: nothing of the bar follows the result.
+    let result = screen.find("| count").expect("the count");
+    assert!(
+        !screen[result..].contains('▕'),
+        "a bar after the result:\n{screen}"
+    );
+    assert!(src.join("out.parquet").is_file());
+
+    // -q: the result only.
+    let sql = copy_to("quiet.parquet");
+    let (code, screen) = run_at_a_terminal(&["query", "-q", root, "-f", &sql]);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("| 3500"), "{screen}");
+    assert!(
+        !screen.contains('%') && !screen.contains("ETA") && !screen.contains("MiB/s"),
+        "a progress bar under -q:\n{screen}"
+    );
+
+    // Standard error not a terminal: nothing on it.
+    let sql = copy_to("piped.parquet");
+    let piped = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .args(["query", root, "-f", &sql])
+        .env_remove("CKPT_LOG")
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{piped:?}");
+    assert!(
+        String::from_utf8_lossy(&piped.stdout).contains("| 3500"),
+        "{piped:?}"
+    );
+    assert!(piped.stderr.is_empty(), "{piped:?}");
+}

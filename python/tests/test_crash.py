@@ -46,6 +46,33 @@ WRITER = textwrap.dedent(
 )
 
 
+def staged_files(directory) -> dict:
+    """The staged files (``NAME#N``) in ``directory``: name -> (inode, size).
+
+    The inode tells a file of a later save from an earlier kill's of the same name: staged
+    names are numbered from ``#1`` again once the earlier file was cleaned away.
+    """
+    found = {}
+    for name in os.listdir(directory):
+        if "#" not in name:
+            continue
+        try:
+            st = os.stat(os.path.join(directory, name))
+        except FileNotFoundError:  # renamed or cleaned away meanwhile
+            continue
+        found[name] = (st.st_ino, st.st_size)
+    return found
+
+
+def new_staged(directory, before: dict) -> dict:
+    """The staged files in ``directory`` that are not among ``before`` (by name and inode)."""
+    return {
+        name: (ino, size)
+        for name, (ino, size) in staged_files(directory).items()
+        if before.get(name, (None, 0))[0] != ino
+    }
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_sigkill_during_save_leaves_a_whole_checkpoint(tmp_path, fmt):
     seed = int(os.environ.get("CKPT_TEST_SEED", random.randrange(1 << 30)))
@@ -59,24 +86,30 @@ def test_sigkill_during_save_leaves_a_whole_checkpoint(tmp_path, fmt):
     file = tmp_path / f"summaries.{fmt}"
     kills, mid_write = 12, 0
     for _ in range(kills):
+        # What earlier kills left staged: neither a sign that this writer's save began
+        # nor evidence that this kill cut it.
+        before = staged_files(tmp_path)
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), fmt], stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout.readline().strip() == "ready"
             # Most of a save's time is Python dumping the models; to kill inside the
-            # write itself, wait until a staged file shows, then a little more.
+            # write itself, wait until a staged file of this writer shows, then a little more.
             deadline = time.monotonic() + 30
-            while not [f for f in os.listdir(tmp_path) if "#" in f]:
+            while not new_staged(tmp_path, before):
                 assert time.monotonic() < deadline, "no save started within 30 s"
                 time.sleep(0.001)
             time.sleep(rng.uniform(0, 0.03))
-            staged = [f for f in os.listdir(tmp_path) if "#" in f]
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=30)
-        mid_write += bool(staged)
+        # Looked at once the writer is dead (a save it finished just before the signal has
+        # renamed its staged file away): a staged file of its own, with data, is a write the
+        # kill cut. An empty one is a save killed before its first byte.
+        left = {name: size for name, (_, size) in new_staged(tmp_path, before).items() if size > 0}
+        mid_write += bool(left)
         loaded = manager.load_checkpoint("summaries", ConversationSummary)
         versions = {s.metadata["v"] for s in loaded}
         assert len(loaded) == 6000 and len(versions) == 1, (len(loaded), versions)

@@ -1,17 +1,22 @@
 //! The `ckpt` command line: argument parsing and printing only. Every command calls the
 //! library (catalog, exec, convert, generate); nothing here is reachable only from `main`.
 
+pub mod human;
 pub mod malloc;
 pub mod print;
+pub mod progress;
 pub mod shell;
 pub mod stdout;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::TryStreamExt;
 
 use ckpt::context::{CheckpointSession, SessionOptions};
 use ckpt::convert::{ConvertOptions, convert, sizes};
@@ -21,7 +26,7 @@ use ckpt::generate::{GenerateOptions, generate};
 use ckpt::jsonl::{DecodeOptions, OnError};
 use ckpt::storage::{Root, StorageOptions, redact_url};
 use ckpt::{Error, Result};
-use print::{OutputFormat, Printer};
+use print::{MaxWidth, OutputFormat, Printer};
 use stdout::PipeState;
 
 const EXAMPLES: &str = "\
@@ -78,13 +83,16 @@ pub enum Command {
         root: String,
         #[arg(long, value_enum, default_value_t = LsFormat::Table, ignore_case = true)]
         format: LsFormat,
+        /// Sizes as exact numbers of bytes, not `329.3 KiB` (JSON always has bytes).
+        #[arg(long)]
+        bytes: bool,
     },
     /// Run SQL over the checkpoints of one or more roots.
     #[command(
         after_help = "Examples:\n  ckpt query data \"SELECT topic, count(*) FROM summaries GROUP BY topic\"\n  echo 'SELECT 1' | ckpt query data\n  ckpt query data -f queries/hierarchy.sql --format json"
     )]
     Query(QueryArgs),
-    /// Interactive SQL shell (\\d tables, \\d NAME schema, \\timing, \\format FMT, \\q).
+    /// Interactive SQL shell (\d tables, \d NAME schema, \timing, \format FMT, \null TEXT, \q).
     Shell(SessionArgs),
     /// Convert a checkpoint file or a whole root between JSONL and Parquet.
     #[command(
@@ -100,7 +108,15 @@ pub enum Command {
         compression: Compression,
         #[arg(long, value_enum, default_value_t = LsFormat::Table, ignore_case = true)]
         format: LsFormat,
+        /// Sizes as exact numbers of bytes, not `329.3 KiB` (JSON always has bytes).
+        #[arg(long)]
+        bytes: bool,
     },
+    /// Check that a pipeline run is consistent: ids, clusters, hierarchy, projections.
+    #[command(
+        after_help = "Checks each root on its own: duplicate ids, embeddings of different lengths,\nunreadable checkpoints, base clusters' chat ids against the summaries, summaries against\nthe conversations and the base clusters, the meta-cluster hierarchy (unknown parents,\ncycles, a parent's chat ids the union of its children's) and the projections.\nExit codes: 0 consistent, 1 problems found (or a root cannot be read), 2 usage.\n\nExamples:\n  ckpt check data\n  ckpt check s3://bucket/run1 --format json\n  ckpt check --root run1=./a --root run2=./b"
+    )]
+    Check(CheckArgs),
     /// Append the rows of a JSONL or Parquet file to a checkpoint as one new part.
     #[command(
         after_help = "Every row is checked by the checkpoint kind's codec first: a bad one fails the\nappend (naming file, line and field) and stores nothing. Several appenders may run at\nonce; an id appended again replaces its earlier row.\n\nExamples:\n  ckpt append ./checkpoints summaries batch-0007.jsonl\n  ckpt append s3://bucket/run1 summaries.parquet batch.parquet"
@@ -118,6 +134,9 @@ pub enum Command {
         /// Parquet layout of the new part: native or kura.
         #[arg(long, value_enum, default_value_t = LayoutArg::Native, ignore_case = true)]
         layout: LayoutArg,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Rewrite a checkpoint and its appended parts as one file, atomically.
     #[command(
@@ -135,6 +154,9 @@ pub enum Command {
         /// Default: the layout the checkpoint has.
         #[arg(long, value_enum, ignore_case = true)]
         layout: Option<LayoutArg>,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Serve as a worker: run the parts of queries that `ckpt query --workers` sends.
     #[command(
@@ -171,6 +193,18 @@ pub enum Command {
         /// Skip the raw conversations.
         #[arg(long)]
         no_conversations: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  ckpt completions bash > ~/.local/share/bash-completion/completions/ckpt\n  ckpt completions zsh > ~/.zfunc/_ckpt   # with fpath+=(~/.zfunc) before compinit\n  ckpt completions fish > ~/.config/fish/completions/ckpt.fish"
+    )]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum, ignore_case = true)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -260,6 +294,16 @@ pub struct SessionArgs {
     /// Print at most this many rows of each result.
     #[arg(long)]
     pub max_rows: Option<usize>,
+    /// How table and markdown output show NULL (csv leaves the field empty, json writes null).
+    #[arg(long, value_name = "TEXT", default_value = "NULL")]
+    pub null: String,
+    /// Cut table cells, ending with …, so that lines are at most N characters (default: the
+    /// terminal's width; no cut when the output is not a terminal).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_width: Option<u32>,
+    /// Never cut table cells (overrides --max-width).
+    #[arg(long)]
+    pub wide: bool,
     /// Print each statement's time on stderr.
     #[arg(long)]
     pub timing: bool,
@@ -271,6 +315,9 @@ pub struct SessionArgs {
     /// reads the roots itself, with its own credentials; results come back here.
     #[arg(long, value_name = "HOST:PORT,...", value_parser = parse_workers_arg)]
     pub workers: Option<WorkerList>,
+    /// No progress bar (COPY shows one on stderr when it is a terminal).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `--workers`: one value holding the list (a `Vec` would be taken by clap as repeats).
@@ -287,6 +334,24 @@ pub struct QueryArgs {
     /// Read SQL from a file.
     #[arg(long, short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Directory or URL of the checkpoints (it must exist).
+    pub root: Option<String>,
+    /// More roots as NAME=LOCATION (repeatable); each is checked on its own.
+    #[arg(long = "root", value_name = "NAME=LOCATION", value_parser = RootSpecParser)]
+    pub roots: Vec<(String, String)>,
+    /// table: one line per problem; json: the report (`ckpt::check::CheckReport`).
+    #[arg(long, value_enum, default_value_t = LsFormat::Table, ignore_case = true)]
+    pub format: LsFormat,
+    /// How many ids each problem lists (the count is always the total).
+    #[arg(long, value_name = "N", default_value_t = ckpt::check::DEFAULT_SAMPLE)]
+    pub sample: usize,
+    /// Memory pool (e.g. 512M, 2G); joins and aggregations spill to disk beyond it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub memory_limit: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -317,6 +382,9 @@ pub struct ConvertArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Sizes as exact numbers of bytes, not `329.3 KiB`.
+    #[arg(long)]
+    pub bytes: bool,
 }
 
 /// Parses `512M`, `2G`, `1048576`.
@@ -474,6 +542,12 @@ impl SessionArgs {
         Printer {
             format: self.format,
             max_rows: self.max_rows,
+            null: self.null.clone(),
+            max_width: match (self.wide, self.max_width) {
+                (true, _) => MaxWidth::Full,
+                (false, Some(n)) => MaxWidth::Columns(n as usize),
+                (false, None) => MaxWidth::Terminal,
+            },
         }
     }
 }
@@ -485,6 +559,7 @@ impl Command {
             Command::Query(args) => args.session.memory_limit,
             Command::Shell(args) => args.memory_limit,
             Command::Convert(args) => args.memory_limit,
+            Command::Check(args) => args.memory_limit,
             Command::Worker { memory_limit, .. } => *memory_limit,
             _ => None,
         }
@@ -609,7 +684,11 @@ async fn run_command(
     out: &mut dyn Write,
 ) -> std::result::Result<u8, Failure> {
     match &cli.command {
-        Command::Ls { root, format } => {
+        Command::Ls {
+            root,
+            format,
+            bytes,
+        } => {
             let root = Root::open_existing(root, &storage)?;
             let infos = ckpt::catalog::describe_root(&root).await?;
             match format {
@@ -625,7 +704,13 @@ async fn run_command(
                     writeln!(
                         out,
                         "{:<24} {:<16} {:<8} {:<7} {:>10} {:>12} {:>6}",
-                        "checkpoint", "kind", "format", "layout", "rows", "bytes", "parts"
+                        "checkpoint",
+                        "kind",
+                        "format",
+                        "layout",
+                        "rows",
+                        if *bytes { "bytes" } else { "size" },
+                        "parts"
                     )
                     .map_err(io)?;
                     for i in &infos {
@@ -637,7 +722,7 @@ async fn run_command(
                             i.format,
                             i.layout.as_deref().unwrap_or("-"),
                             i.rows.map_or("?".to_owned(), |r| r.to_string()),
-                            i.bytes,
+                            human::size_or_bytes(i.bytes, *bytes),
                             i.parts
                         )
                         .map_err(io)?;
@@ -696,12 +781,13 @@ async fn run_command(
             }
             let session = args.session.open(storage).await?;
             let printer = args.session.printer();
-            run_script(&session, &sql, printer, args.session.timing, out).await?;
+            let bar = !args.session.quiet;
+            run_script(&session, &sql, &printer, args.session.timing, bar, out).await?;
             Ok(0)
         }
         Command::Shell(args) => {
             let session = args.open(storage).await?;
-            shell::run(session, args.printer(), args.timing, pipe).await?;
+            shell::run(session, args.printer(), args.timing, !args.quiet, pipe).await?;
             Ok(0)
         }
         Command::Convert(args) => {
@@ -724,42 +810,35 @@ async fn run_command(
                 },
                 progress: None,
             };
-            let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
-                let b = indicatif::ProgressBar::new_spinner();
-                b.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} {msg} {pos} rows ({per_sec})",
-                    )
-                    .expect("valid template"),
-                );
-                b
-            });
+            let bar = progress::Bar::new(progress::Unit::Bytes, args.quiet);
             let opts = ConvertOptions {
-                progress: bar.clone().map(|b| {
-                    Arc::new(move |name: &str, rows: u64| {
-                        b.set_message(name.to_owned());
-                        b.set_position(rows);
-                    }) as Arc<dyn Fn(&str, u64) + Send + Sync>
-                }),
+                progress: bar.callback(),
                 ..opts
             };
             let started = Instant::now();
             let done = convert(&args.src, &args.dst, &opts).await;
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
+            bar.finish();
             let done = done?;
             let (mut rin, mut rout, mut rows) = (0u64, 0u64, 0u64);
+            // `--bytes`: sizes as `N bytes`, the exact form scripts parse.
+            let size = |n: u64| {
+                if args.bytes {
+                    format!("{n} bytes")
+                } else {
+                    human::size(n)
+                }
+            };
             for c in &done {
                 writeln!(
                     out,
-                    "{} -> {}: {} rows, {} bytes in, {} bytes out, ratio {:.2}x",
+                    "{} -> {}: {} rows, {} in, {} out, ratio {:.2}x, {}",
                     c.source,
                     c.target,
                     c.rows,
-                    c.bytes_in,
-                    c.bytes_out,
-                    c.ratio()
+                    size(c.bytes_in),
+                    size(c.bytes_out),
+                    c.ratio(),
+                    human::duration(c.elapsed)
                 )
                 .map_err(io)?;
                 rin += c.bytes_in;
@@ -770,9 +849,16 @@ async fn run_command(
             if done.len() > 1 {
                 writeln!(
                     out,
-                    "total: {} checkpoints, {rows} rows, {rin} bytes in, {rout} bytes out, ratio {:.2}x",
+                    "total: {} checkpoints, {rows} rows, {} in, {} out, ratio {:.2}x, {}",
                     done.len(),
-                    if rout == 0 { 0.0 } else { rin as f64 / rout as f64 }
+                    size(rin),
+                    size(rout),
+                    if rout == 0 {
+                        0.0
+                    } else {
+                        rin as f64 / rout as f64
+                    },
+                    human::duration(started.elapsed())
                 )
                 .map_err(io)?;
             }
@@ -786,6 +872,7 @@ async fn run_command(
             root,
             compression,
             format,
+            bytes,
         } => {
             let opts = ConvertOptions {
                 write: WriteOptions {
@@ -831,8 +918,8 @@ async fn run_command(
                             out,
                             "| {} | {} | {} | {:.1}% | {:.1}x |",
                             r.name,
-                            human(r.jsonl_bytes),
-                            human(r.parquet_bytes),
+                            human::size_or_bytes(r.jsonl_bytes, *bytes),
+                            human::size_or_bytes(r.parquet_bytes, *bytes),
                             r.reduction_pct(),
                             r.ratio()
                         )
@@ -842,19 +929,61 @@ async fn run_command(
             }
             Ok(0)
         }
+        Command::Check(args) => {
+            let mut roots: Vec<(String, String)> = args
+                .root
+                .iter()
+                .map(|r| ("root".to_owned(), r.clone()))
+                .collect();
+            roots.extend(args.roots.iter().cloned());
+            if roots.is_empty() {
+                return Err(Failure::usage(
+                    "no root: give a directory or URL, e.g. `ckpt check data`",
+                ));
+            }
+            let opts = ckpt::check::CheckOptions {
+                session: SessionOptions {
+                    memory_limit: args.memory_limit,
+                    storage,
+                    ..Default::default()
+                },
+                sample: args.sample,
+            };
+            let report = ckpt::check::check(roots, &opts).await?;
+            match args.format {
+                LsFormat::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serialisable")
+                ),
+                LsFormat::Table => write!(out, "{report}"),
+            }
+            .map_err(io)?;
+            Ok(if report.consistent { 0 } else { 1 })
+        }
         Command::Append {
             root,
             name,
             file,
             compression,
             layout,
+            quiet,
         } => {
             let write = write_options(*compression, (*layout).into());
-            let done = ckpt::append::append_file(root, name, file, &write, &storage).await?;
+            let bar = progress::Bar::new(progress::Unit::Bytes, *quiet);
+            let started = Instant::now();
+            let done =
+                ckpt::append::append_file(root, name, file, &write, &storage, bar.callback()).await;
+            bar.finish();
+            let done = done?;
             writeln!(
                 out,
-                "{}: appended {} rows from {} as a new part ({} bytes)",
-                done.checkpoint, done.rows, done.source, done.bytes
+                "{}: appended {} rows from {} as a new part ({}, {})",
+                done.checkpoint,
+                done.rows,
+                done.source,
+                human::size(done.bytes),
+                human::duration(started.elapsed())
             )
             .map_err(io)?;
             Ok(0)
@@ -864,21 +993,38 @@ async fn run_command(
             name,
             compression,
             layout,
+            quiet,
         } => {
             let write = write_options(*compression, Layout::default());
             let layout = layout.map(Layout::from);
-            let (checkpoint, stats) =
-                ckpt::append::compact(root, name, &write, layout, &storage).await?;
+            let bar = progress::Bar::new(progress::Unit::Bytes, *quiet);
+            let started = Instant::now();
+            let compacted =
+                ckpt::append::compact(root, name, &write, layout, &storage, bar.callback()).await;
+            bar.finish();
+            let (checkpoint, stats) = compacted?;
             if stats.parts == 0 {
                 writeln!(out, "{checkpoint}: no appended parts; nothing to do").map_err(io)?;
             } else {
                 writeln!(
                     out,
-                    "{checkpoint}: compacted {} parts into {} rows, {} bytes",
-                    stats.parts, stats.rows, stats.bytes
+                    "{checkpoint}: compacted {} parts into {} rows, {}, {}",
+                    stats.parts,
+                    stats.rows,
+                    human::size(stats.bytes),
+                    human::duration(started.elapsed())
                 )
                 .map_err(io)?;
             }
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            // Into memory first: the generator panics on a failed write, and a reader that
+            // went away (`| head`) must end the command quietly like any other output.
+            let mut script = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "ckpt", &mut script);
+            out.write_all(&script).map_err(io)?;
             Ok(0)
         }
         Command::Worker {
@@ -918,6 +1064,7 @@ async fn run_command(
             compression,
             layout,
             no_conversations,
+            quiet,
         } => {
             let root = Root::with_options(root, &storage)?;
             let formats = match format {
@@ -933,14 +1080,22 @@ async fn run_command(
                 compression: *compression,
                 layout: (*layout).into(),
                 conversations: !no_conversations,
+                progress: None,
             };
-            for (file, stats) in generate(&root, &opts).await? {
+            let bar = progress::Bar::new(progress::Unit::Rows, *quiet);
+            let opts = GenerateOptions {
+                progress: bar.callback(),
+                ..opts
+            };
+            let generated = generate(&root, &opts).await;
+            bar.finish();
+            for (file, stats) in generated? {
                 writeln!(
                     out,
-                    "{}: {} rows, {} bytes",
+                    "{}: {} rows, {}",
                     root.describe(&file),
                     stats.rows,
-                    stats.bytes
+                    human::size(stats.bytes)
                 )
                 .map_err(io)?;
             }
@@ -949,28 +1104,19 @@ async fn run_command(
     }
 }
 
-/// `126KB` style sizes, as the seed's table shows them.
-pub fn human(bytes: u64) -> String {
-    if bytes >= 10 << 20 {
-        format!("{:.0}MB", bytes as f64 / (1 << 20) as f64)
-    } else if bytes >= 1 << 20 {
-        format!("{:.1}MB", bytes as f64 / (1 << 20) as f64)
-    } else {
-        format!("{}KB", (bytes + 512) / 1024)
-    }
-}
-
 fn io(e: std::io::Error) -> Error {
     Error::io("cannot write the output", e)
 }
 
 /// Runs every statement of a script, printing each result; stops at the first error,
-/// naming the statement. Skipped lines (`--on-error skip`) are reported on stderr.
+/// naming the statement. Skipped lines (`--on-error skip`) are reported on stderr. With
+/// `bar`, a COPY shows a progress bar on stderr when it is a terminal.
 pub async fn run_script(
     session: &CheckpointSession,
     sql: &str,
-    printer: Printer,
+    printer: &Printer,
     timing: bool,
+    bar: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
     let statements = exec::parse(sql)?;
@@ -981,7 +1127,20 @@ pub async fn run_script(
         let started = Instant::now();
         let res = async {
             let df = exec::plan(session, stmt).await?;
-            let stream = df.execute_stream().await?;
+            let stream = match copy_bar(session, &df, bar) {
+                Some((bar, callback, label)) => {
+                    let stream =
+                        ckpt::progress::execute_with_progress(df, &label, callback).await?;
+                    // COPY's one row, its count, comes when the file is written: the bar is
+                    // cleared before it is printed (and on an error, before the message).
+                    let schema = stream.schema();
+                    let batches = stream.try_collect::<Vec<_>>().await;
+                    bar.finish();
+                    let batches = futures::stream::iter(batches?.into_iter().map(Ok));
+                    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+                }
+                None => df.execute_stream().await?,
+            };
             printer.print(stream, out).await
         }
         .await;
@@ -995,14 +1154,35 @@ pub async fn run_script(
         }
         if timing {
             eprintln!(
-                "{} rows in {:.3}s",
+                "{} rows in {}",
                 printed.rows,
-                started.elapsed().as_secs_f64()
+                human::duration(started.elapsed())
             );
         }
     }
     out.flush().map_err(io)?;
     Ok(())
+}
+
+/// A bar for `df` if it is a COPY and one is wanted and drawn (standard error is a
+/// terminal), with its callback and the target's name as the bar's label. Not with
+/// workers: the scans run there, and their counters never come back here.
+fn copy_bar(
+    session: &CheckpointSession,
+    df: &DataFrame,
+    wanted: bool,
+) -> Option<(progress::Bar, ckpt::progress::ProgressFn, String)> {
+    let LogicalPlan::Copy(copy) = df.logical_plan() else {
+        return None;
+    };
+    if !wanted || !session.options().workers.is_empty() {
+        return None;
+    }
+    let bar = progress::Bar::new(progress::Unit::Bytes, false);
+    let callback = bar.callback()?;
+    let target = copy.output_url.trim_end_matches('/');
+    let label = target.rsplit('/').next().unwrap_or(target).to_owned();
+    Some((bar, callback, label))
 }
 
 fn report_skipped(session: &CheckpointSession) {

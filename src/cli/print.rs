@@ -69,10 +69,50 @@ pub struct Printed {
     pub shown: usize,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// How wide a `table` may be; longer cells are cut, ending with `…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaxWidth {
+    /// No cut (`--wide`).
+    #[default]
+    Full,
+    /// At most this many characters a line (`--max-width N`).
+    Columns(usize),
+    /// The terminal's width when standard output is one, looked up for each result (the
+    /// window may have been resized); no cut when the output goes to a pipe or a file, so
+    /// what scripts read does not depend on who ran them.
+    Terminal,
+}
+
+impl MaxWidth {
+    fn resolve(self) -> Option<usize> {
+        match self {
+            MaxWidth::Full => None,
+            MaxWidth::Columns(n) => Some(n),
+            MaxWidth::Terminal => terminal_width(),
+        }
+    }
+}
+
+/// The width of the terminal standard output is, if it is one. The line editor already
+/// asks the terminal for it (and falls back to 80 columns for a terminal of unknown size).
+fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let (columns, _) = rustyline::DefaultEditor::new().ok()?.dimensions()?;
+    Some(usize::from(columns))
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct Printer {
     pub format: OutputFormat,
     pub max_rows: Option<usize>,
+    /// How `table` and `markdown` show a NULL (csv leaves the field empty, the JSON
+    /// formats write null): something else than an empty string, which looks the same.
+    pub null: String,
+    /// How wide a `table` may be.
+    pub max_width: MaxWidth,
 }
 
 impl Printer {
@@ -139,12 +179,11 @@ impl Printer {
                 .write_all(if json_first { b"]\n" } else { b"\n]\n" })
                 .map_err(io)?,
             OutputFormat::Table => {
-                let text = datafusion::arrow::util::pretty::pretty_format_batches(&with_schema(
-                    &schema, kept,
-                ))?;
+                let kept = with_schema(&schema, kept);
+                let text = table_text(&kept, &self.null, self.max_width.resolve())?;
                 writeln!(out, "{text}").map_err(io)?;
             }
-            OutputFormat::Markdown => write_markdown(&schema, &kept, out)?,
+            OutputFormat::Markdown => write_markdown(&schema, &kept, &self.null, out)?,
             _ => {}
         }
         Ok(Printed { rows: total, shown })
@@ -299,7 +338,12 @@ fn write_csv_rows(batch: &RecordBatch, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-fn write_markdown(schema: &SchemaRef, batches: &[RecordBatch], out: &mut dyn Write) -> Result<()> {
+fn write_markdown(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    null: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
     let esc = |s: &str| s.replace('|', "\\|").replace('\n', " ");
     let names: Vec<String> = schema.fields().iter().map(|f| esc(f.name())).collect();
     writeln!(out, "| {} |", names.join(" | ")).map_err(io)?;
@@ -318,10 +362,148 @@ fn write_markdown(schema: &SchemaRef, batches: &[RecordBatch], out: &mut dyn Wri
         for r in 0..b.num_rows() {
             let cells: Vec<String> = cols
                 .iter()
-                .map(|c| esc(c[r].as_deref().unwrap_or("")))
+                .map(|c| esc(c[r].as_deref().unwrap_or(null)))
                 .collect();
             writeln!(out, "| {} |", cells.join(" | ")).map_err(io)?;
         }
     }
     Ok(())
+}
+
+/// The bordered grid of `batches` (at least one, for the header), no wider than
+/// `max_width` characters a line when that is given and the columns leave room for it.
+fn table_text(batches: &[RecordBatch], null: &str, max_width: Option<usize>) -> Result<String> {
+    use datafusion::arrow::util::pretty::pretty_format_batches_with_options;
+    // Arrow's own options for its grid, with the NULL text.
+    let opts = FormatOptions::default()
+        .with_display_error(true)
+        .with_null(null);
+    let Some(max_width) = max_width else {
+        return Ok(pretty_format_batches_with_options(batches, &opts)?.to_string());
+    };
+    let schema = batches[0].schema();
+    let mut columns: Vec<Vec<String>> = vec![Vec::new(); schema.fields().len()];
+    for b in batches {
+        for (cells, col) in columns.iter_mut().zip(b.columns()) {
+            let f = ArrayFormatter::try_new(col.as_ref(), &opts)?;
+            for i in 0..col.len() {
+                cells.push(f.value(i).try_to_string()?);
+            }
+        }
+    }
+    let natural: Vec<usize> = schema
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(f, cells)| {
+            cells
+                .iter()
+                .map(|c| text_width(c))
+                .fold(text_width(f.name()), usize::max)
+        })
+        .collect();
+    let widths = fit_widths(&natural, max_width);
+    if widths == natural {
+        return Ok(pretty_format_batches_with_options(batches, &opts)?.to_string());
+    }
+    // The cut cells as a batch of text (NULLs are their text already), printed as usual.
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(&widths)
+        .map(|(f, w)| Field::new(cut(f.name(), *w), DataType::Utf8, false))
+        .collect();
+    let arrays: Vec<ArrayRef> = columns
+        .iter()
+        .zip(&widths)
+        .map(|(cells, w)| {
+            let cut: StringArray = cells.iter().map(|c| Some(cut(c, *w))).collect();
+            std::sync::Arc::new(cut) as ArrayRef
+        })
+        .collect();
+    let batch = RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), arrays)?;
+    Ok(pretty_format_batches_with_options(&[batch], &opts)?.to_string())
+}
+
+/// The width of a cell: its longest line, in characters (a cell with a line break spans
+/// several lines of the grid).
+fn text_width(s: &str) -> usize {
+    s.split('\n').map(|l| l.chars().count()).max().unwrap_or(0)
+}
+
+/// Column widths for a grid of at most `max_width` characters a line (`| a | b |`: three
+/// characters a column and one more): the widest columns give up characters first, so
+/// narrow ones (ids, counts) stay whole. A column keeps at least one character; with too
+/// many columns for the width, the lines are longer than asked.
+fn fit_widths(natural: &[usize], max_width: usize) -> Vec<usize> {
+    let budget = max_width.saturating_sub(3 * natural.len() + 1);
+    let total = |cap: usize| natural.iter().map(|w| (*w).min(cap)).sum::<usize>();
+    if total(usize::MAX) <= budget {
+        return natural.to_vec();
+    }
+    // The largest cap whose total fits (total grows with the cap).
+    let (mut lo, mut hi) = (1, natural.iter().copied().max().unwrap_or(1));
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if total(mid) <= budget {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let mut widths: Vec<usize> = natural.iter().map(|w| (*w).min(lo)).collect();
+    // What the cap leaves over goes to the cut columns, one character each, left first.
+    let mut spare = budget.saturating_sub(widths.iter().sum());
+    for (w, n) in widths.iter_mut().zip(natural) {
+        if spare == 0 {
+            break;
+        }
+        if *w < *n {
+            *w += 1;
+            spare -= 1;
+        }
+    }
+    widths
+}
+
+/// `s` in at most `width` characters a line, a cut line ending with `…`. Lines are cut at
+/// character boundaries, never inside a UTF-8 sequence.
+fn cut(s: &str, width: usize) -> String {
+    if text_width(s) <= width {
+        return s.to_owned();
+    }
+    let line = |l: &str| -> String {
+        if l.chars().count() <= width {
+            return l.to_owned();
+        }
+        let mut kept: String = l.chars().take(width.saturating_sub(1)).collect();
+        kept.push('…');
+        kept
+    };
+    s.split('\n').map(line).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widths_fit_and_spare_narrow_columns() {
+        // 2 + 40 + 10 characters and 10 of borders: 62; 40 leaves 30 for the cells.
+        let w = fit_widths(&[2, 40, 10], 40);
+        assert_eq!(w.iter().sum::<usize>() + 10, 40, "{w:?}");
+        assert_eq!(w[0], 2);
+        assert_eq!(fit_widths(&[2, 3], 40), [2, 3]);
+        // Too many columns for the width: one character each.
+        assert_eq!(fit_widths(&[5, 5, 5], 6), [1, 1, 1]);
+    }
+
+    #[test]
+    fn cuts_at_character_boundaries() {
+        assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(cut("abcd", 4), "abcd");
+        assert_eq!(cut("ééééé", 3), "éé…");
+        assert_eq!(cut("ab\nabcdef", 3), "ab\nab…");
+        assert_eq!(cut("abc", 1), "…");
+    }
 }

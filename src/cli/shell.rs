@@ -16,6 +16,7 @@ const HELP: &str = "\
   \\d NAME     describe a table
   \\timing     toggle timing
   \\format F   table, csv, json, ndjson, markdown
+  \\null TEXT  how table and markdown show NULL ('' for nothing)
   \\q          quit
 Statements end with ';' and may span lines. Ctrl-C cancels a running query.";
 
@@ -28,6 +29,7 @@ pub async fn run(
     session: CheckpointSession,
     mut printer: Printer,
     mut timing: bool,
+    bar: bool,
     pipe: &PipeState,
 ) -> Result<()> {
     let mut rl = DefaultEditor::new()
@@ -59,7 +61,7 @@ pub async fn run(
             Err(ReadlineError::Eof) => {
                 // Piped input whose last statement has no ';' still runs it.
                 if !buffer.trim().is_empty() {
-                    run_statements(&session, &buffer, printer, timing, &mut out, pipe).await;
+                    run_statements(&session, &buffer, &printer, timing, bar, &mut out, pipe).await;
                 }
                 break;
             }
@@ -86,7 +88,7 @@ pub async fn run(
         }
         let sql = std::mem::take(&mut buffer);
         let _ = rl.add_history_entry(sql.trim());
-        run_statements(&session, &sql, printer, timing, &mut out, pipe).await;
+        run_statements(&session, &sql, &printer, timing, bar, &mut out, pipe).await;
     }
     if let Some(h) = history_path() {
         let _ = rl.save_history(&h);
@@ -96,20 +98,21 @@ pub async fn run(
 
 /// Runs the statements of one input, printing results, errors and (with `\timing`) the
 /// time taken; Ctrl-C cancels them. An error after standard output closed is not shown
-/// (the shell then ends).
+/// (the shell then ends). With `bar`, a COPY shows a progress bar.
 async fn run_statements(
     session: &CheckpointSession,
     sql: &str,
-    printer: Printer,
+    printer: &Printer,
     timing: bool,
+    bar: bool,
     out: &mut dyn Write,
     pipe: &PipeState,
 ) {
     let started = Instant::now();
     tokio::select! {
-        res = super::run_script(session, sql, printer, false, out) => {
+        res = super::run_script(session, sql, printer, false, bar, out) => {
             match res {
-                Ok(()) if timing => eprintln!("({:.3}s)", started.elapsed().as_secs_f64()),
+                Ok(()) if timing => eprintln!("({})", super::human::duration(started.elapsed())),
                 Ok(()) => {}
                 Err(_) if pipe.closed() => {}
                 Err(e) => eprintln!("error: {e}"),
@@ -149,16 +152,28 @@ pub async fn command(
             }
             say(out, &format!("format {}", printer.format))?;
         }
+        "\\null" => {
+            // The rest of the line, spaces included; `''` or `""` for an empty text.
+            let text = cmd[head.len()..].trim();
+            if !text.is_empty() {
+                printer.null = match text {
+                    "''" | "\"\"" => String::new(),
+                    _ => text.to_owned(),
+                };
+            }
+            say(out, &format!("null {:?}", printer.null))?;
+        }
         "\\d" => {
             session.refresh().await?;
             let table = Printer {
                 format: OutputFormat::Table,
                 max_rows: None,
+                ..printer.clone()
             };
             let Some(name) = arg else {
                 let sql = "SELECT table_schema, table_name FROM information_schema.tables \
                            WHERE table_schema <> 'information_schema' ORDER BY 1, 2";
-                super::run_script(session, sql, table, false, out).await?;
+                super::run_script(session, sql, &table, false, false, out).await?;
                 return Ok(false);
             };
             // `summaries.jsonl` is a table name; `run1.summaries` is schema.table.
@@ -192,7 +207,7 @@ pub async fn command(
                     ""
                 }
             );
-            super::run_script(session, &sql, table, false, out).await?;
+            super::run_script(session, &sql, &table, false, false, out).await?;
         }
         other => {
             return Err(Error::config(format!(

@@ -357,6 +357,17 @@ impl CheckpointManager {
 
     /// [`compact`](Self::compact), written in `layout` when given (Parquet).
     pub async fn compact_as(&self, name: &str, layout: Option<Layout>) -> Result<CompactStats> {
+        self.compact_with(name, layout, None).await
+    }
+
+    /// [`compact_as`](Self::compact_as), telling `progress` the bytes read so far of the
+    /// checkpoint and its parts (`ckpt compact`'s progress bar).
+    pub async fn compact_with(
+        &self,
+        name: &str,
+        layout: Option<Layout>,
+        progress: Option<crate::progress::ProgressFn>,
+    ) -> Result<CompactStats> {
         let file = self.file_name(name)?;
         if !self.enabled {
             return Ok(CompactStats::default());
@@ -379,12 +390,15 @@ impl CheckpointManager {
         let writer = self.clone().layout(layout);
         let session = self.session().await?;
         let table = table_for(&self.root, &entry, &self.table_options).await?;
-        let stream = session
-            .context()
-            .read_table(table)?
-            .execute_stream()
-            .await?
-            .boxed();
+        let meter = progress.map(|progress| crate::progress::Meter {
+            progress,
+            checkpoint: name.to_owned(),
+            before: 0,
+            total: entry.bytes(),
+            rows_before: 0,
+        });
+        let df = session.context().read_table(table)?;
+        let stream = crate::progress::execute_metered(df, &self.root, &entry, meter).await?;
         // The read checks at its end that nothing it listed changed; if something did,
         // the stream fails and the write is abandoned: the checkpoint stays as it was.
         let written = writer.write_kind(&file, kind, stream).await?;

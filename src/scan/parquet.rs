@@ -202,7 +202,7 @@ fn snapshot_reads(
 }
 
 /// Every Parquet scan of a plan decoded from another process, reading through a
-/// [`SnapshotReaderFactory`]: DataFusion's plan message keeps neither the reader factory
+/// snapshot reader factory (`SnapshotReaderFactory`): DataFusion's plan message keeps neither the reader factory
 /// nor the listed ETags, so a file too big to read whole is pinned to the version a HEAD
 /// finds when the task starts, checked against the planned size.
 pub fn pin_parquet_reads(
