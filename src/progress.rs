@@ -119,7 +119,7 @@ pub(crate) async fn execute_metered(
 /// Runs `df`, an already-planned statement (a `COPY`, say), reporting to `progress` as
 /// its file scans read, under `label`: the total is the size of the files its scans read
 /// (each file once per scan, however DataFusion splits it into byte ranges), done is
-/// measured as for [`execute_metered`]: JSONL scans' bytes taken from the store, Parquet
+/// measured as for a convert's read: JSONL scans' bytes taken from the store, Parquet
 /// scans' rows produced × their files' bytes per row. Scans whose progress cannot be
 /// measured (other formats; Parquet files whose rows are unknown) are left out of both,
 /// and without any measurable scan nothing is reported.

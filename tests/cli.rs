@@ -2619,28 +2619,6 @@ fn convert_summary_lines_show_sizes_and_times_for_people() {
 }
 
 #[test]
-fn timing_prints_durations_for_people() {
-    let assert = ckpt()
-        .args([
-            "query",
-            p(&data_dir()),
-            "SELECT count(*) FROM summaries",
-            "--timing",
-        ])
-        .assert()
-        .success();
-    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
-    let re = format!(r"^1 rows in {HUMAN_DURATION}$");
-    assert_eq!(
-        stderr.lines().filter(|l| matches(&re, l)).count(),
-        1,
-        "{stderr}"
-    );
-    // Not the old `0.012s` form.
-    assert!(!matches(r"\d\.\d{3}s", &stderr), "{stderr}");
-}
-
-#[test]
 fn long_writes_show_no_progress_when_stderr_is_not_a_terminal() {
     // Every command that draws a bar at a terminal, with stderr piped (as here): nothing on
     // stderr, only the summary lines on stdout.

@@ -98,19 +98,8 @@ impl Place {
         let Some((s3, prefix)) = &self.s3 else {
             return vec![];
         };
-        let python = std::env::var("CKPT_PYTHON").expect(
-            "CKPT_PYTHON is not set: run scripts/test, which sets it to a Python with boto3",
-        );
         let script = r#"
-import os, boto3, botocore.exceptions
-s3 = boto3.client(
-    "s3",
-    endpoint_url=os.environ["ENDPOINT"],
-    region_name=os.environ["REGION"],
-    aws_access_key_id=os.environ["KEY_ID"],
-    aws_secret_access_key=os.environ["SECRET"],
-)
-bucket, prefix = os.environ["BUCKET"], os.environ["PREFIX"]
+prefix = os.environ["PREFIX"]
 r = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
 for u in r.get("Uploads", []):
     try:
@@ -119,26 +108,7 @@ for u in r.get("Uploads", []):
         continue
     print(u["Key"][len(prefix):])
 "#;
-        let out = std::process::Command::new(python)
-            .args(["-c", script])
-            .env("ENDPOINT", &s3.endpoint)
-            .env("REGION", &s3.region)
-            .env("KEY_ID", &s3.key_id)
-            .env("SECRET", &s3.secret)
-            .env("BUCKET", &s3.bucket)
-            .env("PREFIX", format!("{prefix}/"))
-            .output()
-            .expect("CKPT_PYTHON runs");
-        assert!(
-            out.status.success(),
-            "listing multipart uploads failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        s3.boto3(script, &[("PREFIX", format!("{prefix}/"))])
     }
     /// Files in the local directory that are not checkpoints: temporaries left by a kill.
     fn leftovers(&self, expected: &[&str]) -> Vec<String> {

@@ -577,44 +577,20 @@ impl Setup {
 /// connection to the server: an upload the faulty proxy kept from being aborted shows.
 /// With `abort`, each one listed is then aborted, as a bucket's lifecycle rule would.
 fn pending_uploads(s3: &S3, prefix: &str, abort: bool) -> Vec<String> {
-    let python = std::env::var("CKPT_PYTHON")
-        .expect("CKPT_PYTHON is not set: run scripts/test, which provides Python with boto3");
     let script = r#"
-import os, boto3
-s3 = boto3.client(
-    "s3",
-    endpoint_url=os.environ["ENDPOINT"],
-    region_name=os.environ["REGION"],
-    aws_access_key_id=os.environ["KEY_ID"],
-    aws_secret_access_key=os.environ["SECRET"],
-)
-r = s3.list_multipart_uploads(Bucket=os.environ["BUCKET"], Prefix=os.environ["PREFIX"])
+r = s3.list_multipart_uploads(Bucket=bucket, Prefix=os.environ["PREFIX"])
 for u in r.get("Uploads", []):
     print(u["Key"], u["UploadId"])
     if os.environ["ABORT"] == "1":
-        s3.abort_multipart_upload(Bucket=os.environ["BUCKET"], Key=u["Key"], UploadId=u["UploadId"])
+        s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
 "#;
-    let out = std::process::Command::new(python)
-        .args(["-c", script])
-        .env("ENDPOINT", &s3.endpoint)
-        .env("REGION", &s3.region)
-        .env("KEY_ID", &s3.key_id)
-        .env("SECRET", &s3.secret)
-        .env("BUCKET", &s3.bucket)
-        .env("PREFIX", format!("{prefix}/"))
-        .env("ABORT", if abort { "1" } else { "0" })
-        .output()
-        .expect("CKPT_PYTHON runs");
-    assert!(
-        out.status.success(),
-        "listing multipart uploads failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    s3.boto3(
+        script,
+        &[
+            ("PREFIX", format!("{prefix}/")),
+            ("ABORT", if abort { "1" } else { "0" }.to_owned()),
+        ],
+    )
 }
 
 /// Scenarios after which the server was asked for pending uploads and had none.

@@ -181,18 +181,23 @@ fn run_at_a_terminal(args: &[&str]) -> (Option<i32>, String) {
     (status.code(), reader.join().unwrap())
 }
 
-#[test]
-fn convert_at_a_terminal_shows_a_progress_bar_with_size_rate_and_eta_and_quiet_hides_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    // About 30 MB of summaries with 384-d embeddings: a second or more of converting in a
-    // debug build, so the bar is drawn with a rate and an ETA.
+/// `DIR/src`: about 30 MB of JSONL summaries with 384-d embeddings, a second or more of
+/// converting or copying in a debug build, so a bar is drawn with a rate and an ETA.
+fn long_write_source(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join("src");
     let made = Command::new(env!("CARGO_BIN_EXE_ckpt"))
         .args(["generate", src.to_str().unwrap(), "--summaries", "3500"])
         .args(["--dim", "384", "--no-conversations"])
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
+    src
+}
+
+#[test]
+fn convert_at_a_terminal_shows_a_progress_bar_with_size_rate_and_eta_and_quiet_hides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = long_write_source(dir.path());
 
     let dst = dir.path().join("dst");
     let (code, screen) =
@@ -222,15 +227,7 @@ fn convert_at_a_terminal_shows_a_progress_bar_with_size_rate_and_eta_and_quiet_h
 #[test]
 fn copy_at_a_terminal_shows_a_progress_bar_and_quiet_or_a_pipe_hides_it() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    // About 30 MB of JSONL summaries, as for convert: a second or so of COPY in a debug
-    // build, so the bar is drawn with a rate and an ETA.
-    let made = Command::new(env!("CARGO_BIN_EXE_ckpt"))
-        .args(["generate", src.to_str().unwrap(), "--summaries", "3500"])
-        .args(["--dim", "384", "--no-conversations"])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
+    let src = long_write_source(dir.path());
     // The SQL from a file: its quotes would otherwise have to survive the command line
     // `script` hands to a shell.
     let copy_to = |target: &str| {

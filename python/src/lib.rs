@@ -11,12 +11,12 @@
 //! Rows cross the boundary in the forms Kura's models are defined by: a save hands over
 //! the lines `model_dump_json` writes (decoded here by the kind's codec, so every field is
 //! validated); a load hands back each batch as Python values or a JSON array, which the
-//! Python side validates with one pydantic call ([`rows`]). Query results cross as Arrow,
+//! Python side validates with one pydantic call (`rows`). Query results cross as Arrow,
 //! through the Arrow C stream interface (`__arrow_c_stream__`), without copies
-//! ([`session`]).
+//! (`session`).
 //!
-//! Modules: [`errors`] (the exception classes), [`manager`] (checkpoint managers),
-//! [`rows`] (batches to Python), [`session`] (SQL), [`commands`] (`convert`, `ls`).
+//! Modules: `errors` (the exception classes), `manager` (checkpoint managers),
+//! `rows` (batches to Python), `session` (SQL), `commands` (`convert`, `ls`).
 //!
 //! Written by hand rather than with arrow-rs's `pyarrow` feature: that feature is tied
 //! to its own pyo3 version and to pyarrow's classes, where the C stream protocol needs

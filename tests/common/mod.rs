@@ -156,6 +156,43 @@ impl S3 {
             .collect()
     }
 
+    /// Runs `script` (Python) against this server, after `s3` (a boto3 client for it) and
+    /// `bucket` are defined; `env` is in its environment. Returns the lines it printed. For
+    /// what object_store cannot do: list (and abort) pending multipart uploads.
+    pub fn boto3(&self, script: &str, env: &[(&str, String)]) -> Vec<String> {
+        let python = std::env::var("CKPT_PYTHON").expect(
+            "CKPT_PYTHON is not set: run scripts/test, which sets it to a Python with boto3",
+        );
+        let script = format!(
+            "import os, boto3, botocore.exceptions\n\
+             s3 = boto3.client('s3', endpoint_url=os.environ['ENDPOINT'], \
+             region_name=os.environ['REGION'], aws_access_key_id=os.environ['KEY_ID'], \
+             aws_secret_access_key=os.environ['SECRET'])\n\
+             bucket = os.environ['BUCKET']\n{script}"
+        );
+        let mut cmd = Command::new(python);
+        cmd.args(["-c", &script])
+            .env("ENDPOINT", &self.endpoint)
+            .env("REGION", &self.region)
+            .env("KEY_ID", &self.key_id)
+            .env("SECRET", &self.secret)
+            .env("BUCKET", &self.bucket);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("CKPT_PYTHON runs");
+        assert!(
+            out.status.success(),
+            "boto3 against the S3 server failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn options(&self) -> StorageOptions {
         let mut o = StorageOptions::default();
         for kv in self.option_args() {

@@ -2,7 +2,7 @@
 //!
 //! The checkpoint kinds and their one Arrow schema each ([`kind`]), the Rust values and
 //! their conversion to record batches ([`types`]), formats, compression and names
-//! ([`format`]), Kura's Parquet layout ([`layout`]), and the JSONL codec ([`jsonl`]).
+//! ([`mod@format`]), Kura's Parquet layout ([`layout`]), and the JSONL codec ([`jsonl`]).
 //!
 //! It depends on arrow, not on DataFusion: the fuzz targets and any tool that only reads
 //! or writes checkpoint files link this crate alone. The engine (`ckpt`) builds its

@@ -5,7 +5,7 @@
 //! fsync: after a power cut the renamed file can be empty. A checkpoint tool must not lose
 //! the previous checkpoint that way, so writes here stage, fsync the file, rename, and
 //! fsync the directory; a failure of any of the three fails the write (what each leaves
-//! is in [`commit`]). Everything else is delegated to `LocalFileSystem`.
+//! is in `commit`). Everything else is delegated to `LocalFileSystem`.
 //!
 //! Written by hand because object_store has no durability option and this is the one
 //! place the guarantee lives; every local write (typed saves, convert, COPY) passes here.
@@ -16,7 +16,7 @@
 //!
 //! A writer killed mid-write (SIGKILL, power cut) leaves its `name#N` behind: nothing in
 //! the dead process can remove it. Such files are removed by the next write of the same
-//! name ([`stage`] cleans `name#<digits>` beside its target, and so do renames and copies
+//! name (`stage` cleans `name#<digits>` beside its target, and so do renames and copies
 //! onto a name) and by `ckpt ls` of the root ([`clean_staged_tree`]). A live writer's file
 //! is told from a dead one's by an advisory lock, which the kernel drops when the
 //! process dies, however it dies:
@@ -101,7 +101,7 @@ impl DurableLocalFileSystem {
     }
 }
 
-/// The system calls of a commit (see [`commit`]): fsync of the staged file, rename over
+/// The system calls of a commit (see `commit`): fsync of the staged file, rename over
 /// the destination, fsync of the directory. Plain function pointers, set once per store,
 /// because the one thing tests need to change is which call fails, and a commit costs two
 /// fsyncs, next to which an indirect call is nothing.
@@ -231,7 +231,7 @@ fn commit(ops: &CommitOps, file: &File, staged: &FsPath, dest: &FsPath) -> Resul
     })
 }
 
-/// As [`commit`], for a put that must not replace an existing file (`PutMode::Create`):
+/// As `commit`, for a put that must not replace an existing file (`PutMode::Create`):
 /// the staged file is hard-linked as the destination, which fails if that exists, and
 /// then removed (the staged name still names this write's file until then).
 fn commit_new(ops: &CommitOps, file: &File, staged: &FsPath, dest: &FsPath) -> Result<PutResult> {
