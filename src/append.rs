@@ -151,11 +151,21 @@ pub fn staged_part_name(file: &str, format: FileFormat) -> String {
 
 /// `<nanoseconds since the epoch, 16 hex digits>-<64 random bits>`: sorted by time, unique
 /// without coordination.
+/// Within one process the times only go up: two parts published one after the other
+/// sort in that order even where the clock's steps are coarse, or it is set back.
 fn unique_stamp() -> String {
-    let nanos = SystemTime::now()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or_default();
+    let previous = LAST
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap_or_default();
+    let nanos = now.max(previous + 1);
     let unique: u64 = rand::random();
     format!("{nanos:016x}-{unique:016x}")
 }
