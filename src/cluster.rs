@@ -45,10 +45,10 @@ use datafusion_distributed::{
 };
 use url::Url;
 
-use crate::append::LastWinsExec;
-use crate::context::StoreRegistry;
+use crate::scan::LastWinsExec;
 use crate::scan::{CkptCodec, SkipLog};
 use crate::storage::StorageOptions;
+use crate::store_registry::StoreRegistry;
 use crate::{Error, Result};
 
 /// Parses `--workers`: `HOST:PORT` (or `http://HOST:PORT`), separated by commas.

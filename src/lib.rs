@@ -5,19 +5,24 @@
 //! conversations) as JSONL or Parquet, on local disk or any object store, and makes every
 //! checkpoint a SQL table.
 //!
-//! Where things live:
+//! Where things live (the public modules are linked; the others are the engine's own):
 //! - [`kind`]: the checkpoint kinds and their one Arrow schema each; [`types`]: the Rust
 //!   values and their conversion to record batches.
 //! - [`mod@format`]: formats, compression, layouts, checkpoint names; [`layout`]: Kura's
 //!   Parquet layout and schema conformance; [`jsonl`]: the JSONL codec.
 //! - [`storage`]: roots on object stores and atomic writes ([`durable`]: fsync on local
-//!   disk); [`sink`]: the one write path.
-//! - [`catalog`], [`scan`], [`context`], [`exec`], [`copy`], [`functions`]: the SQL side;
-//!   [`memory`]: the pool behind `--memory-limit`.
-//! - [`append`]: appended checkpoints (many parts, one table, last row wins).
-//! - [`cluster`]: scale-out — queries run on `ckpt worker`s (datafusion-distributed).
-//! - [`manager`]: Kura's checkpoint manager API; [`convert`]: format migration;
-//!   [`generate`]: sample data; [`check`]: is a pipeline run consistent.
+//!   disk; [`parts`]: the parts of appended checkpoints); [`sink`]: the one write path.
+//! - `scan`: each format a DataFusion data source (JSONL, Parquet, Kura's layout), and
+//!   `LastWinsExec`, the rule of appended checkpoints; `functions`: ckpt's SQL functions;
+//!   `memory`: the pool behind `--memory-limit`.
+//! - `catalog`: a root's checkpoints as tables (an appended one: many parts, one table,
+//!   the last row of an id wins); [`context`]: the one constructor of sessions
+//!   ([`CheckpointSession`]) and its SQL; `copy`: `COPY ... TO` through the sink;
+//!   [`cluster`]: scale-out — queries run on `ckpt worker`s (datafusion-distributed).
+//! - [`manager`]: Kura's checkpoint manager API (saves, loads, appends, compaction);
+//!   [`progress`]: how far a long write has got.
+//! - [`ops`]: every command as a library operation — ls, query, convert, sizes, append,
+//!   compact, generate, check — called by the CLI, the Python package and `ckpt serve`.
 //!
 //! The layers below (re-exported here) are crates of their own: `ckpt-core` (kinds,
 //! types, layouts, the JSONL codec; no DataFusion) and `ckpt-storage` (roots, object
@@ -49,7 +54,7 @@
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! use ckpt::{CheckpointSession, generate::{generate, GenerateOptions}, storage::Root};
+//! use ckpt::{CheckpointSession, ops::generate::{generate, GenerateOptions}, storage::Root};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let root = Root::local(dir.path()).unwrap();
@@ -63,27 +68,28 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 // The layers below the engine, re-exported so that `ckpt` is the one crate users name.
 pub use ckpt_core::{format, jsonl, kind, layout, types};
-pub use ckpt_storage::{durable, storage};
+pub use ckpt_storage::{durable, parts, storage};
 
-pub mod append;
-pub mod catalog;
-pub mod check;
+// Bottom to top: each module uses only modules above it in this list.
+// The public surface is what a Rust user needs: sessions, managers, operations, the
+// write path, types and errors; how tables are scanned and listed is the engine's own.
+pub(crate) mod catalog;
 pub mod cluster;
 pub mod context;
-pub mod convert;
-pub mod copy;
+pub(crate) mod copy;
 pub mod error;
-pub mod exec;
-pub mod functions;
-pub mod generate;
+pub(crate) mod functions;
 pub mod manager;
-pub mod memory;
+pub(crate) mod memory;
+pub mod ops;
 pub mod progress;
-pub mod scan;
+pub(crate) mod scan;
 pub mod sink;
+mod store_registry;
 
 pub use context::{CheckpointSession, SessionOptions};
 pub use error::{CheckpointError, Error, Result};

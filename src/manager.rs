@@ -13,7 +13,7 @@ use datafusion::arrow::array::RecordBatch;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use crate::append::find_checkpoint;
+use crate::catalog::find_checkpoint;
 use crate::catalog::{TableOptions, table_for};
 use crate::context::{CheckpointSession, SessionOptions};
 use crate::format::{Compression, FileFormat, Layout, WriteOptions, file_name};
@@ -68,6 +68,7 @@ impl CheckpointManager {
         Self::new(Root::parse(root)?, FileFormat::Parquet)
     }
 
+    /// A manager of the checkpoints of `root`, saving in `format`.
     pub fn new(root: Root, format: FileFormat) -> Result<Self> {
         Ok(CheckpointManager {
             root,
@@ -119,14 +120,17 @@ impl CheckpointManager {
         self
     }
 
+    /// Whether saves and loads happen (a disabled manager saves nothing and loads None, as Kura's).
     pub fn is_enabled(&self) -> bool {
         self.enabled
     }
 
+    /// The root the checkpoints are kept in.
     pub fn root(&self) -> &Root {
         &self.root
     }
 
+    /// The format new checkpoints are saved in.
     pub fn format(&self) -> FileFormat {
         self.format
     }
@@ -240,11 +244,11 @@ impl CheckpointManager {
         }
         crate::format::validate_checkpoint_name(file)?;
         // A save replaces the whole checkpoint: the parts appended before it go once the
-        // new file is in place (see `crate::append` on the moment between the two).
-        let appended = crate::append::list_parts(&self.root, file, self.format).await?;
+        // new file is in place (see `crate::catalog::appended` on the moment between the two).
+        let appended = crate::parts::list_parts(&self.root, file, self.format).await?;
         self.before_save(file).await?;
         let stats = self.write_kind(file, kind, stream).await?;
-        crate::append::remove_listed_parts(&self.root, &appended).await?;
+        crate::parts::remove_listed_parts(&self.root, &appended).await?;
         self.after_save(file).await?;
         Ok(stats)
     }
@@ -321,7 +325,7 @@ impl CheckpointManager {
         if !self.enabled {
             return Ok(None);
         }
-        // The file and its appended parts, if any (one table: see `crate::append`).
+        // The file and its appended parts, if any (one table: see `crate::catalog::appended`).
         let Some(entry) = find_checkpoint(&self.root, file, self.format, kind).await? else {
             return Ok(None);
         };
@@ -343,10 +347,10 @@ impl CheckpointManager {
             .filter(|n| n.ends_with(&ext))
             .collect();
         for dir in dirs {
-            if let Some((base, format)) = crate::append::parts_dir_base(&dir)
+            if let Some((base, format)) = crate::parts::parts_dir_base(&dir)
                 && base.ends_with(&ext)
                 && !names.iter().any(|n| n == base)
-                && !crate::append::list_parts(&self.root, base, format)
+                && !crate::parts::list_parts(&self.root, base, format)
                     .await?
                     .is_empty()
             {
@@ -357,6 +361,7 @@ impl CheckpointManager {
         Ok(names)
     }
 
+    /// Whether checkpoint `name` exists (its file, or appended parts).
     pub async fn exists(&self, name: &str) -> Result<bool> {
         Ok(self.find(name).await?.is_some())
     }
@@ -376,12 +381,12 @@ impl CheckpointManager {
         let has_base = entry
             .files
             .iter()
-            .any(|m| !crate::append::is_part_of(&entry.file, m));
+            .any(|m| !crate::parts::is_part_of(&entry.file, m));
         let mut any = false;
         if has_base {
             any |= self.root.delete(&entry.file).await?;
         }
-        any |= crate::append::remove_parts(&self.root, &entry).await? > 0;
+        any |= crate::catalog::remove_parts(&self.root, &entry).await? > 0;
         Ok(any)
     }
 
@@ -552,11 +557,14 @@ pub enum LoadStrategy {
 #[derive(Debug, Clone)]
 pub struct MultiCheckpointManager {
     managers: Vec<CheckpointManager>,
+    /// Which managers a save writes to.
     pub save_strategy: SaveStrategy,
+    /// Which manager a load reads from.
     pub load_strategy: LoadStrategy,
 }
 
 impl MultiCheckpointManager {
+    /// A manager over several managers (at least one), each saving in its own format or root.
     pub fn new(managers: Vec<CheckpointManager>) -> Result<Self> {
         if managers.is_empty() {
             return Err(Error::config(
@@ -570,12 +578,14 @@ impl MultiCheckpointManager {
         })
     }
 
+    /// The same managers with other save and load strategies.
     pub fn with_strategies(mut self, save: SaveStrategy, load: LoadStrategy) -> Self {
         self.save_strategy = save;
         self.load_strategy = load;
         self
     }
 
+    /// The managers, in the order given.
     pub fn managers(&self) -> &[CheckpointManager] {
         &self.managers
     }
@@ -607,6 +617,7 @@ impl MultiCheckpointManager {
         Ok(out)
     }
 
+    /// Loads checkpoint `name` as the load strategy says; None when no manager has it.
     pub async fn load<T: Checkpoint>(&self, name: &str) -> Result<Option<Vec<T>>> {
         let base = crate::format::strip_extension(name).0;
         for m in self.enabled() {
@@ -618,6 +629,7 @@ impl MultiCheckpointManager {
         Ok(None)
     }
 
+    /// Whether any of the managers has checkpoint `name`.
     pub async fn exists(&self, name: &str) -> Result<bool> {
         let base = crate::format::strip_extension(name).0;
         for m in self.enabled() {
@@ -638,6 +650,7 @@ impl MultiCheckpointManager {
         Ok(any)
     }
 
+    /// Loads checkpoint `name`, or computes it with `compute` and saves it when none has it.
     pub async fn load_or_compute<T, F, Fut>(&self, name: &str, compute: F) -> Result<Vec<T>>
     where
         T: Checkpoint + Clone,

@@ -34,9 +34,9 @@ use object_store::ObjectMeta;
 use parking_lot::Mutex;
 
 use crate::Result;
-use crate::append::LastWinsExec;
 use crate::catalog::Entry;
 use crate::format::FileFormat;
+use crate::scan::LastWinsExec;
 use crate::scan::jsonl::JsonlSource;
 use crate::sink::BatchStream;
 use crate::storage::Root;

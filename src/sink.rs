@@ -27,7 +27,9 @@ pub type BatchStream = BoxStream<'static, datafusion::error::Result<RecordBatch>
 /// What a write did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
+    /// Rows written.
     pub rows: u64,
+    /// Bytes written.
     pub bytes: u64,
 }
 

@@ -1,10 +1,10 @@
-//! The command line's `convert` and `ls`, as functions.
+//! `ckpt convert` and `ckpt ls` for Python: the same library operations the command line
+//! calls (`ckpt::ops`), their reports as dicts.
 
 use std::collections::HashMap;
 
-use ckpt::Root;
-use ckpt::catalog::describe_root;
-use ckpt::convert::{ConvertOptions, convert as convert_checkpoints};
+use ckpt::ops::convert::{ConvertOptions, convert as convert_checkpoints};
+use ckpt::ops::ls::{LsOptions, ls as list_root};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -61,9 +61,9 @@ pub(crate) fn ls<'py>(
     storage_options: Option<HashMap<String, String>>,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     let storage = parse_storage_options(storage_options)?;
-    let root = Root::open_existing(root, &storage).map_err(to_py_core)?;
-    let infos = run(py, describe_root(&root)).map_err(to_py)?;
-    infos
+    let report = run(py, list_root(root, &LsOptions { storage })).map_err(to_py)?;
+    report
+        .checkpoints
         .into_iter()
         .map(|i| {
             let d = PyDict::new(py);

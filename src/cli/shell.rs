@@ -110,7 +110,7 @@ async fn run_statements(
 ) {
     let started = Instant::now();
     tokio::select! {
-        res = super::run_script(session, sql, printer, false, bar, out) => {
+        res = super::commands::run_script(session, sql, printer, false, bar, out) => {
             match res {
                 Ok(()) if timing => eprintln!("({})", super::human::duration(started.elapsed())),
                 Ok(()) => {}
@@ -173,7 +173,7 @@ pub async fn command(
             let Some(name) = arg else {
                 let sql = "SELECT table_schema, table_name FROM information_schema.tables \
                            WHERE table_schema <> 'information_schema' ORDER BY 1, 2";
-                super::run_script(session, sql, &table, false, false, out).await?;
+                super::commands::run_script(session, sql, &table, false, false, out).await?;
                 return Ok(false);
             };
             // `summaries.jsonl` is a table name; `run1.summaries` is schema.table.
@@ -207,7 +207,7 @@ pub async fn command(
                     ""
                 }
             );
-            super::run_script(session, &sql, &table, false, false, out).await?;
+            super::commands::run_script(session, &sql, &table, false, false, out).await?;
         }
         other => {
             return Err(Error::config(format!(

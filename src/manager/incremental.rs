@@ -1,7 +1,7 @@
 //! The incremental side of a manager: append a batch, see what is missing, compute only
 //! that (resuming a step killed part-way), compact, and fingerprints that tell a
 //! checkpoint made from other inputs. The layout and the reading rule (the last row of an
-//! id wins) are `crate::append`'s.
+//! id wins) are `crate::catalog::appended`'s.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -11,13 +11,14 @@ use datafusion::arrow::datatypes::DataType;
 use futures::stream::StreamExt;
 
 use super::{CheckpointManager, READ_AGAIN, kind_for, typed_batches};
-use crate::append::{
-    find_checkpoint, is_part_of, new_part_name, part_count, read_fingerprint,
-    remove_empty_parts_dir, remove_fingerprint, remove_parts, staged_part_name, write_fingerprint,
-};
+use crate::catalog::{find_checkpoint, part_count, remove_parts};
 use crate::catalog::{resolve_kind, table_for};
 use crate::format::{FileFormat, Layout};
 use crate::kind::CheckpointKind;
+use crate::parts::{
+    is_part_of, new_part_name, read_fingerprint, remove_empty_parts_dir, remove_fingerprint,
+    staged_part_name, write_fingerprint,
+};
 use crate::sink::{BatchStream, WriteStats};
 use crate::storage::Root;
 use crate::types::Checkpoint;
@@ -69,6 +70,7 @@ pub struct CompactStats {
     pub parts: usize,
     /// Rows of the compacted file.
     pub rows: u64,
+    /// Bytes of the compacted file.
     pub bytes: u64,
 }
 
@@ -85,7 +87,7 @@ impl CheckpointManager {
 
     /// The fingerprint recorded with checkpoint `name`, if any.
     pub async fn fingerprint(&self, name: &str) -> Result<Option<String>> {
-        read_fingerprint(&self.root, &self.file_name(name)?).await
+        Ok(read_fingerprint(&self.root, &self.file_name(name)?).await?)
     }
 
     /// Fails with a stale error when checkpoint file `file` exists and was recorded with
@@ -130,7 +132,7 @@ impl CheckpointManager {
     /// batch is stored whole or not at all, whatever other appenders (in this or other
     /// processes, on local disk or S3) do meanwhile. Every reader sees the checkpoint and
     /// its parts as one table; an id appended again replaces its earlier row (the last row
-    /// wins, see `crate::append`). An empty batch stores nothing.
+    /// wins, see `crate::catalog::appended`). An empty batch stores nothing.
     pub async fn append<T: Checkpoint + Clone>(
         &self,
         name: &str,
@@ -344,7 +346,7 @@ impl CheckpointManager {
     /// Rewrites checkpoint `name` and its appended parts as one file (in this manager's
     /// format, compression and layout: JSONL, or `Layout::Kura` Parquet, loads in Kura),
     /// atomically, then removes the parts, oldest first. Readers meanwhile see the
-    /// checkpoint before or after, never both or neither (see `crate::append`). Run one
+    /// checkpoint before or after, never both or neither (see `crate::catalog::appended`). Run one
     /// compaction of a checkpoint at a time (on local disk a second one waits for the
     /// first); appends may go on meanwhile and stay parts.
     ///

@@ -44,7 +44,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::jsonl::{FileNames, JsonlSource, SkipLog, on_error_name};
-use crate::append::{LastWinsExec, Listed};
+use super::last_wins::{LastWinsExec, Listed};
 use crate::storage::{Root, StorageOptions};
 use ckpt_core::jsonl::DecodeOptions;
 use ckpt_core::kind::CheckpointKind;

@@ -10,7 +10,10 @@
 pub mod codec;
 pub mod jsonl;
 pub mod kura;
+mod last_wins;
 pub mod parquet;
 
 pub use codec::CkptCodec;
-pub use jsonl::{FileNames, JsonlFormat, JsonlSource, SkipLog};
+pub use jsonl::{FileNames, JsonlFormat, SkipLog};
+pub use last_wins::LastWinsExec;
+pub(crate) use last_wins::Listed;

@@ -25,13 +25,19 @@ use crate::types::{
 };
 
 #[derive(Clone)]
+/// What `ckpt generate` writes.
 pub struct GenerateOptions {
+    /// How many conversation summaries (the other kinds follow from them).
     pub summaries: usize,
     /// Embedding dimension; 0 writes no embeddings.
     pub dim: usize,
+    /// The seed: the same seed writes the same checkpoints.
     pub seed: u64,
+    /// The formats to write each checkpoint in.
     pub formats: Vec<FileFormat>,
+    /// The Parquet codec.
     pub compression: Compression,
+    /// The Parquet layout.
     pub layout: Layout,
     /// Also write raw conversations (as large as the summaries again).
     pub conversations: bool,

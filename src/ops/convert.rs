@@ -16,11 +16,14 @@ use crate::storage::{Root, StorageOptions};
 use crate::{Error, Result};
 
 #[derive(Clone, Default)]
+/// How `ckpt convert` reads and writes.
 pub struct ConvertOptions {
     /// Target format; by default the other one (JSONL → Parquet, Parquet → JSONL), or the
     /// destination file's extension.
     pub to: Option<FileFormat>,
+    /// Parquet codec, layout and float32 embeddings of what is written.
     pub write: WriteOptions,
+    /// Memory limit, decoding and storage of the session the source is read in.
     pub session: SessionOptions,
     /// Called as batches are read: bytes of the sources consumed of their total size.
     pub progress: Option<ConvertProgress>,
@@ -32,12 +35,19 @@ pub type ConvertProgress = crate::progress::ProgressFn;
 /// One converted checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Converted {
+    /// The checkpoint's name (`summaries`).
     pub name: String,
+    /// The file read, as a path or URL.
     pub source: String,
+    /// The file written, as a path or URL.
     pub target: String,
+    /// The checkpoint's kind, when it has a known one.
     pub kind: Option<CheckpointKind>,
+    /// Rows converted.
     pub rows: u64,
+    /// Bytes read.
     pub bytes_in: u64,
+    /// Bytes written.
     pub bytes_out: u64,
     /// How long reading and writing it took.
     pub elapsed: std::time::Duration,
@@ -208,89 +218,4 @@ fn one_per_name(entries: Vec<Entry>, to: Option<FileFormat>) -> Vec<Entry> {
         }
     }
     out
-}
-
-/// One row of the "Compression Benefits" table.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SizeRow {
-    pub name: String,
-    pub jsonl_bytes: u64,
-    pub parquet_bytes: u64,
-    /// Whether a format was made by converting in a temporary location.
-    pub converted: bool,
-}
-
-impl SizeRow {
-    /// 1 - parquet/jsonl, as a percentage.
-    pub fn reduction_pct(&self) -> f64 {
-        if self.jsonl_bytes == 0 {
-            0.0
-        } else {
-            100.0 * (1.0 - self.parquet_bytes as f64 / self.jsonl_bytes as f64)
-        }
-    }
-    pub fn ratio(&self) -> f64 {
-        if self.parquet_bytes == 0 {
-            0.0
-        } else {
-            self.jsonl_bytes as f64 / self.parquet_bytes as f64
-        }
-    }
-}
-
-/// JSONL vs Parquet size per checkpoint of a root; the missing format is made by
-/// converting into a temporary directory (`opts.write` sets the Parquet codec).
-pub async fn sizes(root: &str, opts: &ConvertOptions) -> Result<Vec<SizeRow>> {
-    let src = Root::open_existing(root, &opts.session.storage)?;
-    let entries = list_checkpoints(&src).await?;
-    let tmp =
-        tempfile::tempdir().map_err(|e| Error::io("cannot create a temporary directory", e))?;
-    let mut rows: Vec<SizeRow> = Vec::new();
-    let mut names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
-    names.dedup();
-    for name in names {
-        let of = |f: FileFormat| entries.iter().find(|e| e.name == name && e.format == f);
-        let (j, p) = (of(FileFormat::Jsonl), of(FileFormat::Parquet));
-        let mut row = SizeRow {
-            name: name.clone(),
-            jsonl_bytes: 0,
-            parquet_bytes: 0,
-            converted: false,
-        };
-        for (have, missing) in [(j, FileFormat::Parquet), (p, FileFormat::Jsonl)] {
-            let Some(e) = have else { continue };
-            let size = e.bytes();
-            match missing {
-                FileFormat::Parquet => row.jsonl_bytes = size,
-                FileFormat::Jsonl => row.parquet_bytes = size,
-            }
-        }
-        for (present, want) in [
-            (j.is_some(), FileFormat::Jsonl),
-            (p.is_some(), FileFormat::Parquet),
-        ] {
-            if present {
-                continue;
-            }
-            let from = j.or(p).expect("one format exists");
-            let c = ConvertOptions {
-                to: Some(want),
-                ..opts.clone()
-            };
-            let converted = convert(
-                &src.describe(&from.file),
-                &tmp.path().display().to_string(),
-                &c,
-            )
-            .await?;
-            let bytes = converted.first().map(|c| c.bytes_out).unwrap_or(0);
-            match want {
-                FileFormat::Jsonl => row.jsonl_bytes = bytes,
-                FileFormat::Parquet => row.parquet_bytes = bytes,
-            }
-            row.converted = true;
-        }
-        rows.push(row);
-    }
-    Ok(rows)
 }

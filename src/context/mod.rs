@@ -9,16 +9,16 @@ use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::common::config::MaxRowGroupBytes;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use object_store::ObjectStore;
-use url::Url;
+
+pub mod sql;
 
 use crate::catalog::{CheckpointSchema, TableOptions};
 use crate::jsonl::DecodeOptions;
 use crate::scan::SkipLog;
 use crate::storage::{Root, StorageOptions};
+use crate::store_registry::StoreRegistry;
 use crate::{Error, Result};
 
 /// The catalog the roots' schemas live in.
@@ -31,12 +31,14 @@ pub struct SessionOptions {
     pub memory_limit: Option<usize>,
     /// Parallelism (defaults to the number of cores).
     pub target_partitions: Option<usize>,
+    /// How JSONL lines that do not decode are handled (fail, or skip and report).
     pub decode: DecodeOptions,
+    /// How to reach the roots' stores (credentials, endpoint, ...).
     pub storage: StorageOptions,
     /// Confine writes to the session's roots, for SQL that comes from others: a COPY
     /// target must be a name inside the default root or a URL inside one of the roots;
     /// absolute paths and `..` are refused. Off by default: then a COPY writes where its
-    /// target says (see `crate::exec`).
+    /// target says (see `crate::context::sql`).
     pub sandbox: bool,
     /// Workers to run queries on (`crate::cluster`); empty: everything runs here.
     pub workers: Vec<url::Url>,
@@ -66,47 +68,6 @@ impl std::fmt::Debug for CheckpointSession {
     }
 }
 
-/// Resolves object stores by URL: the roots' stores first, then any other URL (a COPY
-/// target in another bucket, say) is opened on first use with the session's options.
-#[derive(Debug)]
-pub(crate) struct StoreRegistry {
-    known: DefaultObjectStoreRegistry,
-    options: StorageOptions,
-}
-
-impl StoreRegistry {
-    pub(crate) fn new(options: StorageOptions) -> Self {
-        let known = DefaultObjectStoreRegistry::new();
-        // DataFusion's registry starts with a plain `LocalFileSystem` for `file://`; local
-        // roots are ckpt's own store (durable writes, reads in large chunks: the plain one
-        // reads 8 KiB at a time, a task switch each).
-        if let Ok(local) = Root::with_options("/", &options) {
-            known.register_store(&local.store_url(), local.store().clone());
-        }
-        StoreRegistry { known, options }
-    }
-}
-
-impl ObjectStoreRegistry for StoreRegistry {
-    fn register_store(
-        &self,
-        url: &Url,
-        store: Arc<dyn ObjectStore>,
-    ) -> Option<Arc<dyn ObjectStore>> {
-        self.known.register_store(url, store)
-    }
-
-    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
-        if let Ok(s) = self.known.get_store(url) {
-            return Ok(s);
-        }
-        let root = Root::with_options(url.as_str(), &self.options).map_err(Error::from)?;
-        let store = root.store().clone();
-        self.known.register_store(&root.store_url(), store.clone());
-        Ok(store)
-    }
-}
-
 impl CheckpointSession {
     /// A session over one root, which is also the default schema.
     pub async fn open(location: &str) -> Result<Self> {
@@ -128,6 +89,7 @@ impl CheckpointSession {
         Self::with_roots(opened, options).await
     }
 
+    /// A session over roots already opened (`run1` → a [`Root`]); the first is the default schema.
     pub async fn with_roots(roots: Vec<(String, Root)>, options: SessionOptions) -> Result<Self> {
         if roots.is_empty() {
             return Err(Error::config(
@@ -231,10 +193,12 @@ impl CheckpointSession {
         })
     }
 
+    /// The DataFusion context, for DataFrame plans over the checkpoint tables.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
     }
 
+    /// The options the session was made with.
     pub fn options(&self) -> &SessionOptions {
         &self.options
     }
@@ -244,6 +208,7 @@ impl CheckpointSession {
         self.schemas[0].1.root()
     }
 
+    /// The roots, by schema name, in the order given (the first is the default).
     pub fn schemas(&self) -> &[(String, Arc<CheckpointSchema>)] {
         &self.schemas
     }
