@@ -59,10 +59,6 @@ impl JsonlFormat {
         self
     }
 
-    pub fn kind(&self) -> CheckpointKind {
-        self.kind
-    }
-
     /// The source of a scan of this format, over `table_schema` (the kind's schema, and the
     /// table's partition columns if any).
     pub fn source(&self, table_schema: impl Into<TableSchema>) -> JsonlSource {

@@ -41,7 +41,6 @@ mod source;
 mod tests;
 
 pub use format::JsonlFormat;
-pub use opener::JsonlOpener;
 pub(crate) use settings::on_error_name;
 pub use settings::{FileNames, SkipLog};
 pub use source::JsonlSource;

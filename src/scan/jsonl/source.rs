@@ -110,10 +110,6 @@ impl JsonlSource {
         &self.names
     }
 
-    pub fn skip_log(&self) -> &SkipLog {
-        &self.skips
-    }
-
     /// This source with `projection` applied on top of its own.
     fn projected(&self, projection: &ProjectionExprs) -> DfResult<JsonlSource> {
         let merged = self.projection.source.try_merge(projection)?;
