@@ -90,7 +90,7 @@ fn same_version(a: &ObjectMeta, b: &ObjectMeta) -> bool {
 }
 
 /// Streams the files of an appended checkpoint in order, keeping for each id of the parts
-/// only its last row (the rule of the module docs), then checks that what was read is
+/// only its last row (the rule, in the docs of the catalog's `appended` module), then checks that what was read is
 /// still what was listed. One output partition: the rows come in file order.
 #[derive(Debug)]
 pub struct LastWinsExec {
