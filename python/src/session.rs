@@ -10,11 +10,11 @@ use arrow::error::ArrowError;
 use arrow::ffi::FFI_ArrowSchema;
 use arrow::ffi_stream::FFI_ArrowArrayStream;
 use arrow::record_batch::RecordBatchReader;
+use ckpt::ops::query::{self, QueryOptions};
 use ckpt::{CheckpointSession, Error, SessionOptions};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::logical_expr::LogicalPlan;
 use futures::StreamExt;
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
@@ -48,14 +48,17 @@ impl PySession {
             }
             _ => Vec::new(),
         };
-        let options = SessionOptions {
-            storage: parse_storage_options(storage_options)?,
-            memory_limit,
-            sandbox,
-            workers,
-            ..Default::default()
+        let options = QueryOptions {
+            roots,
+            session: SessionOptions {
+                storage: parse_storage_options(storage_options)?,
+                memory_limit,
+                sandbox,
+                workers,
+                ..Default::default()
+            },
         };
-        let inner = run(py, CheckpointSession::new(roots, options)).map_err(to_py)?;
+        let inner = run(py, query::open(&options)).map_err(to_py)?;
         Ok(PySession { inner })
     }
 
@@ -67,7 +70,7 @@ impl PySession {
         let query = query.to_owned();
         let df = run(py, async move {
             let df = session.sql(&query).await?;
-            if is_query(&df) {
+            if !query::has_effects(&df) {
                 return Ok(df);
             }
             let schema = Arc::new(df.schema().as_arrow().clone());
@@ -88,17 +91,6 @@ impl PySession {
     fn refresh(&self, py: Python<'_>) -> PyResult<()> {
         run(py, self.inner.refresh()).map_err(to_py)
     }
-}
-
-/// Whether the plan is a query (rows to read) rather than a statement with effects.
-fn is_query(df: &DataFrame) -> bool {
-    !matches!(
-        df.logical_plan(),
-        LogicalPlan::Copy(_)
-            | LogicalPlan::Dml(_)
-            | LogicalPlan::Ddl(_)
-            | LogicalPlan::Statement(_)
-    )
 }
 
 /// The result of a query: read it as Arrow (`__arrow_c_stream__`), which runs it.

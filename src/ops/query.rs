@@ -42,6 +42,18 @@ pub fn copy_target(df: &DataFrame) -> Option<String> {
     Some(target.rsplit('/').next().unwrap_or(target).to_owned())
 }
 
+/// Whether a planned statement has effects (COPY, DDL, DML, SET, ...) rather than rows to
+/// read: callers that hand out a query's rows lazily run these at once.
+pub fn has_effects(df: &DataFrame) -> bool {
+    matches!(
+        df.logical_plan(),
+        LogicalPlan::Copy(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Ddl(_)
+            | LogicalPlan::Statement(_)
+    )
+}
+
 /// Runs one planned statement and returns its rows as a stream. A COPY given `progress`
 /// reports the bytes its scans have read (not with workers: the scans run there, and
 /// their counters never come back here).
