@@ -83,6 +83,7 @@ pub mod manager;
 pub mod memory;
 pub mod progress;
 pub mod scan;
+pub mod serve;
 pub mod sink;
 
 pub use context::{CheckpointSession, SessionOptions};
