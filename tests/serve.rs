@@ -726,7 +726,15 @@ fn planted_root() -> (tempfile::TempDir, String) {
     rewrite("meta_clusters.jsonl", &mut |v| {
         if v["parent_id"].is_null() && top_id.is_empty() {
             top_id = v["id"].as_str().unwrap().to_owned();
-            first_chat = v["chat_ids"][0].as_str().unwrap().to_owned();
+            // The first of the cluster's summaries on its page (sorted by chat id).
+            first_chat = v["chat_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .min()
+                .unwrap()
+                .to_owned();
             v.insert("name".into(), json!(format!("Cluster {planted}")));
             return true;
         }
