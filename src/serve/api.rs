@@ -751,12 +751,12 @@ async fn cluster(State(state): AppState, Query(p): Query<ClusterParams>) -> ApiR
     })))
 }
 
-/// The summaries of a cluster (`$1`), as a subquery named `s`.
+/// The summaries of a cluster (`$1`), as a subquery. A semi-join: no DISTINCT over the
+/// cluster's chat ids (a million for the top cluster of a large run).
 fn summaries_of(table: &str) -> String {
     format!(
-        "(SELECT s.* FROM summaries s \
-          JOIN (SELECT DISTINCT unnest(chat_ids) AS cid FROM {table} WHERE id = $1) c \
-          ON s.chat_id = c.cid)"
+        "(SELECT * FROM summaries \
+          WHERE chat_id IN (SELECT unnest(chat_ids) FROM {table} WHERE id = $1))"
     )
 }
 
@@ -787,11 +787,16 @@ async fn summaries(
     .await?;
     let page = view(
         &state,
+        // The page's chat ids first, then their rows: sorting only the ids, not every
+        // summary's text, is several times faster on a large cluster.
         &format!(
-            "SELECT s.chat_id, s.summary, s.topic, s.task, \
+            "WITH page AS (SELECT s.chat_id FROM {of} s \
+                           ORDER BY s.chat_id LIMIT {limit} OFFSET {offset}) \
+             SELECT s.chat_id, s.summary, s.topic, s.task, \
              array_to_string(s.languages, ', ') AS languages, \
              s.concerning_score, s.user_frustration \
-             FROM {of} s ORDER BY s.chat_id LIMIT {limit} OFFSET {offset}"
+             FROM summaries s WHERE s.chat_id IN (SELECT chat_id FROM page) \
+             ORDER BY s.chat_id"
         ),
         vec![text(&p.cluster)],
         limit,
