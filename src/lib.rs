@@ -23,6 +23,7 @@
 //!   [`progress`]: how far a long write has got.
 //! - [`ops`]: every command as a library operation — ls, query, convert, sizes, append,
 //!   compact, generate, check — called by the CLI, the Python package and `ckpt serve`.
+//! - [`serve`]: `ckpt serve`, a run explored in the browser (its page and JSON API).
 //!
 //! The layers below (re-exported here) are crates of their own: `ckpt-core` (kinds,
 //! types, layouts, the JSONL codec; no DataFusion) and `ckpt-storage` (roots, object
@@ -88,6 +89,7 @@ pub(crate) mod memory;
 pub mod ops;
 pub mod progress;
 pub(crate) mod scan;
+pub mod serve;
 pub mod sink;
 mod store_registry;
 

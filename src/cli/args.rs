@@ -98,6 +98,11 @@ pub enum Command {
         after_help = "The worker reads every root a query names itself, with its own environment\n(AWS_*, ...) and --storage-option values: no credential is sent to it. It prints\n`listening on HOST:PORT` when ready and stops on SIGTERM or Ctrl-C, after the tasks it\nis running.\n\nExamples:\n  ckpt worker --listen 0.0.0.0:50051\n  ckpt query data --workers 10.0.0.5:50051,10.0.0.6:50051 \"SELECT topic, count(*) FROM summaries GROUP BY topic\""
     )]
     Worker(WorkerArgs),
+    /// Explore a pipeline run in the browser: overview, cluster tree, map, summaries, SQL.
+    #[command(
+        after_help = "Prints `listening on http://HOST:PORT/` and serves the page and its JSON API (see\ndocs/serve.md) until SIGTERM or Ctrl-C. Only read statements run; requests must name\nthe server by its address or localhost.\n\nExamples:\n  ckpt serve data\n  ckpt serve s3://bucket/run1 --listen 127.0.0.1:0 --memory-limit 2G\n  ckpt serve --root run1=./a --root run2=./b --query-timeout 120"
+    )]
+    Serve(ServeArgs),
     /// Write a deterministic, realistic sample of all five checkpoint kinds.
     #[command(after_help = "Example:\n  ckpt generate data --summaries 200 --dim 16 --format both")]
     Generate(GenerateArgs),
@@ -343,6 +348,69 @@ pub struct QueryArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory or URL whose checkpoints are served (the default schema; it must exist).
+    pub root: Option<String>,
+    /// More roots as NAME=LOCATION (repeatable); each is a schema: NAME.summaries.
+    #[arg(long = "root", value_name = "NAME=LOCATION", value_parser = RootSpecParser)]
+    pub roots: Vec<(String, String)>,
+    /// Address to listen on (port 0: any free port). Other than a loopback address, the
+    /// checkpoints are served to whoever can reach it (a warning says so).
+    #[arg(long, value_name = "HOST:PORT", default_value = ckpt::serve::DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Memory pool shared by the queries (e.g. 512M, 2G); sorts spill to disk beyond it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub memory_limit: Option<usize>,
+    /// Seconds one query may run before it is stopped.
+    #[arg(long, value_name = "SECONDS", default_value_t = ckpt::serve::DEFAULT_QUERY_TIMEOUT.as_secs_f64())]
+    pub query_timeout: f64,
+    /// Rows the SQL box shows at most (downloads have the whole result).
+    #[arg(long, value_name = "N", default_value_t = ckpt::serve::DEFAULT_ROW_CAP)]
+    pub max_rows: usize,
+    /// Run queries on these workers (`ckpt worker`): HOST:PORT[,HOST:PORT...].
+    #[arg(long, value_name = "HOST:PORT,...", value_parser = parse_workers_arg)]
+    pub workers: Option<WorkerList>,
+}
+
+impl ServeArgs {
+    /// What the server serves, and how.
+    pub fn options(
+        &self,
+        storage: StorageOptions,
+    ) -> std::result::Result<ckpt::serve::ServeOptions, Failure> {
+        let mut roots: Vec<(String, String)> = self
+            .root
+            .iter()
+            .map(|r| ("root".to_owned(), r.clone()))
+            .collect();
+        roots.extend(self.roots.iter().cloned());
+        if roots.is_empty() {
+            return Err(Failure::usage(
+                "no root: give a directory or URL, e.g. `ckpt serve data`",
+            ));
+        }
+        if !(self.query_timeout.is_finite() && self.query_timeout > 0.0) {
+            return Err(Failure::usage(
+                "--query-timeout: give a number of seconds above 0",
+            ));
+        }
+        Ok(ckpt::serve::ServeOptions {
+            roots,
+            session: SessionOptions {
+                memory_limit: self.memory_limit,
+                storage,
+                sandbox: true,
+                workers: self.workers.clone().map(|w| w.0).unwrap_or_default(),
+                ..Default::default()
+            },
+            listen: self.listen.clone(),
+            query_timeout: std::time::Duration::from_secs_f64(self.query_timeout),
+            row_cap: self.max_rows,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Directory or URL of the checkpoints (it must exist).
     pub root: Option<String>,
@@ -530,6 +598,7 @@ impl Command {
             Command::Convert(args) => args.memory_limit,
             Command::Check(args) => args.memory_limit,
             Command::Worker(args) => args.memory_limit,
+            Command::Serve(args) => args.memory_limit,
             _ => None,
         }
     }

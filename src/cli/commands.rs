@@ -518,6 +518,20 @@ pub async fn generate(
     Ok(0)
 }
 
+pub async fn serve(
+    args: &ServeArgs,
+    storage: StorageOptions,
+    out: &mut dyn Write,
+) -> std::result::Result<u8, Failure> {
+    let server = ckpt::serve::Server::bind(args.options(storage)?).await?;
+    // Signal handlers first: whoever reads the line below may stop the server at once.
+    let stop = stop_signal();
+    writeln!(out, "listening on {}", server.url()).map_err(io)?;
+    out.flush().map_err(io)?;
+    server.run(stop).await?;
+    Ok(0)
+}
+
 /// Completes on SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this is
 /// called, not when the future is first polled: a signal sent between the two (a worker
 /// told to stop as soon as it said it listens) would otherwise end the process by the

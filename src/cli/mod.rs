@@ -115,6 +115,7 @@ async fn run_command(
         Command::Append(args) => commands::append(args, storage, out).await,
         Command::Compact(args) => commands::compact(args, storage, out).await,
         Command::Worker(args) => commands::worker(args, storage, out).await,
+        Command::Serve(args) => commands::serve(args, storage, out).await,
         Command::Generate(args) => commands::generate(args, storage, out).await,
         Command::Completions(args) => commands::completions(args, out).await,
     }
