@@ -9,9 +9,7 @@ use assert_cmd::cargo::CommandCargoExt;
 use ckpt::{CheckpointManager, ConversationSummary, FileFormat, Root};
 use futures::StreamExt;
 
-mod common;
-
-use common::S3;
+use crate::common::{self, S3};
 
 fn s3() -> S3 {
     S3::from_env()
@@ -56,7 +54,8 @@ fn run(mut c: Command) -> (String, String) {
     (stdout, stderr)
 }
 
-fn sample_dir() -> tempfile::TempDir {
+/// A local root of generated checkpoints (120 summaries).
+fn generated_root() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -71,26 +70,10 @@ fn sample_dir() -> tempfile::TempDir {
     dir
 }
 
-/// Incomplete multipart uploads in the bucket under `prefix`, asked of the server itself.
-fn pending_uploads(s: &S3, prefix: &str) -> usize {
-    let py = std::env::var("CKPT_PYTHON").expect("CKPT_PYTHON is not set: run scripts/test");
-    let code = format!(
-        "import boto3\nc=boto3.client('s3',endpoint_url='{}',aws_access_key_id='{}',aws_secret_access_key='{}',region_name='{}')\nr=c.list_multipart_uploads(Bucket='{}',Prefix='{}')\nprint(len(r.get('Uploads',[])))",
-        s.endpoint, s.key_id, s.secret, s.region, s.bucket, prefix
-    );
-    let out = Command::new(py).arg("-c").arg(code).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
 #[test]
 fn cli_convert_ls_query_over_s3_with_options_and_with_env() {
     let s = s3();
-    let local = sample_dir();
+    let local = generated_root();
     let prefix = unique("cli");
     let url = s.url(&prefix);
     let mut c = s.ckpt();
@@ -184,7 +167,7 @@ fn cli_convert_ls_query_over_s3_with_options_and_with_env() {
 #[test]
 fn copy_from_local_to_s3_and_from_s3_to_local() {
     let s = s3();
-    let local = sample_dir();
+    let local = generated_root();
     let prefix = unique("copy");
     let target = format!("{}/frustrated.parquet", s.url(&prefix));
     let mut c = s.ckpt();
@@ -257,7 +240,7 @@ async fn checkpoint_larger_than_a_part_goes_up_as_multipart_and_reads_back() {
         i += 1;
     }
     assert_eq!(i, n);
-    assert_eq!(pending_uploads(&s, &prefix), 0);
+    assert_eq!(s.pending_uploads(&prefix, false).len(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,7 +287,7 @@ async fn a_failed_multipart_upload_is_aborted_and_the_previous_checkpoint_stays(
     assert_eq!(m.list().await.unwrap(), ["summaries.jsonl"]);
     // The abort runs before write_batches returns.
     assert_eq!(
-        pending_uploads(&s, &prefix),
+        s.pending_uploads(&prefix, false).len(),
         0,
         "an incomplete multipart upload was left behind"
     );

@@ -6,13 +6,12 @@
 //! or unknown options); stdout and stderr never contain the secret or the token. Debug and
 //! Display of the library's option, root and manager types do not either.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use ckpt::{CheckpointManager, FileFormat, Root, StorageOptions};
-use common::{Run, S3, ckpt_cmd, run, unique};
+
+use crate::common::{Run, S3, ckpt_cmd, run, unique};
 
 const TOKEN: &str = "FAKE-SESSION-TOKEN-q8Zr3-NEVER-PRINT";
 const WRONG_SECRET: &str = "wrong-secret-Xy7-NEVER-PRINT";
