@@ -23,10 +23,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ckpt::{
-    CheckpointSession, Cluster, Conversation, ConversationSummary, FileFormat, ProjectedCluster,
-    SessionOptions,
-};
+use ckpt::{Cluster, Conversation, ConversationSummary, FileFormat, ProjectedCluster};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -133,15 +130,7 @@ async fn assert_only_checkpoints(place: &Place, files: &[&str], what: &str) {
     assert_eq!(listed, want, "{what}: ckpt ls shows\n{}", r.stdout);
 
     // the catalog
-    let session = CheckpointSession::new(
-        vec![("root".into(), place.root.clone())],
-        SessionOptions {
-            storage: place.storage.clone(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let session = place.session().await;
     let batches = session
         .sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'root'")
         .await
