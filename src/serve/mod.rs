@@ -1,11 +1,11 @@
 //! `ckpt serve`: an explorer of a pipeline run in the browser, straight from its
 //! checkpoints. One HTTP server holds one [`CheckpointSession`] over the roots and answers
-//! a small JSON API ([`api`]) whose every answer is a SQL plan over the checkpoint
+//! a small JSON API (`api`) whose every answer is a SQL plan over the checkpoint
 //! tables; the page (`assets/`: HTML, CSS and plain ES modules, embedded in the binary)
 //! draws the overview, the cluster tree, the map, the cluster pages and a SQL box from it.
 //!
 //! The data is people's conversations, so the server is careful about who asks and what
-//! ([`safety`]): it listens on 127.0.0.1 unless told otherwise, answers only requests
+//! (`safety`): it listens on 127.0.0.1 unless told otherwise, answers only requests
 //! addressed to it by its own address or `localhost` (DNS rebinding), sends no CORS
 //! headers, runs only read statements, under a time and memory limit, and serves the page
 //! under a strict Content-Security-Policy.
@@ -16,8 +16,8 @@
 //! hierarchy, the projection or the conversations. axum is the HTTP layer (tonic, for
 //! the workers, links it already); the rest is a few SQL plans and a small page.
 
-pub mod api;
-pub mod safety;
+pub(crate) mod api;
+pub(crate) mod safety;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

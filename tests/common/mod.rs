@@ -1,11 +1,17 @@
-//! Helpers shared by the integration tests: running the `ckpt` binary, the S3 server
-//! that `scripts/test` starts (moto on 127.0.0.1), unique names.
+//! The fixtures every integration-test binary shares (`tests/engine`, `tests/cli`, each
+//! including this file as its `common` module): running the `ckpt` binary, the S3 server
+//! that `scripts/test` starts (moto on 127.0.0.1), unique names, the sample checkpoints of
+//! `data/`, places (a local directory or an S3 prefix) that tests write checkpoints to.
+//! One copy, so a fixture fixed here is fixed for every test.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ckpt::StorageOptions;
+use ckpt::{
+    CheckpointManager, CheckpointSession, FileFormat, Root, SessionOptions, StorageOptions,
+};
 
 /// The `ckpt` binary built for these tests.
 pub fn ckpt_cmd() -> Command {
@@ -82,6 +88,11 @@ where
     run(ckpt_cmd().args(args))
 }
 
+/// A path as a command-line argument (the tests' paths are UTF-8).
+pub fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_owned()
+}
+
 /// A name no other test (or earlier run against the same server) uses.
 pub fn unique(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -109,17 +120,20 @@ pub struct S3 {
 impl S3 {
     /// From the CKPT_TEST_S3_* variables; panics (never skips) when they are missing.
     pub fn from_env() -> S3 {
-        let var = |k: &str| {
-            std::env::var(k).unwrap_or_else(|_| {
-                panic!("{k} is not set: run scripts/test, which starts the S3 server (moto)")
-            })
-        };
         S3 {
-            endpoint: var("CKPT_TEST_S3_ENDPOINT"),
-            bucket: var("CKPT_TEST_S3_BUCKET"),
-            key_id: var("CKPT_TEST_S3_KEY_ID"),
-            secret: var("CKPT_TEST_S3_SECRET"),
-            region: var("CKPT_TEST_S3_REGION"),
+            endpoint: required_env("CKPT_TEST_S3_ENDPOINT"),
+            bucket: required_env("CKPT_TEST_S3_BUCKET"),
+            key_id: required_env("CKPT_TEST_S3_KEY_ID"),
+            secret: required_env("CKPT_TEST_S3_SECRET"),
+            region: required_env("CKPT_TEST_S3_REGION"),
+        }
+    }
+
+    /// The same server's second bucket (`CKPT_TEST_S3_BUCKET2`).
+    pub fn second_bucket(&self) -> S3 {
+        S3 {
+            bucket: required_env("CKPT_TEST_S3_BUCKET2"),
+            ..self.clone()
         }
     }
 
@@ -193,12 +207,44 @@ impl S3 {
             .collect()
     }
 
+    /// The multipart uploads under `prefix` (a key prefix, `/` not added) that were started
+    /// and neither completed nor aborted, as `key upload-id` lines, asked of the server by
+    /// boto3 over its own connection. With `abort`, each one listed is then aborted, as a
+    /// bucket's lifecycle rule would.
+    pub fn pending_uploads(&self, prefix: &str, abort: bool) -> Vec<String> {
+        let script = r#"
+r = s3.list_multipart_uploads(Bucket=bucket, Prefix=os.environ["PREFIX"])
+for u in r.get("Uploads", []):
+    print(u["Key"], u["UploadId"])
+    if os.environ["ABORT"] == "1":
+        s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+"#;
+        self.boto3(
+            script,
+            &[
+                ("PREFIX", prefix.to_owned()),
+                ("ABORT", if abort { "1" } else { "0" }.to_owned()),
+            ],
+        )
+    }
+
+    /// The options of [`S3::option_args`], parsed.
     pub fn options(&self) -> StorageOptions {
         let mut o = StorageOptions::default();
         for kv in self.option_args() {
             o.set(&kv).unwrap();
         }
         o
+    }
+}
+
+/// A variable `scripts/test` exports; panics (never skips) when it is missing or empty.
+fn required_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set: run scripts/test, which starts the S3 server (moto) and exports the CKPT_TEST_S3_* variables"
+        ),
     }
 }
 
@@ -214,9 +260,14 @@ pub const SAMPLE_CHECKPOINTS: [&str; 5] = [
     "dimensionality",
 ];
 
+/// This repository's top directory (`data/`, `queries/`, `tests/` are in it).
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// `data/` of this repository.
-pub fn sample_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
+pub fn sample_dir() -> PathBuf {
+    repo_dir().join("data")
 }
 
 /// Copies the sample checkpoints into `dst` (created if missing): JSONL only, or JSONL and
@@ -281,7 +332,7 @@ pub async fn statement_rows(
     sql: &str,
     what: &str,
 ) -> Vec<Vec<serde_json::Map<String, serde_json::Value>>> {
-    let frames = ckpt::exec::plan_statements(session, sql)
+    let frames = ckpt::ops::query::plan_statements(session, sql)
         .await
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let mut out = Vec::new();
@@ -302,4 +353,88 @@ pub async fn statement_rows(
         );
     }
     out
+}
+
+/// Where a test's checkpoints live: a local directory or a prefix in the S3 server's
+/// bucket; the same test runs on either.
+#[derive(Clone)]
+pub struct Place {
+    /// The root as the CLI and the library take it: a path or `s3://BUCKET/PREFIX`.
+    pub root: String,
+    /// `-S KEY=VALUE` arguments for the CLI (empty for local disk).
+    pub cli: Vec<String>,
+    pub storage: StorageOptions,
+    /// The directory, on local disk.
+    pub local: Option<PathBuf>,
+    /// The S3 server and the prefix of `root` there (None for local disk): to ask the
+    /// server what object_store cannot tell, such as pending multipart uploads.
+    pub s3: Option<(S3, String)>,
+}
+
+impl Place {
+    pub fn local(dir: &Path) -> Place {
+        Place {
+            root: s(dir),
+            cli: vec![],
+            storage: StorageOptions::default(),
+            local: Some(dir.to_owned()),
+            s3: None,
+        }
+    }
+
+    pub fn s3(s3: &S3, prefix: &str) -> Place {
+        Place {
+            root: s3.url(prefix),
+            cli: s3.cli_args(),
+            storage: s3.options(),
+            local: None,
+            s3: Some((s3.clone(), prefix.to_owned())),
+        }
+    }
+
+    pub fn root(&self) -> Root {
+        Root::with_options(&self.root, &self.storage).unwrap()
+    }
+
+    pub fn manager(&self, format: FileFormat) -> CheckpointManager {
+        CheckpointManager::with_storage(&self.root, format, &self.storage).unwrap()
+    }
+
+    /// A session whose catalog `root` is this place.
+    pub async fn session(&self) -> CheckpointSession {
+        CheckpointSession::new(
+            vec![("root".into(), self.root.clone())],
+            SessionOptions {
+                storage: self.storage.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// `ckpt [-S ...] ARGS`.
+    pub fn args(&self, args: &[&str]) -> Vec<String> {
+        let mut v = self.cli.clone();
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    }
+}
+
+/// `n` generated summaries with `dim`-dimensional embeddings (`ckpt::ops::generate::summary`).
+pub fn summaries(n: usize, dim: usize, seed: u64) -> Vec<ckpt::ConversationSummary> {
+    (0..n)
+        .map(|i| ckpt::ops::generate::summary(i, dim, seed))
+        .collect()
+}
+
+/// Writes `rows` to `path` as JSON lines, bypassing ckpt's writers (an input file of
+/// `ckpt append` or `convert`, as another program would write it).
+pub fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) {
+    let mut text = String::new();
+    for r in rows {
+        text.push_str(&serde_json::to_string(r).unwrap());
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
 }

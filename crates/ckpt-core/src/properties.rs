@@ -1,8 +1,8 @@
-//! The decoder's properties that fuzzing checks, in one place for both fuzzers: `tests/fuzz.rs`
-//! (randomized, seeded, run with every `cargo test`) and the coverage-guided cargo-fuzz
-//! targets under `fuzz/` (a bounded run in CI). Each function panics when a property
-//! fails, which is what both fuzzers detect; otherwise it returns what it observed so a
-//! caller can count.
+//! The decoder's properties that fuzzing checks, in one place for both fuzzers:
+//! `tests/engine/fuzz.rs` (randomized, seeded, run with every `cargo test`) and the
+//! coverage-guided cargo-fuzz targets under `fuzz/` (a bounded run in CI). Each function
+//! panics when a property fails, which is what both fuzzers detect; otherwise it returns
+//! what it observed so a caller can count.
 //!
 //! Not part of the stable API: the functions take raw fuzzer input.
 

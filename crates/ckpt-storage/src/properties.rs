@@ -1,7 +1,7 @@
 //! The properties of names, COPY targets and root URLs that fuzzing checks, in one place
-//! for both fuzzers: `tests/fuzz.rs` (randomized, seeded, run with every `cargo test`) and
-//! the cargo-fuzz targets under `fuzz/`. Each function panics when a property fails;
-//! otherwise it returns what it observed. (The decoder's properties are in
+//! for both fuzzers: `tests/engine/fuzz.rs` (randomized, seeded, run with every
+//! `cargo test`) and the cargo-fuzz targets under `fuzz/`. Each function panics when a
+//! property fails; otherwise it returns what it observed. (The decoder's properties are in
 //! `ckpt_core::properties`.)
 //!
 //! Not part of the stable API: the functions take raw fuzzer input.

@@ -1302,7 +1302,8 @@ impl Drop for AtomicWriter {
 /// which an abort needs, never arrived, and object_store has no call to list pending
 /// uploads. Trying again does not add to that: each cut answer leaves exactly one (so at
 /// most four per write), whether or not another is started. Only the bucket's lifecycle
-/// rule (`AbortIncompleteMultipartUpload`) removes them; `tests/faults.rs` counts them.
+/// rule (`AbortIncompleteMultipartUpload`) removes them; `tests/engine/faults.rs` counts
+/// them.
 #[derive(Debug)]
 struct CutBodiesRetried {
     inner: Arc<dyn ObjectStore>,

@@ -35,7 +35,7 @@ use super::source::{JsonlSource, check_declared_schema};
 /// [`JsonlSource`]. Writing is not its job: COPY and saves have their own writer.
 #[derive(Debug, Clone)]
 pub struct JsonlFormat {
-    kind: CheckpointKind,
+    pub(super) kind: CheckpointKind,
     decode: DecodeOptions,
     pub(super) skips: SkipLog,
     names: FileNames,

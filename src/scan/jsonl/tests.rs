@@ -84,7 +84,7 @@ impl Fixture {
                 FileGroup::new(vec![file])
             })
             .collect();
-        let source = format.file_source(TableSchema::from(format.kind().schema()));
+        let source = format.file_source(TableSchema::from(format.kind.schema()));
         let conf = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE)?, source)
             .with_file_groups(groups)
             .with_projection_indices(projection)?

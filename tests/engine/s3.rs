@@ -9,9 +9,7 @@ use assert_cmd::cargo::CommandCargoExt;
 use ckpt::{CheckpointManager, ConversationSummary, FileFormat, Root};
 use futures::StreamExt;
 
-mod common;
-
-use common::S3;
+use crate::common::{self, S3};
 
 fn s3() -> S3 {
     S3::from_env()
@@ -56,41 +54,26 @@ fn run(mut c: Command) -> (String, String) {
     (stdout, stderr)
 }
 
-fn sample_dir() -> tempfile::TempDir {
+/// A local root of generated checkpoints (120 summaries).
+fn generated_root() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let root = Root::local(dir.path()).unwrap();
-        let opts = ckpt::generate::GenerateOptions {
+        let opts = ckpt::ops::generate::GenerateOptions {
             summaries: 120,
             dim: 8,
             ..Default::default()
         };
-        ckpt::generate::generate(&root, &opts).await.unwrap();
+        ckpt::ops::generate::generate(&root, &opts).await.unwrap();
     });
     dir
-}
-
-/// Incomplete multipart uploads in the bucket under `prefix`, asked of the server itself.
-fn pending_uploads(s: &S3, prefix: &str) -> usize {
-    let py = std::env::var("CKPT_PYTHON").expect("CKPT_PYTHON is not set: run scripts/test");
-    let code = format!(
-        "import boto3\nc=boto3.client('s3',endpoint_url='{}',aws_access_key_id='{}',aws_secret_access_key='{}',region_name='{}')\nr=c.list_multipart_uploads(Bucket='{}',Prefix='{}')\nprint(len(r.get('Uploads',[])))",
-        s.endpoint, s.key_id, s.secret, s.region, s.bucket, prefix
-    );
-    let out = Command::new(py).arg("-c").arg(code).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 #[test]
 fn cli_convert_ls_query_over_s3_with_options_and_with_env() {
     let s = s3();
-    let local = sample_dir();
+    let local = generated_root();
     let prefix = unique("cli");
     let url = s.url(&prefix);
     let mut c = s.ckpt();
@@ -184,7 +167,7 @@ fn cli_convert_ls_query_over_s3_with_options_and_with_env() {
 #[test]
 fn copy_from_local_to_s3_and_from_s3_to_local() {
     let s = s3();
-    let local = sample_dir();
+    let local = generated_root();
     let prefix = unique("copy");
     let target = format!("{}/frustrated.parquet", s.url(&prefix));
     let mut c = s.ckpt();
@@ -239,7 +222,7 @@ async fn checkpoint_larger_than_a_part_goes_up_as_multipart_and_reads_back() {
     let m = CheckpointManager::new(root, FileFormat::Jsonl).unwrap();
     // ~20 MB of JSONL: more than two 8 MiB parts.
     let n = 9000;
-    let items = futures::stream::iter(0..n).map(|i| ckpt::generate::summary(i, 128, 5));
+    let items = futures::stream::iter(0..n).map(|i| ckpt::ops::generate::summary(i, 128, 5));
     let stats = m.save_stream("summaries", items).await.unwrap();
     assert!(stats.bytes > 16 << 20, "only {} bytes", stats.bytes);
     assert_eq!(m.size("summaries").await.unwrap(), Some(stats.bytes));
@@ -252,12 +235,12 @@ async fn checkpoint_larger_than_a_part_goes_up_as_multipart_and_reads_back() {
     while let Some(v) = loaded.next().await {
         let v = v.unwrap();
         if i % 997 == 0 {
-            assert_eq!(v, ckpt::generate::summary(i, 128, 5));
+            assert_eq!(v, ckpt::ops::generate::summary(i, 128, 5));
         }
         i += 1;
     }
     assert_eq!(i, n);
-    assert_eq!(pending_uploads(&s, &prefix), 0);
+    assert_eq!(s.pending_uploads(&prefix, false).len(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,8 +249,9 @@ async fn a_failed_multipart_upload_is_aborted_and_the_previous_checkpoint_stays(
     let prefix = unique("abort");
     let root = Root::with_options(&s.url(&prefix), &s.options()).unwrap();
     let m = CheckpointManager::new(root.clone(), FileFormat::Jsonl).unwrap();
-    let before: Vec<ConversationSummary> =
-        (0..50).map(|i| ckpt::generate::summary(i, 4, 1)).collect();
+    let before: Vec<ConversationSummary> = (0..50)
+        .map(|i| ckpt::ops::generate::summary(i, 4, 1))
+        .collect();
     m.save("summaries", &before).await.unwrap();
     let size_before = m.size("summaries").await.unwrap();
 
@@ -279,7 +263,7 @@ async fn a_failed_multipart_upload_is_aborted_and_the_previous_checkpoint_stays(
             ))
         } else {
             let items: Vec<_> = (0..200)
-                .map(|i| ckpt::generate::summary(b * 200 + i, 256, 2))
+                .map(|i| ckpt::ops::generate::summary(b * 200 + i, 256, 2))
                 .collect();
             Ok(<ConversationSummary as ckpt::Checkpoint>::to_batch(&items).unwrap())
         }
@@ -304,7 +288,7 @@ async fn a_failed_multipart_upload_is_aborted_and_the_previous_checkpoint_stays(
     assert_eq!(m.list().await.unwrap(), ["summaries.jsonl"]);
     // The abort runs before write_batches returns.
     assert_eq!(
-        pending_uploads(&s, &prefix),
+        s.pending_uploads(&prefix, false).len(),
         0,
         "an incomplete multipart upload was left behind"
     );
@@ -395,7 +379,9 @@ async fn a_session_sees_checkpoints_saved_to_the_bucket_after_it_opened() {
     );
     let m = CheckpointManager::with_storage(&s.url(&prefix), FileFormat::Parquet, &s.options())
         .unwrap();
-    let items: Vec<_> = (0..7).map(|i| ckpt::generate::summary(i, 2, 3)).collect();
+    let items: Vec<_> = (0..7)
+        .map(|i| ckpt::ops::generate::summary(i, 2, 3))
+        .collect();
     m.save("summaries", &items).await.unwrap();
     let batches = session
         .sql("SELECT count(*) AS n FROM summaries")

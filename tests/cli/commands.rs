@@ -10,7 +10,7 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::{Map, Value};
 
-mod common;
+use crate::common::{self, sample_dir};
 
 type Row = Map<String, Value>;
 
@@ -34,9 +34,9 @@ where
 /// conversations).
 async fn generated_summaries(n: usize, dim: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    ckpt::generate::generate(
+    ckpt::ops::generate::generate(
         &ckpt::Root::local(dir.path()).unwrap(),
-        &ckpt::generate::GenerateOptions {
+        &ckpt::ops::generate::GenerateOptions {
             summaries: n,
             dim,
             conversations: false,
@@ -48,18 +48,8 @@ async fn generated_summaries(n: usize, dim: usize) -> tempfile::TempDir {
     dir
 }
 
-fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
-}
-
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-/// Copies the sample checkpoints of `data/` (only the JSONL files when `jsonl_only`) into
-/// `dst`.
-fn copy_data(dst: &Path, jsonl_only: bool) {
-    common::copy_sample(dst, jsonl_only);
 }
 
 fn read_jsonl(path: &Path) -> Vec<Row> {
@@ -72,7 +62,7 @@ fn read_jsonl(path: &Path) -> Vec<Row> {
 }
 
 fn summaries() -> Vec<Row> {
-    read_jsonl(&data_dir().join("summaries.jsonl"))
+    read_jsonl(&sample_dir().join("summaries.jsonl"))
 }
 
 /// The answer to [`TOPICS`], from the JSONL: (topic or "(none)", count), by count then topic.
@@ -171,7 +161,7 @@ fn help_shows_examples() {
 
 #[test]
 fn query_prints_every_output_format() {
-    let data = data_dir();
+    let data = sample_dir();
     let expected = topic_counts();
 
     // table: a bordered grid with a header and one line per row.
@@ -250,7 +240,7 @@ fn query_prints_every_output_format() {
 
 #[test]
 fn json_output_keeps_values_as_json() {
-    let data = data_dir();
+    let data = sample_dir();
     let first = &summaries()[0];
     let id = first["chat_id"].as_str().unwrap();
     let sql = format!(
@@ -299,7 +289,7 @@ fn max_rows_cuts_the_output_and_says_so() {
     ckpt()
         .args([
             "query",
-            p(&data_dir()),
+            p(&sample_dir()),
             "SELECT chat_id FROM summaries ORDER BY chat_id",
             "--format",
             "csv",
@@ -317,7 +307,7 @@ fn max_rows_cuts_the_output_and_says_so() {
     ids.sort();
     let out = stdout_of([
         "query",
-        p(&data_dir()),
+        p(&sample_dir()),
         "SELECT chat_id FROM summaries ORDER BY chat_id",
         "--format",
         "csv",
@@ -332,7 +322,7 @@ fn timing_reports_each_statement() {
     let assert = ckpt()
         .args([
             "query",
-            p(&data_dir()),
+            p(&sample_dir()),
             "SELECT count(*) FROM summaries; SELECT chat_id FROM summaries LIMIT 7",
             "--timing",
         ])
@@ -349,7 +339,7 @@ fn timing_reports_each_statement() {
     assert!(timings[1].starts_with("7 rows in "));
     // Without --timing: nothing on stderr.
     ckpt()
-        .args(["query", p(&data_dir()), "SELECT 1"])
+        .args(["query", p(&sample_dir()), "SELECT 1"])
         .assert()
         .success()
         .stderr(predicate::str::is_empty());
@@ -361,10 +351,17 @@ fn sql_from_a_file_and_from_stdin() {
     let file = dir.path().join("topics.sql");
     std::fs::write(&file, format!("-- counts by topic\n{TOPICS};\n")).unwrap();
     let expected = topic_counts();
-    let from_file = stdout_of(["query", p(&data_dir()), "-f", p(&file), "--format", "json"]);
+    let from_file = stdout_of([
+        "query",
+        p(&sample_dir()),
+        "-f",
+        p(&file),
+        "--format",
+        "json",
+    ]);
     assert_eq!(topic_pairs(&rows_of_json_array(&from_file)), expected);
     let out = ckpt()
-        .args(["query", p(&data_dir()), "--format", "json"])
+        .args(["query", p(&sample_dir()), "--format", "json"])
         .write_stdin(format!("{TOPICS};\n"))
         .assert()
         .success()
@@ -374,7 +371,7 @@ fn sql_from_a_file_and_from_stdin() {
     assert_eq!(from_stdin, from_file);
     // Both at once is refused.
     ckpt()
-        .args(["query", p(&data_dir()), "SELECT 1", "-f", p(&file)])
+        .args(["query", p(&sample_dir()), "SELECT 1", "-f", p(&file)])
         .assert()
         .failure()
         .stderr(predicate::str::contains("not both"));
@@ -384,7 +381,7 @@ fn sql_from_a_file_and_from_stdin() {
 fn several_statements_in_one_call() {
     let out = stdout_of([
         "query",
-        p(&data_dir()),
+        p(&sample_dir()),
         "SELECT count(*) AS n FROM summaries; SELECT count(*) AS n FROM clusters;\n\
          CREATE VIEW angry AS SELECT * FROM summaries WHERE user_frustration = 5;\n\
          SELECT count(*) AS n FROM angry",
@@ -404,7 +401,7 @@ fn several_statements_in_one_call() {
         .iter()
         .filter(|r| r["user_frustration"] == 5)
         .count() as i64;
-    let clusters = read_jsonl(&data_dir().join("clusters.jsonl")).len() as i64;
+    let clusters = read_jsonl(&sample_dir().join("clusters.jsonl")).len() as i64;
     assert_eq!(ns, [250, clusters, angry]);
 }
 
@@ -413,7 +410,7 @@ fn a_failing_statement_stops_the_script_and_is_named() {
     let assert = ckpt()
         .args([
             "query",
-            p(&data_dir()),
+            p(&sample_dir()),
             "SELECT 1 AS first_one; SELECT nope FROM summaries; SELECT 3 AS never_run",
         ])
         .assert()
@@ -428,7 +425,7 @@ fn a_failing_statement_stops_the_script_and_is_named() {
     ckpt()
         .args([
             "query",
-            p(&data_dir()),
+            p(&sample_dir()),
             "SELECT CAST(chat_id AS INT) AS broken FROM summaries",
         ])
         .assert()
@@ -440,7 +437,7 @@ fn a_failing_statement_stops_the_script_and_is_named() {
         );
     // A syntax error too.
     ckpt()
-        .args(["query", p(&data_dir()), "SELEC 1"])
+        .args(["query", p(&sample_dir()), "SELEC 1"])
         .assert()
         .failure()
         .stderr(predicate::str::contains("syntax error"));
@@ -450,7 +447,7 @@ fn a_failing_statement_stops_the_script_and_is_named() {
 fn copy_to_parquet_with_compression() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    copy_data(&root, true);
+    common::copy_sample(&root, true);
     let out = stdout_of([
         "query",
         p(&root),
@@ -488,7 +485,7 @@ async fn copy_to_json_is_what_kura_loads() {
     use ckpt::{CheckpointManager, ConversationSummary};
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    copy_data(&root, false);
+    common::copy_sample(&root, false);
     // From the Parquet file (the bare name), to JSONL by extension and by STORED AS JSON.
     stdout_of([
         "query",
@@ -529,7 +526,7 @@ async fn copy_to_json_is_what_kura_loads() {
 fn copy_of_a_query() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    copy_data(&root, true);
+    common::copy_sample(&root, true);
     stdout_of([
         "query",
         p(&root),
@@ -739,7 +736,7 @@ fn copy_partitioned_by_keeps_every_value_inside_the_target() {
 fn a_failed_copy_leaves_the_previous_file_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    copy_data(&root, false);
+    common::copy_sample(&root, false);
     stdout_of([
         "query",
         p(&root),
@@ -787,7 +784,7 @@ fn a_failed_copy_leaves_the_previous_file_as_it_was() {
 fn copy_outside_the_root_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    copy_data(&root, true);
+    common::copy_sample(&root, true);
     let outside = dir.path();
     let url_up = format!("file://{}/../up.parquet", root.display());
     let url_encoded = format!("file://{}/%2e%2e/up.parquet", root.display());
@@ -878,7 +875,7 @@ fn convert_line(line: &str) -> (u64, u64, u64, f64) {
 #[test]
 fn convert_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    let src = data_dir().join("summaries.jsonl");
+    let src = sample_dir().join("summaries.jsonl");
     let dst = dir.path().join("out/s.parquet");
     let out = stdout_of([
         "convert",
@@ -913,7 +910,7 @@ fn convert_a_file() {
 fn convert_a_root_to_kura_parquet_and_query_it() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    copy_data(&src, true);
+    common::copy_sample(&src, true);
     let dst = dir.path().join("dst");
     let out = stdout_of([
         "convert",
@@ -972,7 +969,7 @@ fn convert_a_root_to_kura_parquet_and_query_it() {
             .all(|e| e["layout"] == "kura" && e["format"] == "parquet")
     );
     // Every example query answers the same on the source and on the conversion.
-    let queries = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("queries");
+    let queries = common::repo_dir().join("queries");
     let mut compared = 0;
     for e in std::fs::read_dir(&queries).unwrap() {
         let file = e.unwrap().path();
@@ -1004,7 +1001,7 @@ fn human(bytes: u64) -> String {
 
 #[test]
 fn sizes_prints_the_compression_benefits_table() {
-    let data = data_dir();
+    let data = sample_dir();
     let out = stdout_of(["sizes", p(&data)]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
@@ -1037,7 +1034,7 @@ fn sizes_prints_the_compression_benefits_table() {
     }
     // With JSONL only, the Parquet side is made by converting (and says so in JSON).
     let dir = tempfile::tempdir().unwrap();
-    copy_data(dir.path(), true);
+    common::copy_sample(dir.path(), true);
     let json: Vec<Value> =
         serde_json::from_str(&stdout_of(["sizes", p(dir.path()), "--format", "json"])).unwrap();
     assert_eq!(json.len(), 5);
@@ -1055,7 +1052,7 @@ fn sizes_prints_the_compression_benefits_table() {
 
 #[test]
 fn ls_lists_checkpoints_as_a_table_and_as_json() {
-    let data = data_dir();
+    let data = sample_dir();
     let table = stdout_of(["ls", p(&data), "--bytes"]);
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
@@ -1119,7 +1116,7 @@ fn ls_lists_checkpoints_as_a_table_and_as_json() {
 #[test]
 fn ls_lists_every_checkpoint_when_one_is_unreadable() {
     let dir = tempfile::tempdir().unwrap();
-    copy_data(dir.path(), false);
+    common::copy_sample(dir.path(), false);
     // Damage the footer of one Parquet file.
     let bad = dir.path().join("clusters.parquet");
     let mut bytes = std::fs::read(&bad).unwrap();
@@ -1168,7 +1165,7 @@ fn ls_lists_every_checkpoint_when_one_is_unreadable() {
 fn two_roots_in_one_query() {
     let dir = tempfile::tempdir().unwrap();
     let (run1, run2) = (dir.path().join("run1"), dir.path().join("run2"));
-    copy_data(&run1, true);
+    common::copy_sample(&run1, true);
     std::fs::create_dir_all(&run2).unwrap();
     // run2: the first 100 summaries, re-rated: everyone mildly frustrated.
     let mut lines = String::new();
@@ -1233,7 +1230,7 @@ fn two_roots_in_one_query() {
 async fn the_catalog_follows_the_root() {
     use ckpt::{CheckpointManager, CheckpointSession, Cluster, ConversationSummary};
     let dir = tempfile::tempdir().unwrap();
-    copy_data(dir.path(), true);
+    common::copy_sample(dir.path(), true);
     let session = CheckpointSession::open(p(dir.path())).await.unwrap();
     let err = session.sql("SELECT count(*) FROM late").await.unwrap_err();
     assert_eq!(
@@ -1279,10 +1276,10 @@ async fn the_catalog_follows_the_root() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_wins_and_jsonl_stays_reachable() {
     let dir = tempfile::tempdir().unwrap();
-    copy_data(dir.path(), true);
+    common::copy_sample(dir.path(), true);
     // summaries.parquet: only the first 100 rows, so the two are told apart.
     let small = tempfile::tempdir().unwrap();
-    let head: Vec<String> = std::fs::read_to_string(data_dir().join("summaries.jsonl"))
+    let head: Vec<String> = std::fs::read_to_string(sample_dir().join("summaries.jsonl"))
         .unwrap()
         .lines()
         .take(100)
@@ -1670,7 +1667,7 @@ async fn small_memory_limits_complete_or_fail_with_the_memory_message() {
                     "{limit}: {err}"
                 );
                 assert!(
-                    err.contains(ckpt::exec::OUT_OF_MEMORY_HINT),
+                    err.contains(ckpt::ops::query::OUT_OF_MEMORY_HINT),
                     "{limit}: {err}"
                 );
             }
@@ -1717,7 +1714,7 @@ async fn a_query_over_the_memory_limit_that_cannot_spill_fails_clearly() {
     assert!(
         stderr.contains(&format!(
             "\n  hint: {}\n  in statement: {sql}\n",
-            ckpt::exec::OUT_OF_MEMORY_HINT
+            ckpt::ops::query::OUT_OF_MEMORY_HINT
         )),
         "{stderr}"
     );
@@ -1739,7 +1736,7 @@ fn a_memory_limit_makes_the_allocator_give_freed_memory_back() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
     let root = tempfile::tempdir().unwrap();
-    copy_data(root.path(), true);
+    common::copy_sample(root.path(), true);
     let environ_of_shell = |extra: &[&str], user_setting: Option<&str>| -> Vec<String> {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ckpt"));
         cmd.env_remove("CKPT_LOG")
@@ -1794,7 +1791,7 @@ fn a_memory_limit_makes_the_allocator_give_freed_memory_back() {
 fn shell_driven_through_stdin() {
     let home = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
-    copy_data(root.path(), false);
+    common::copy_sample(root.path(), false);
     let expected = topic_counts();
     let input = "\\d\n\
                  \\d summaries\n\
@@ -1855,7 +1852,7 @@ fn shell_describes_tables_by_file_name_and_runs_a_last_statement_without_semicol
     let home = tempfile::tempdir().unwrap();
     let assert = ckpt()
         .env("HOME", home.path())
-        .args(["shell", p(&data_dir()), "--format", "csv"])
+        .args(["shell", p(&sample_dir()), "--format", "csv"])
         .write_stdin(
             "\\d summaries.jsonl\n\\d root.clusters\n\\d nothing\nSELECT 41 + 1\n  AS answer",
         )
@@ -1881,7 +1878,7 @@ fn shell_describes_tables_by_file_name_and_runs_a_last_statement_without_semicol
 #[test]
 fn ddl_prints_nothing_and_leaves_checkpoints_alone() {
     let dir = tempfile::tempdir().unwrap();
-    copy_data(dir.path(), true);
+    common::copy_sample(dir.path(), true);
     std::fs::write(
         dir.path().join("notes.csv"),
         "chat_id,note\na,x\nb,y\nc,z\n",
@@ -1919,7 +1916,7 @@ fn metadata_arrow_operators_compare_without_parentheses() {
     // `->>` binds tighter than `=`: the filter means "the model is gpt-4".
     let out = stdout_of([
         "query",
-        p(&data_dir()),
+        p(&sample_dir()),
         "SELECT count(*) AS n FROM summaries WHERE metadata->>'model' = 'gpt-4'",
         "--format",
         "ndjson",
@@ -2018,7 +2015,7 @@ fn a_closed_stdout_ends_ls_quietly() {
 
 #[test]
 fn usage_errors_exit_2_and_failures_exit_1() {
-    let data = data_dir();
+    let data = sample_dir();
     let d = p(&data);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -2132,7 +2129,7 @@ fn read_commands_never_create_a_missing_root() {
             vec![
                 "query".into(),
                 "--root".into(),
-                format!("run1={}", p(&data_dir())),
+                format!("run1={}", p(&sample_dir())),
                 "--root".into(),
                 "run2=missing_run".into(),
                 "SELECT 1".into(),
@@ -2181,7 +2178,7 @@ fn read_commands_never_create_a_missing_root() {
         r.stderr
     );
     assert!(!missing.exists());
-    let file = data_dir().join("summaries.jsonl");
+    let file = sample_dir().join("summaries.jsonl");
     let r = common::ckpt(["ls", p(&file)]);
     assert_eq!(r.code, Some(1));
     assert!(r.stderr.contains("is a file"), "{}", r.stderr);
@@ -2237,7 +2234,7 @@ async fn managers_create_their_directory_on_save_and_sessions_need_one() {
     assert!(err.contains("no such root"), "{err}");
     assert!(!dir.path().join("checkpoints").exists());
     // A save creates it, as Kura's setup_checkpoint_dir does.
-    let rows = vec![ckpt::generate::summary(0, 4, 1)];
+    let rows = vec![ckpt::ops::generate::summary(0, 4, 1)];
     m.save("summaries", &rows).await.unwrap();
     assert!(missing.join("summaries.jsonl").is_file());
     let session = CheckpointSession::open(p(&missing)).await.unwrap();
@@ -2248,7 +2245,7 @@ async fn managers_create_their_directory_on_save_and_sessions_need_one() {
 fn copy_writes_where_the_target_says() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    copy_data(&root, true);
+    common::copy_sample(&root, true);
     let r = p(&root);
     let rows = |path: &Path| parquet_meta(path).file_metadata().num_rows();
 
@@ -2309,7 +2306,7 @@ fn sandbox_confines_copy_to_the_roots() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let other = dir.path().join("other");
-    copy_data(&root, true);
+    common::copy_sample(&root, true);
     std::fs::create_dir_all(&other).unwrap();
     let r = p(&root);
     let snapshot_of_dir = || {
@@ -2474,7 +2471,7 @@ fn matches(re: &str, text: &str) -> bool {
 
 #[test]
 fn ls_and_sizes_print_sizes_for_people_and_exact_bytes_with_bytes() {
-    let data = data_dir();
+    let data = sample_dir();
     let sizes: BTreeMap<String, u64> = std::fs::read_dir(&data)
         .unwrap()
         .map(|e| {
@@ -2576,7 +2573,7 @@ fn ls_and_sizes_print_sizes_for_people_and_exact_bytes_with_bytes() {
 #[test]
 fn convert_summary_lines_show_sizes_and_times_for_people() {
     let dir = tempfile::tempdir().unwrap();
-    let src = data_dir().join("summaries.jsonl");
+    let src = sample_dir().join("summaries.jsonl");
     let bytes_in = std::fs::metadata(&src).unwrap().len();
     let out = stdout_of(["convert", p(&src), p(&dir.path().join("s.parquet"))]);
     let bytes_out = std::fs::metadata(dir.path().join("s.parquet"))
@@ -2597,7 +2594,7 @@ fn convert_summary_lines_show_sizes_and_times_for_people() {
     );
     // A root: a line per checkpoint, and the total.
     let root = dir.path().join("root");
-    copy_data(&root, true);
+    common::copy_sample(&root, true);
     let out = stdout_of(["convert", p(&root), p(&dir.path().join("pq"))]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 6, "{out}");
@@ -2637,7 +2634,7 @@ fn long_writes_show_no_progress_when_stderr_is_not_a_terminal() {
     let out = quiet_run(&["convert", p(&root), p(&dir.path().join("pq"))]);
     assert_eq!(out.lines().count(), 6, "{out}");
     let batch = dir.path().join("batch.jsonl");
-    std::fs::copy(data_dir().join("summaries.jsonl"), &batch).unwrap();
+    std::fs::copy(sample_dir().join("summaries.jsonl"), &batch).unwrap();
     let out = quiet_run(&["append", p(&root), "summaries", p(&batch)]);
     let re =
         format!(r"appended 250 rows from .+ as a new part \({HUMAN_SIZE}, {HUMAN_DURATION}\)$");
@@ -2665,7 +2662,7 @@ fn grid_rows(table: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn null_and_the_empty_string_print_differently() {
-    let data = data_dir();
+    let data = sample_dir();
     let sql = "SELECT CAST(NULL AS VARCHAR) AS a, '' AS b, 'x' AS c";
     let run = |extra: &[&str]| {
         let mut args = vec!["query", p(&data), sql];
@@ -2753,7 +2750,7 @@ fn completions_for_each_shell() {
 
 #[test]
 fn max_width_cuts_long_cells_and_wide_keeps_them() {
-    let data = data_dir();
+    let data = sample_dir();
     let long = "abcdefghij".repeat(10);
     let accents = "é".repeat(60);
     let sql = format!(
@@ -2945,7 +2942,7 @@ fn assert_problem(p: &Value, checkpoint: &str, problem: &str, ids: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_finds_the_sample_and_a_consistent_run_consistent() {
     let run = saved_run(|_| {}).await;
-    for dir in [data_dir(), run.path().to_path_buf()] {
+    for dir in [sample_dir(), run.path().to_path_buf()] {
         let (code, report) = check_json([p(&dir)]);
         assert_eq!(code, 0, "{report:#}");
         assert_eq!(report["consistent"], true);
@@ -2955,12 +2952,12 @@ async fn check_finds_the_sample_and_a_consistent_run_consistent() {
         assert_eq!(root["checked"].as_array().unwrap().len(), 11, "{report:#}");
     }
     // data/ holds every checkpoint in both formats: each is checked.
-    let (_, report) = check_json([p(&data_dir())]);
+    let (_, report) = check_json([p(&sample_dir())]);
     assert_eq!(
         report["roots"][0]["checkpoints"].as_array().unwrap().len(),
         10
     );
-    let table = stdout_of(["check", p(&data_dir())]);
+    let table = stdout_of(["check", p(&sample_dir())]);
     assert!(
         table.contains("consistent (11 rules over 10 checkpoints)"),
         "{table}"
@@ -3002,7 +2999,7 @@ async fn check_reports_cluster_chat_ids_that_no_summary_has() {
     // Several roots: each is checked on its own.
     let (code, report) = check_json([
         "--root",
-        &format!("good={}", p(&data_dir())),
+        &format!("good={}", p(&sample_dir())),
         "--root",
         &format!("bad={}", p(dir.path())),
     ]);
@@ -3249,7 +3246,7 @@ fn check_usage_errors_exit_2_and_a_missing_root_1() {
         .code(2)
         .stderr(predicate::str::contains("no root"));
     ckpt()
-        .args(["check", p(&data_dir()), "--format", "yaml"])
+        .args(["check", p(&sample_dir()), "--format", "yaml"])
         .assert()
         .code(2);
     ckpt()

@@ -4,20 +4,19 @@
 //! B exactly — and the final checkpoint is one writer's whole output. Local disk and S3
 //! (moto), JSONL and Parquet.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ckpt::generate::summary;
+use ckpt::ops::generate::summary;
 use ckpt::{
     CheckpointManager, CheckpointSession, ConversationSummary, FileFormat, SessionOptions,
     StorageOptions,
 };
-use common::{S3, ckpt_cmd, run, unique};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
+
+use crate::common::{S3, ckpt_cmd, run, unique};
 
 /// The two versions and how often each writer saves its own.
 #[derive(Clone, Copy)]

@@ -21,21 +21,23 @@ fn iters(default: usize) -> usize {
 fn seed_lines(kind: CheckpointKind) -> Vec<Vec<u8>> {
     let batch = match kind {
         CheckpointKind::Summaries => {
-            let v: Vec<_> = (0..20).map(|i| ckpt::generate::summary(i, 4, 7)).collect();
+            let v: Vec<_> = (0..20)
+                .map(|i| ckpt::ops::generate::summary(i, 4, 7))
+                .collect();
             ckpt::ConversationSummary::to_batch(&v).unwrap()
         }
         CheckpointKind::Conversations => {
             let v: Vec<_> = (0..10)
-                .map(|i| ckpt::generate::conversation(i, 7))
+                .map(|i| ckpt::ops::generate::conversation(i, 7))
                 .collect();
             ckpt::Conversation::to_batch(&v).unwrap()
         }
         CheckpointKind::Dimensionality => {
-            let (_, meta) = ckpt::generate::clusters(40, 7);
-            ckpt::ProjectedCluster::to_batch(&ckpt::generate::projections(&meta, 7)).unwrap()
+            let (_, meta) = ckpt::ops::generate::clusters(40, 7);
+            ckpt::ProjectedCluster::to_batch(&ckpt::ops::generate::projections(&meta, 7)).unwrap()
         }
         CheckpointKind::Clusters | CheckpointKind::MetaClusters => {
-            let (_, meta) = ckpt::generate::clusters(40, 7);
+            let (_, meta) = ckpt::ops::generate::clusters(40, 7);
             ckpt::Cluster::to_batch(&meta).unwrap()
         }
     };

@@ -16,19 +16,17 @@
 //! persistent fault must end in an abort (`DELETE ...?uploadId=...`), and the proxy counts
 //! the faults that landed on the step, so a scenario whose fault missed it fails.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ckpt::generate::summary;
 use ckpt::{CheckpointManager, ConversationSummary, FileFormat, Root, StorageOptions};
-use common::{S3, ckpt, unique};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::{self, S3, ckpt, unique};
 
 // ---- the proxy ------------------------------------------------------------------------------
 
@@ -572,27 +570,6 @@ impl Setup {
     }
 }
 
-/// The multipart uploads under `prefix` that were started and neither completed nor
-/// aborted, as `key upload-id` lines, listed by boto3 (`CKPT_PYTHON`) over its own
-/// connection to the server: an upload the faulty proxy kept from being aborted shows.
-/// With `abort`, each one listed is then aborted, as a bucket's lifecycle rule would.
-fn pending_uploads(s3: &S3, prefix: &str, abort: bool) -> Vec<String> {
-    let script = r#"
-r = s3.list_multipart_uploads(Bucket=bucket, Prefix=os.environ["PREFIX"])
-for u in r.get("Uploads", []):
-    print(u["Key"], u["UploadId"])
-    if os.environ["ABORT"] == "1":
-        s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
-"#;
-    s3.boto3(
-        script,
-        &[
-            ("PREFIX", format!("{prefix}/")),
-            ("ABORT", if abort { "1" } else { "0" }.to_owned()),
-        ],
-    )
-}
-
 /// Scenarios after which the server was asked for pending uploads and had none.
 static CLEAN_SCENARIOS: AtomicUsize = AtomicUsize::new(0);
 
@@ -611,7 +588,7 @@ fn assert_no_pending_uploads(t: &Setup, what: &str) {
 /// behind, for the bucket's lifecycle rule to remove; every upload whose id ckpt learned
 /// is completed or aborted.
 fn assert_pending_uploads(t: &Setup, what: &str, key: Option<&str>, orphans: usize) {
-    let pending = pending_uploads(&t.s3, &t.prefix, orphans > 0);
+    let pending = t.s3.pending_uploads(&format!("{}/", t.prefix), orphans > 0);
     if orphans == 0 {
         assert!(
             pending.is_empty(),
@@ -688,10 +665,6 @@ fn scenarios() -> Vec<Scenario> {
             step: None,
         },
     ]
-}
-
-fn rows(seed: u64, n: usize) -> Vec<ConversationSummary> {
-    (0..n).map(|i| summary(i, 16, seed)).collect()
 }
 
 /// `ckpt convert` of a local checkpoint to `target` on S3, over a previous version.
@@ -843,8 +816,8 @@ fn outcome(persistent: bool) -> &'static str {
 /// A manager save, then a load, through the proxy.
 async fn library_scenario(t: &Setup, sc: &Scenario, persistent: bool) {
     let what = format!("library, {} {}", kind(persistent), sc.name);
-    let old = rows(1, 50);
-    let new = rows(2, 60);
+    let old = common::summaries(50, 16, 1);
+    let new = common::summaries(60, 16, 2);
     let direct =
         CheckpointManager::with_storage(&t.url(), FileFormat::Jsonl, &t.s3.options()).unwrap();
     direct.save("summaries", &old).await.unwrap();
@@ -1055,7 +1028,10 @@ async fn a_refused_login_is_reported_without_the_secret() {
     }
     let m =
         CheckpointManager::with_storage(&t.url(), FileFormat::Jsonl, &t.via_proxy(true)).unwrap();
-    let err = m.save("summaries", &rows(1, 5)).await.unwrap_err();
+    let err = m
+        .save("summaries", &common::summaries(5, 16, 1))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("403"), "library: {err}");
     outputs.push(("library error".into(), format!("{err}\n{err:?}")));
     assert!(t.proxy.clear() > 0, "no login was refused");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use ckpt::CheckpointSession;
 use serde_json::{Map, Value};
 
-mod common;
+use crate::common;
 
 /// The files of `queries/`, each with its check below.
 const CHECKED: &[&str] = &[
@@ -29,13 +29,9 @@ const CHECKED: &[&str] = &[
 
 type Row = Map<String, Value>;
 
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Reads a JSONL file of `data/` as JSON objects.
 fn jsonl(name: &str) -> Vec<Row> {
-    let text = std::fs::read_to_string(manifest().join("data").join(name)).unwrap();
+    let text = std::fs::read_to_string(common::repo_dir().join("data").join(name)).unwrap();
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap())
@@ -82,7 +78,7 @@ async fn copy_of_data(variant: Variant) -> tempfile::TempDir {
         return dir;
     }
     let kura = tempfile::tempdir().unwrap();
-    let opts = ckpt::convert::ConvertOptions {
+    let opts = ckpt::ops::convert::ConvertOptions {
         to: Some(ckpt::FileFormat::Parquet),
         write: ckpt::WriteOptions {
             layout: ckpt::Layout::Kura,
@@ -90,7 +86,7 @@ async fn copy_of_data(variant: Variant) -> tempfile::TempDir {
         },
         ..Default::default()
     };
-    let done = ckpt::convert::convert(
+    let done = ckpt::ops::convert::convert(
         dir.path().to_str().unwrap(),
         kura.path().to_str().unwrap(),
         &opts,
@@ -102,7 +98,7 @@ async fn copy_of_data(variant: Variant) -> tempfile::TempDir {
 }
 
 fn query_text(file: &str) -> String {
-    std::fs::read_to_string(manifest().join("queries").join(file)).unwrap()
+    std::fs::read_to_string(common::repo_dir().join("queries").join(file)).unwrap()
 }
 
 /// Runs every statement of `queries/FILE` in `root`; returns the rows of each.
@@ -170,7 +166,7 @@ fn assert_rounded(got: f64, exact: f64, decimals: i32, what: &str) {
 
 #[test]
 fn every_query_file_is_checked() {
-    let mut found: Vec<String> = std::fs::read_dir(manifest().join("queries"))
+    let mut found: Vec<String> = std::fs::read_dir(common::repo_dir().join("queries"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -573,7 +569,7 @@ async fn to_parquet() {
         want.sort();
         assert_eq!(files, want);
         // parquet/ is a root of its own, not one checkpoint of the source root.
-        let listed = ckpt::catalog::describe_root(&ckpt::Root::local(dir.path()).unwrap())
+        let listed = ckpt::ops::ls::describe_root(&ckpt::Root::local(dir.path()).unwrap())
             .await
             .unwrap();
         assert!(

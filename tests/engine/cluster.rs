@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use ckpt::{CheckpointSession, SessionOptions, StorageOptions};
 use serde_json::Value;
 
-mod common;
-use common::{S3, ckpt, ckpt_cmd};
+use crate::common::{self, S3, ckpt, ckpt_cmd};
 
 // ---- workers ------------------------------------------------------------------------------
 
@@ -272,7 +271,7 @@ async fn compare_everything(
 ) {
     let single = session(root, storage, &[]).await;
     let spread = session(root, storage, workers).await;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(manifest().join("queries"))
+    let mut files: Vec<PathBuf> = std::fs::read_dir(common::repo_dir().join("queries"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -298,10 +297,6 @@ async fn compare_everything(
         assert!(!a[0].is_empty(), "{what}: no rows");
         assert_same_answers(&a, &b, *ordered, &what);
     }
-}
-
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A root holding the sample in `form`: "jsonl", "parquet" (native), "kura" (Kura's
@@ -487,7 +482,7 @@ fn ckpt_cmd_ok<const N: usize>(args: [&str; N], s3: &S3) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_under_a_coordinator_writes_what_one_process_writes() {
     let workers = start_workers(2, &[]);
-    let sql = std::fs::read_to_string(manifest().join("queries/to_parquet.sql")).unwrap();
+    let sql = std::fs::read_to_string(common::repo_dir().join("queries/to_parquet.sql")).unwrap();
     let single_root = sample_root("jsonl");
     let spread_root = sample_root("jsonl");
     let single = session(single_root.path().to_str().unwrap(), &local(), &[]).await;

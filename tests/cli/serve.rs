@@ -3,7 +3,7 @@
 //! root on S3, and the page in a real browser (headless Chromium driven by selenium,
 //! `tests/browser/explorer.py`).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

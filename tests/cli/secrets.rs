@@ -6,13 +6,12 @@
 //! or unknown options); stdout and stderr never contain the secret or the token. Debug and
 //! Display of the library's option, root and manager types do not either.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use ckpt::{CheckpointManager, FileFormat, Root, StorageOptions};
-use common::{Run, S3, ckpt_cmd, run, unique};
+
+use crate::common::{Run, S3, ckpt_cmd, run, unique};
 
 const TOKEN: &str = "FAKE-SESSION-TOKEN-q8Zr3-NEVER-PRINT";
 const WRONG_SECRET: &str = "wrong-secret-Xy7-NEVER-PRINT";
@@ -372,7 +371,7 @@ async fn library_types_do_not_show_secrets() {
     closed.set(&format!("aws_session_token={TOKEN}")).unwrap();
     let m = CheckpointManager::with_storage(&url, FileFormat::Jsonl, &closed).unwrap();
     let e = m
-        .save("summaries", &[ckpt::generate::summary(0, 2, 1)])
+        .save("summaries", &[ckpt::ops::generate::summary(0, 2, 1)])
         .await
         .unwrap_err();
     for shown in [e.to_string(), format!("{e:?}")] {

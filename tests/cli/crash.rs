@@ -17,61 +17,20 @@
 //! on S3, its multipart upload still pending on the server. The counts are printed; kills
 //! aimed at the write must land there at least 30 % of the time.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ckpt::{
-    CheckpointManager, CheckpointSession, Cluster, Conversation, ConversationSummary, FileFormat,
-    ProjectedCluster, Root, SessionOptions, StorageOptions,
-};
-use common::{S3, ckpt, unique};
+use ckpt::{Cluster, Conversation, ConversationSummary, FileFormat, ProjectedCluster};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn s(p: &Path) -> String {
-    p.to_str().unwrap().to_owned()
-}
+use crate::common::{self, Place, S3, ckpt, s, unique};
 
-/// Where the destination checkpoints live: a local directory or an S3 prefix.
-#[derive(Clone)]
-struct Place {
-    root: String,
-    /// `-S KEY=VALUE` arguments for the CLI (empty for local disk).
-    cli: Vec<String>,
-    storage: StorageOptions,
-    local: Option<PathBuf>,
-    /// The S3 server and the prefix of `root` there (None for local disk): to ask the
-    /// server which multipart uploads killed writers left pending.
-    s3: Option<(S3, String)>,
-}
-
+/// What the crash tests also ask of a place.
 impl Place {
-    fn local(dir: &Path) -> Place {
-        Place {
-            root: s(dir),
-            cli: vec![],
-            storage: StorageOptions::default(),
-            local: Some(dir.to_owned()),
-            s3: None,
-        }
-    }
-    fn s3(s3: &S3, prefix: &str) -> Place {
-        Place {
-            root: s3.url(prefix),
-            cli: s3.cli_args(),
-            storage: s3.options(),
-            local: None,
-            s3: Some((s3.clone(), prefix.to_owned())),
-        }
-    }
-    fn root(&self) -> Root {
-        Root::with_options(&self.root, &self.storage).unwrap()
-    }
     fn file(&self, name: &str) -> String {
         format!("{}/{name}", self.root)
     }
@@ -85,9 +44,6 @@ impl Place {
         let mut w = self.root().writer(name).unwrap();
         w.write(bytes::Bytes::copy_from_slice(bytes)).await.unwrap();
         w.commit().await.unwrap();
-    }
-    fn manager(&self, format: FileFormat) -> CheckpointManager {
-        CheckpointManager::with_storage(&self.root, format, &self.storage).unwrap()
     }
     /// On S3: the multipart uploads under the root that were started and neither
     /// completed nor aborted, each then aborted by this call (so each is seen once, and
@@ -174,15 +130,7 @@ async fn assert_only_checkpoints(place: &Place, files: &[&str], what: &str) {
     assert_eq!(listed, want, "{what}: ckpt ls shows\n{}", r.stdout);
 
     // the catalog
-    let session = CheckpointSession::new(
-        vec![("root".into(), place.root.clone())],
-        SessionOptions {
-            storage: place.storage.clone(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let session = place.session().await;
     let batches = session
         .sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'root'")
         .await

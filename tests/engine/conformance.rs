@@ -16,17 +16,18 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::NaiveDateTime;
 use ckpt::format::{Compression, FileFormat, Layout, WriteOptions};
 use ckpt::kind::CheckpointKind;
+use ckpt::ops::generate;
 use ckpt::sink::{WriteStats, write_batches};
 use ckpt::storage::{Root, StorageOptions};
 use ckpt::{
     Checkpoint, CheckpointError, CheckpointManager, Cluster, Conversation, ConversationSummary,
     Error, LoadStrategy, Message, Metadata, MultiCheckpointManager, ProjectedCluster, Role,
-    SaveStrategy, generate, migrate,
+    SaveStrategy, migrate,
 };
 use datafusion::arrow::array::{
     Array, ArrayRef, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray,
@@ -39,6 +40,8 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::common::{self, S3, unique};
+
 // ---- backends ---------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,63 +51,14 @@ enum Backend {
     S3,
 }
 
-struct S3Env {
-    endpoint: String,
-    bucket: String,
-    key_id: String,
-    secret: String,
-    region: String,
-}
-
-fn required_env(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{name} is not set: run scripts/test, which starts the S3 server (moto) and exports the CKPT_TEST_S3_* variables"
-        ),
-    }
-}
-
-fn s3_env() -> S3Env {
-    S3Env {
-        endpoint: required_env("CKPT_TEST_S3_ENDPOINT"),
-        bucket: required_env("CKPT_TEST_S3_BUCKET"),
-        key_id: required_env("CKPT_TEST_S3_KEY_ID"),
-        secret: required_env("CKPT_TEST_S3_SECRET"),
-        region: required_env("CKPT_TEST_S3_REGION"),
-    }
-}
-
-fn s3_options(env: &S3Env) -> StorageOptions {
-    let mut o = StorageOptions::default();
-    for kv in [
-        format!("aws_endpoint={}", env.endpoint),
-        "aws_allow_http=true".to_owned(),
-        format!("aws_access_key_id={}", env.key_id),
-        format!("aws_secret_access_key={}", env.secret),
-        format!("aws_region={}", env.region),
-        "aws_virtual_hosted_style_request=false".to_owned(),
-        // A local server either answers at once or is gone: do not retry for minutes.
-        "retry_max=2".to_owned(),
-        "retry_timeout=20".to_owned(),
-    ] {
-        o.set(&kv).unwrap();
+/// The S3 server's options, retrying briefly: a local server either answers at once or is
+/// gone, so a test should not wait minutes for it.
+fn s3_options(s3: &S3) -> StorageOptions {
+    let mut o = s3.options();
+    for kv in ["retry_max=2", "retry_timeout=20"] {
+        o.set(kv).unwrap();
     }
     o
-}
-
-/// A name no other test (or earlier run against the same server) uses.
-fn unique(tag: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{tag}-{}-{nanos:x}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// One fresh, empty root on a backend.
@@ -134,11 +88,11 @@ impl Store {
                 dir: None,
             },
             Backend::S3 => {
-                let env = s3_env();
+                let s3 = S3::from_env();
                 Store {
                     backend,
-                    url: format!("s3://{}/{}", env.bucket, unique("it")),
-                    options: s3_options(&env),
+                    url: s3.url(&unique("it")),
+                    options: s3_options(&s3),
                     dir: None,
                 }
             }
@@ -2007,15 +1961,11 @@ async fn migrate_between_formats_and_backends() {
     let local2 = Store::new(Backend::Local);
     let memory = Store::new(Backend::Memory);
     let s3 = Store::new(Backend::S3);
-    let env = s3_env();
+    let bucket2 = S3::from_env().second_bucket();
     let s3b = Store {
         backend: Backend::S3,
-        url: format!(
-            "s3://{}/{}",
-            required_env("CKPT_TEST_S3_BUCKET2"),
-            unique("it2")
-        ),
-        options: s3_options(&env),
+        url: bucket2.url(&unique("it2")),
+        options: s3_options(&bucket2),
         dir: None,
     };
     let chain = vec![
@@ -2255,9 +2205,7 @@ fn kura_sample(test: &str) -> Option<PathBuf> {
 }
 
 fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(name)
+    common::repo_dir().join("tests/python").join(name)
 }
 
 /// Runs a Python helper and returns its stdout parsed as JSON.
@@ -2811,8 +2759,8 @@ mod proptests {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_manager_save_that_fails_on_a_later_backend() {
     let dir = tempfile::tempdir().unwrap();
-    let old = rows_of(1, 7);
-    let new = rows_of(2, 9);
+    let old = common::summaries(7, 8, 1);
+    let new = common::summaries(9, 8, 2);
     let first = CheckpointManager::jsonl(dir.path().join("first").to_str().unwrap()).unwrap();
     let last = CheckpointManager::jsonl(dir.path().join("last").to_str().unwrap()).unwrap();
     // The middle root's directory becomes a file: every write to it fails.
@@ -2877,12 +2825,6 @@ async fn a_multi_manager_save_that_fails_on_a_later_backend() {
     for m in [&first, &middle, &last] {
         assert!(load(m).await == new);
     }
-}
-
-fn rows_of(seed: u64, n: usize) -> Vec<ConversationSummary> {
-    (0..n)
-        .map(|i| ckpt::generate::summary(i, 8, seed))
-        .collect()
 }
 
 // ---- requests of a listing ----------------------------------------------------------------
@@ -3007,7 +2949,7 @@ impl object_store::ObjectStore for Counted {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_reads_each_parquet_footer_once_and_each_jsonl_file_once() {
     use object_store::ObjectStoreExt;
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let data = common::sample_dir();
     let parquet = std::fs::read(data.join("summaries.parquet")).unwrap();
     let jsonl = std::fs::read(data.join("summaries.jsonl")).unwrap();
     let memory: Arc<dyn object_store::ObjectStore> =
@@ -3050,7 +2992,7 @@ async fn a_listing_reads_each_parquet_footer_once_and_each_jsonl_file_once() {
         log: log.clone(),
     });
     let root = Root::with_store("memory://ls-requests/run", store).unwrap();
-    let listed = ckpt::catalog::describe_root(&root).await.unwrap();
+    let listed = ckpt::ops::ls::describe_root(&root).await.unwrap();
 
     assert_eq!(log.of("LIST").len(), 1, "{:?}", log.0.lock());
     assert!(log.of("HEAD").is_empty(), "{:?}", log.of("HEAD"));
@@ -3082,10 +3024,10 @@ async fn a_listing_reads_each_parquet_footer_once_and_each_jsonl_file_once() {
         }
     }
     // The same as a local listing of the same files.
-    let local_listed = ckpt::catalog::describe_root(&Root::local(local.path()).unwrap())
+    let local_listed = ckpt::ops::ls::describe_root(&Root::local(local.path()).unwrap())
         .await
         .unwrap();
-    let strip = |v: &[ckpt::catalog::CheckpointInfo]| serde_json::to_value(v).unwrap();
+    let strip = |v: &[ckpt::ops::ls::CheckpointInfo]| serde_json::to_value(v).unwrap();
     assert_eq!(strip(&listed), strip(&local_listed));
 }
 

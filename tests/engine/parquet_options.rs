@@ -2,17 +2,16 @@
 //! encodings chosen for float columns.
 
 use ckpt::{CheckpointManager, ConversationSummary, FileFormat, Root};
+
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 
-fn summaries(n: usize) -> Vec<ConversationSummary> {
-    (0..n).map(|i| ckpt::generate::summary(i, 64, 11)).collect()
-}
+use crate::common::summaries;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn float32_embeddings_round_trip_bit_for_bit_and_are_smaller() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::local(dir.path()).unwrap();
-    let items = summaries(500);
+    let items = summaries(500, 64, 11);
     let wide = CheckpointManager::new(root.clone(), FileFormat::Parquet).unwrap();
     wide.save("wide", &items).await.unwrap();
     let narrow = CheckpointManager::new(root.clone(), FileFormat::Parquet)
@@ -48,12 +47,12 @@ async fn float32_embeddings_round_trip_bit_for_bit_and_are_smaller() {
 async fn float32_embeddings_refuse_values_they_would_round_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::local(dir.path()).unwrap();
-    let mut items = summaries(10);
+    let mut items = summaries(10, 64, 11);
     items[7].embedding.as_mut().unwrap()[3] = 0.1; // 0.1 is not a float32
     let m = CheckpointManager::new(root, FileFormat::Parquet)
         .unwrap()
         .float32_embeddings(true);
-    let before = summaries(3);
+    let before = summaries(3, 64, 11);
     m.save("summaries", &before).await.unwrap();
     let err = m.save("summaries", &items).await.unwrap_err().to_string();
     assert!(err.contains("float32"), "{err}");
@@ -75,7 +74,7 @@ async fn float32_embeddings_refuse_values_they_would_round_and_store_nothing() {
 async fn float_columns_use_byte_stream_split_without_dictionary() {
     let dir = tempfile::tempdir().unwrap();
     let m = CheckpointManager::parquet(dir.path().to_str().unwrap()).unwrap();
-    m.save("summaries", &summaries(50)).await.unwrap();
+    m.save("summaries", &summaries(50, 64, 11)).await.unwrap();
     let file = std::fs::File::open(dir.path().join("summaries.parquet")).unwrap();
     let reader = SerializedFileReader::new(file).unwrap();
     let rg = reader.metadata().row_group(0);

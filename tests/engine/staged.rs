@@ -4,8 +4,6 @@
 //! one checkpoint leaves the staged files of the others alone. The rule is in
 //! `crates/ckpt-storage/src/durable.rs`.
 
-mod common;
-
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,11 +12,8 @@ use std::time::{Duration, Instant};
 
 use ckpt::durable::is_staged_name;
 use ckpt::{CheckpointManager, ConversationSummary};
-use common::{ckpt, ckpt_cmd};
 
-fn s(p: &Path) -> String {
-    p.to_str().unwrap().to_owned()
-}
+use crate::common::{self, ckpt, ckpt_cmd, s};
 
 /// The staged files in `dir`, with their sizes.
 fn staged(dir: &Path) -> Vec<(String, u64)> {

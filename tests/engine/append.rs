@@ -10,75 +10,21 @@
 //! - Compaction while readers read: every read sees the checkpoint before or after.
 //! - All of it on local disk and on the S3 server (moto) of `scripts/test`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ckpt::generate::summary;
-use ckpt::{
-    CheckpointManager, CheckpointSession, ConversationSummary, FileFormat, SessionOptions,
-    StorageOptions,
-};
-use common::{S3, ckpt, unique};
+use ckpt::ops::generate::summary;
+use ckpt::{CheckpointManager, CheckpointSession, ConversationSummary, FileFormat};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// A root of checkpoints: a local directory or an S3 prefix.
-#[derive(Clone)]
-struct Place {
-    root: String,
-    cli: Vec<String>,
-    storage: StorageOptions,
-    local: Option<std::path::PathBuf>,
-}
-
-impl Place {
-    fn local(dir: &Path) -> Place {
-        Place {
-            root: dir.to_str().unwrap().to_owned(),
-            cli: vec![],
-            storage: StorageOptions::default(),
-            local: Some(dir.to_owned()),
-        }
-    }
-    fn s3(tag: &str) -> Place {
-        let s3 = S3::from_env();
-        Place {
-            root: s3.url(&unique(tag)),
-            cli: s3.cli_args(),
-            storage: s3.options(),
-            local: None,
-        }
-    }
-    fn manager(&self, format: FileFormat) -> CheckpointManager {
-        CheckpointManager::with_storage(&self.root, format, &self.storage).unwrap()
-    }
-    async fn session(&self) -> CheckpointSession {
-        CheckpointSession::new(
-            vec![("root".into(), self.root.clone())],
-            SessionOptions {
-                storage: self.storage.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-    }
-    /// `ckpt [-S ...] ARGS`.
-    fn args(&self, args: &[&str]) -> Vec<String> {
-        let mut v = self.cli.clone();
-        v.extend(args.iter().map(|s| s.to_string()));
-        v
-    }
-}
+use crate::common::{Place, S3, ckpt, unique, write_jsonl};
 
 /// Summary `i` of batch `tag`: chat_id `tag-i`, topic `topic`.
 fn item(tag: &str, i: usize, topic: &str) -> ConversationSummary {
@@ -312,7 +258,7 @@ async fn appended_parts_are_one_table_for_every_reader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appended_parts_are_one_table_for_every_reader_on_s3() {
-    one_table_everywhere(&Place::s3("append-one-table")).await;
+    one_table_everywhere(&Place::s3(&S3::from_env(), &unique("append-one-table"))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -351,15 +297,6 @@ async fn parts_only_parquet_and_kura_layout_compaction() {
 }
 
 // ---- ckpt append ---------------------------------------------------------------------------
-
-fn write_jsonl(path: &Path, rows: &[ConversationSummary]) {
-    let mut text = String::new();
-    for r in rows {
-        text.push_str(&serde_json::to_string(r).unwrap());
-        text.push('\n');
-    }
-    std::fs::write(path, text).unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ckpt_append_checks_every_row_and_a_bad_file_stores_nothing() {
@@ -482,7 +419,12 @@ async fn four_appender_processes_times_fifty_batches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_appender_processes_times_fifty_batches_on_s3() {
-    concurrent_appenders(&Place::s3("append-concurrent"), 4, 50).await;
+    concurrent_appenders(
+        &Place::s3(&S3::from_env(), &unique("append-concurrent")),
+        4,
+        50,
+    )
+    .await;
 }
 
 // ---- SIGKILL, then resume ------------------------------------------------------------------
@@ -668,7 +610,7 @@ async fn sigkill_during_append_loses_at_most_the_batch_in_flight_and_resume_comp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_append_and_resume_on_s3() {
-    kill_then_resume(&Place::s3("append-kill"), 6, 2).await;
+    kill_then_resume(&Place::s3(&S3::from_env(), &unique("append-kill")), 6, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -849,7 +791,7 @@ async fn compaction_under_concurrent_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn compaction_under_concurrent_reads_on_s3() {
-    compaction_under_reads(&Place::s3("append-compact"), 3).await;
+    compaction_under_reads(&Place::s3(&S3::from_env(), &unique("append-compact")), 3).await;
 }
 
 // ---- Fingerprints ------------------------------------------------------------------------
@@ -1103,7 +1045,12 @@ async fn last_row_wins_in_publication_order_over_random_interleavings_on_s3() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2027);
-    last_row_wins_in_publication_order(&Place::s3("append-order"), seed, 20).await;
+    last_row_wins_in_publication_order(
+        &Place::s3(&S3::from_env(), &unique("append-order")),
+        seed,
+        20,
+    )
+    .await;
 }
 
 /// Compaction keeps the layout the checkpoint has: Kura's Parquet stays Kura's (which

@@ -8,17 +8,16 @@
 //! `convert` leaves no destination file (and no temporary) behind, and an existing
 //! destination byte for byte as it was.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ckpt::jsonl::{DecodeOptions, OnError};
 use ckpt::{CheckpointManager, ConversationSummary, Error};
-use common::{Run, ckpt, ckpt_cmd};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+use crate::common::{Run, ckpt, ckpt_cmd, s};
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus");
 
@@ -31,10 +30,6 @@ fn root_with(file: &str, bytes: &[u8]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(file), bytes).unwrap();
     dir
-}
-
-fn s(p: &Path) -> String {
-    p.to_str().unwrap().to_owned()
 }
 
 /// The names of every entry of a directory, temporaries included, sorted.

@@ -3,19 +3,14 @@
 //! bytes, percent-encoded dots, reserved temporary names, and symlinks inside the root that
 //! lead out of it (for COPY, manager saves, deletes, `ckpt generate` and `ckpt convert`).
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use ckpt::generate::summary;
+use ckpt::ops::generate::summary;
 use ckpt::{CheckpointError, CheckpointManager, ConversationSummary, Error, Root};
-use common::{Run, S3, ckpt, ckpt_cmd, run, unique};
 
-fn s(p: &Path) -> String {
-    p.to_str().unwrap().to_owned()
-}
+use crate::common::{Run, S3, ckpt, ckpt_cmd, run, s, unique, write_jsonl};
 
 /// A root beside a directory that must stay as it is: `outside` holds one victim file and
 /// `root/link` is a symlink to `outside`, `root/victim.parquet` and `root/victim.jsonl`
@@ -443,14 +438,6 @@ fn query(cli: &[String], root: &str, sql: &str) -> Run {
     run(ckpt_cmd().args(&args))
 }
 
-fn write_rows(path: &Path, rows: &[ConversationSummary]) {
-    let mut f = std::fs::File::create(path).unwrap();
-    for r in rows {
-        serde_json::to_writer(&mut f, r).unwrap();
-        f.write_all(b"\n").unwrap();
-    }
-}
-
 /// Names with spaces and any Unicode work everywhere (append, COPY in both formats, saves):
 /// stored under the name as typed, listed by `ls` with their rows, queryable by that name;
 /// names that listings would hide (a leading `_`) or that table paths read as patterns are
@@ -462,7 +449,7 @@ async fn names_users_type(root_url: &str, cli: &[String], storage: &ckpt::Storag
     m.save("summaries", &rows).await.unwrap();
     let input = tempfile::tempdir().unwrap();
     let file = input.path().join("batch.jsonl");
-    write_rows(&file, &rows);
+    write_jsonl(&file, &rows);
     let bad = input.path().join("bad.jsonl");
     std::fs::write(&bad, b"{\"chat_id\": \"x\"}\n").unwrap();
     let with = |args: &[&str]| -> Vec<String> {
