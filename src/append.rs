@@ -102,7 +102,6 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
 use crate::catalog::{Entry, TableOptions, single_file_table};
-use crate::error::CheckpointError;
 use crate::format::{FileFormat, strip_extension};
 use crate::kind::CheckpointKind;
 use crate::scan::SkipLog;
@@ -254,12 +253,7 @@ impl Listed {
     /// Fails with "changed while it was being read" unless the base is the version listed
     /// and every part listed is still there.
     async fn verify(&self) -> Result<()> {
-        let changed = || -> Error {
-            CheckpointError::ChangedWhileRead {
-                file: self.file.clone(),
-            }
-            .into()
-        };
+        let changed = || -> Error { Error::changed_while_read(self.file.clone()) };
         if let Some(listed) = &self.base {
             match self.root.head(&self.file).await? {
                 Some(now) if same_version(listed, &now) => {}

@@ -86,7 +86,7 @@ pub mod scan;
 pub mod sink;
 
 pub use context::{CheckpointSession, SessionOptions};
-pub use error::{CheckpointError, Error, Result};
+pub use error::{CheckpointError, Error, Result, StorageError};
 pub use format::{Compression, FileFormat, Layout, WriteOptions};
 pub use kind::CheckpointKind;
 pub use manager::{CheckpointManager, LoadStrategy, MultiCheckpointManager, SaveStrategy, migrate};

@@ -823,10 +823,9 @@ impl PinnedFile {
 
     fn error(&self, e: object_store::Error) -> Error {
         match e {
-            object_store::Error::Precondition { .. } => CheckpointError::ChangedWhileRead {
-                file: self.display.to_string(),
+            object_store::Error::Precondition { .. } => {
+                Error::changed_while_read(self.display.to_string())
             }
-            .into(),
             e => Error::storage(format!("cannot read {}", self.display), e),
         }
     }

@@ -16,8 +16,8 @@ use arrow::datatypes::{Float64Type, Int32Type, TimestampMicrosecondType};
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
+use crate::conform::conform;
 use crate::kind::{CheckpointKind, message_fields};
-use crate::layout::conform;
 use crate::{Error, Result};
 
 /// Kura's free-form metadata: string keys, values str, int, float, bool or lists of those.

@@ -187,7 +187,7 @@ impl JsonlDecoder {
 
     /// Turns the fast paths off: every line goes through the general path (the whole line
     /// parsed by [`value::parse`]). For the properties
-    /// that prove the fast paths equal to it (`crate::properties`).
+    /// that prove the fast paths equal to it (the crate's `properties` module).
     #[doc(hidden)]
     pub fn general_path_only(mut self) -> Self {
         self.float_list = None;
@@ -435,7 +435,7 @@ impl JsonlDecoder {
             .output
             .fields()
             .iter()
-            .map(|f| crate::layout::logical_column(f, &stored, &self.file))
+            .map(|f| crate::conform::logical_column(f, &stored, &self.file))
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(RecordBatch::try_new_with_options(
             self.output.clone(),
