@@ -58,6 +58,7 @@ pub enum CheckpointKind {
 }
 
 impl CheckpointKind {
+    /// Every kind, in pipeline order.
     pub const ALL: [CheckpointKind; 5] = [
         CheckpointKind::Summaries,
         CheckpointKind::Clusters,
@@ -149,6 +150,7 @@ pub fn string_list_type() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
 }
 
+/// A list of float64 (`embedding`).
 pub fn float_list_type() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Float64, true)))
 }
@@ -170,6 +172,7 @@ pub fn utc_offset_of(field: &Field) -> Option<&str> {
     field.metadata().get(UTC_OFFSET_OF).map(String::as_str)
 }
 
+/// The fields of one message: `created_at`, `role`, `content`, `created_at_utc_offset`.
 pub fn message_fields() -> Fields {
     Fields::from(vec![
         Field::new("created_at", timestamp_type(), false),
@@ -179,6 +182,7 @@ pub fn message_fields() -> Fields {
     ])
 }
 
+/// A conversation's `messages` column: a list of message structs.
 pub fn messages_type() -> DataType {
     DataType::List(Arc::new(Field::new(
         "item",

@@ -8,6 +8,7 @@
 //! No DataFusion: the engine registers these stores with its runtime, and the fuzz
 //! targets check names and URLs against this crate alone.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod durable;
 pub mod error;

@@ -17,7 +17,7 @@
 //! A writer killed mid-write (SIGKILL, power cut) leaves its `name#N` behind: nothing in
 //! the dead process can remove it. Such files are removed by the next write of the same
 //! name (`stage` cleans `name#<digits>` beside its target, and so do renames and copies
-//! onto a name) and by `ckpt ls` of the root ([`clean_staged_tree`]). A live writer's file
+//! onto a name) and by `ckpt ls` of the root (`clean_staged_tree`). A live writer's file
 //! is told from a dead one's by an advisory lock, which the kernel drops when the
 //! process dies, however it dies:
 //!
@@ -79,8 +79,10 @@ mod read;
 mod staged;
 
 use read::large_chunks;
-pub use staged::{EMPTY_STAGED_GRACE, clean_staged_siblings, clean_staged_tree, is_staged_name};
+pub use staged::{EMPTY_STAGED_GRACE, is_staged_name};
+pub(crate) use staged::{clean_staged_siblings, clean_staged_tree};
 
+/// object_store's local file system with writes staged, synced and renamed into place.
 #[derive(Debug)]
 pub struct DurableLocalFileSystem {
     inner: LocalFileSystem,
@@ -88,6 +90,7 @@ pub struct DurableLocalFileSystem {
 }
 
 impl DurableLocalFileSystem {
+    /// A store over the whole local file system (paths are absolute).
     pub fn new() -> Self {
         DurableLocalFileSystem {
             inner: LocalFileSystem::new(),

@@ -136,4 +136,3 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
         std::os::windows::fs::FileExt::seek_read(file, buf, offset)
     }
 }
-

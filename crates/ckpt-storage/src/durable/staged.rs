@@ -26,7 +26,7 @@ fn all_digits(s: &str) -> bool {
 /// Removes the staged files `dest#<digits>` that writers which are gone left beside
 /// `dest` (no other name is touched); a live writer's file is left. Never fails: what
 /// cannot be checked or removed is logged at debug level. Returns the paths removed.
-pub fn clean_staged_siblings(dest: &FsPath) -> Vec<PathBuf> {
+pub(crate) fn clean_staged_siblings(dest: &FsPath) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (dest.parent(), dest.file_name().and_then(OsStr::to_str)) else {
         return Vec::new();
     };
@@ -97,7 +97,7 @@ fn process_gone(pid: u32) -> bool {
 /// starting with `.` or `_`); symlinks are never followed, and other files that merely
 /// look staged (`notes#1`) are never touched. A live writer's file is left. Never fails
 /// (errors are logged at debug level). Returns the paths removed.
-pub fn clean_staged_tree(dir: &FsPath) -> Vec<PathBuf> {
+pub(crate) fn clean_staged_tree(dir: &FsPath) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let mut dirs = vec![(dir.to_owned(), 0)];
     while let Some((d, depth)) = dirs.pop() {
@@ -210,4 +210,3 @@ fn clean_one(path: &FsPath) -> bool {
         }
     }
 }
-

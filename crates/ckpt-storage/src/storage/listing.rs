@@ -23,6 +23,7 @@ pub fn name_under(prefix: &Path, path: &Path) -> Option<String> {
 /// What [`Root::list_checked`] finds directly in a root.
 #[derive(Debug, Default)]
 pub struct Listing {
+    /// The files, as the store describes them.
     pub files: Vec<ObjectMeta>,
     /// The names of directories (no trailing `/`).
     pub dirs: Vec<String>,
@@ -34,7 +35,9 @@ pub struct Listing {
 /// that is not UTF-8), named with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreadable {
+    /// The entry's name in the root.
     pub name: String,
+    /// Why it cannot be read.
     pub reason: String,
 }
 

@@ -207,10 +207,12 @@ impl Root {
         }
     }
 
+    /// The store that serves the root's reads and writes.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
 
+    /// Whether the root is a local directory.
     pub fn is_local(&self) -> bool {
         self.local_dir.is_some()
     }
@@ -271,6 +273,7 @@ impl Root {
         &self.prefix
     }
 
+    /// The name within the root of a store path; `None` outside it.
     pub fn name_of(&self, path: &Path) -> Option<String> {
         name_under(&self.prefix, path)
     }

@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 /// Environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`) are read first; these override.
 #[derive(Clone, Default)]
 pub struct StorageOptions {
+    /// object_store config keys and values, lowercased keys, in the order given.
     pub options: Vec<(String, String)>,
+    /// Retries and timeouts.
     pub retry: RetryOptions,
 }
 
@@ -39,11 +41,13 @@ impl fmt::Debug for StorageOptions {
 /// Retries of transient faults (5xx, connection resets, timeouts), with exponential backoff.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryOptions {
+    /// Attempts after the first.
     pub max_retries: usize,
     /// Give up retrying a request after this long.
     pub retry_timeout: Duration,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// The first wait between attempts; it doubles each time, up to 15 s.
     pub init_backoff: Duration,
 }
 

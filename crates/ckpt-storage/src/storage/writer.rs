@@ -58,6 +58,7 @@ pub struct AtomicWriter {
 }
 
 impl AtomicWriter {
+    /// Appends bytes; a full part is uploaded as soon as there is one.
     pub async fn write(&mut self, data: Bytes) -> Result<()> {
         assert!(!self.done, "write after commit");
         self.bytes += data.len() as u64;
@@ -91,6 +92,7 @@ impl AtomicWriter {
         Ok(())
     }
 
+    /// Bytes written so far.
     pub fn bytes_written(&self) -> u64 {
         self.bytes
     }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::kind::is_json_text;
 use arrow::array::{
-    ArrayRef, BooleanBufferBuilder, Float64Array, Int32Array, Int64Array, ListArray,
-    StringArray, StructArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanBufferBuilder, Float64Array, Int32Array, Int64Array, ListArray, StringArray,
+    StructArray, TimestampMicrosecondArray,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Fields};
@@ -28,7 +28,12 @@ pub(super) enum Col {
 }
 
 #[derive(Clone, Copy)]
-pub(super) struct Mark(pub(super) usize, pub(super) usize, pub(super) usize, pub(super) usize);
+pub(super) struct Mark(
+    pub(super) usize,
+    pub(super) usize,
+    pub(super) usize,
+    pub(super) usize,
+);
 
 /// Which values of a column are null: their positions, since nulls are rare (most columns
 /// never have one, and the embedding's numbers never do), so a valid value costs a count.

@@ -37,8 +37,10 @@ impl std::str::FromStr for OnError {
     }
 }
 
+/// How a decoder treats bad lines and how large its batches are.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeOptions {
+    /// Fail on the first bad line, or skip it and keep going.
     pub on_error: OnError,
     /// Rows per batch.
     pub batch_rows: usize,
@@ -56,7 +58,9 @@ impl Default for DecodeOptions {
 /// A line dropped under [`OnError::Skip`]; `line` is relative to the decoder's first line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedLine {
+    /// The line number, 1-based, relative to the decoder's first line.
     pub line: u64,
+    /// Why it was dropped.
     pub message: String,
 }
 
@@ -183,7 +187,7 @@ impl JsonlDecoder {
     }
 
     /// Turns the fast paths off: every line goes through the general path (the whole line
-    /// parsed by [`value::parse`]). For the properties
+    /// parsed by `value::parse`). For the properties
     /// that prove the fast paths equal to it (the crate's `properties` module).
     #[doc(hidden)]
     pub fn general_path_only(mut self) -> Self {
@@ -191,18 +195,22 @@ impl JsonlDecoder {
         self
     }
 
+    /// Rows decoded and not yet taken as a batch.
     pub fn rows(&self) -> usize {
         self.rows
     }
 
+    /// Whether a batch's worth of rows is waiting.
     pub fn is_full(&self) -> bool {
         self.rows >= self.opts.batch_rows
     }
 
+    /// The lines skipped so far.
     pub fn skipped(&self) -> &[SkippedLine] {
         &self.skipped
     }
 
+    /// The lines skipped so far, handed over (the decoder forgets them).
     pub fn take_skipped(&mut self) -> Vec<SkippedLine> {
         std::mem::take(&mut self.skipped)
     }
