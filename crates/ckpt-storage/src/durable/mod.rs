@@ -61,7 +61,6 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io::Write;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
@@ -509,6 +508,8 @@ impl Drop for DurableUpload {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
     use super::read::*;
     use super::staged::*;
     use super::*;
