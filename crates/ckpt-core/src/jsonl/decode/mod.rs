@@ -11,8 +11,8 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 mod columns;
 mod values;
 
-use columns::*;
-use values::*;
+use columns::{Col, Mark};
+use values::{FieldRule, float_list_start, number_list_end, push_value, uuid4_hex};
 
 /// What to do with a line that does not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -452,6 +452,8 @@ impl JsonlDecoder {
 
 #[cfg(test)]
 mod tests {
+    use super::columns::{ListCol, PrimCol};
+    use super::values::{digit_run, is_top_level_key, json_number_end, scan_number_list};
     use super::*;
     use proptest::prelude::*;
 

@@ -1,7 +1,7 @@
 //! One JSON value into its column, by the field's type and rule (Kura's defaults,
 //! constraints, pydantic's coercions), and the fast path for lists of numbers.
 
-use super::columns::*;
+use super::columns::{Col, ListCol, MsgCol, PrimCol};
 use crate::Result;
 use crate::jsonl::lax;
 use crate::jsonl::number_block;
