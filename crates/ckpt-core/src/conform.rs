@@ -15,7 +15,7 @@ use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::util::display::FormatOptions;
 
 use crate::datetime::{parse_datetime, parse_timestamp_micros};
-use crate::kind::{CheckpointKind, computed_len_of, is_json_text, message_fields, utc_offset_of};
+use crate::kind::{computed_len_of, is_json_text, message_fields, utc_offset_of};
 use crate::{Error, Result};
 
 /// Brings a batch of a known kind to the kind's logical schema, whatever layout or
@@ -153,7 +153,7 @@ fn text_to_offsets(col: &ArrayRef) -> Result<ArrayRef> {
 
 /// Whether a stored type is the messages list as native files held it before messages had
 /// their `created_at_utc_offset`: a list of structs without that field.
-pub fn messages_without_offsets(dt: &DataType) -> bool {
+pub(crate) fn messages_without_offsets(dt: &DataType) -> bool {
     match dt {
         DataType::List(item) => match item.data_type() {
             DataType::Struct(fields) => {
@@ -312,19 +312,4 @@ fn json_text_to_list(col: &ArrayRef, field: &Field, file: &str) -> Result<ArrayR
             format!("cannot read a list of {other} from JSON text"),
         )),
     }
-}
-
-/// The stored columns needed to produce the given logical columns (a computed column
-/// needs its source list).
-pub fn stored_columns_for(kind: CheckpointKind, logical: &[usize]) -> Vec<String> {
-    let schema = kind.schema();
-    let mut out: Vec<String> = Vec::new();
-    for &i in logical {
-        let f = schema.field(i);
-        let name = computed_len_of(f).unwrap_or(f.name()).to_owned();
-        if !out.contains(&name) {
-            out.push(name);
-        }
-    }
-    out
 }

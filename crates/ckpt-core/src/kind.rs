@@ -157,12 +157,12 @@ pub fn float_list_type() -> DataType {
 
 /// Microseconds without a zone: the UTC instant of an aware datetime or the wall-clock
 /// time of a naive one; the column's [`UTC_OFFSET_OF`] companion says which.
-pub fn timestamp_type() -> DataType {
+pub(crate) fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, None)
 }
 
 /// The UTC offset column of the datetime column `of`: `<of>_utc_offset`.
-pub fn utc_offset_field(of: &str) -> Field {
+pub(crate) fn utc_offset_field(of: &str) -> Field {
     Field::new(format!("{of}_utc_offset"), DataType::Int32, true)
         .with_metadata(HashMap::from([(UTC_OFFSET_OF.to_owned(), of.to_owned())]))
 }
@@ -173,7 +173,7 @@ pub fn utc_offset_of(field: &Field) -> Option<&str> {
 }
 
 /// The fields of one message: `created_at`, `role`, `content`, `created_at_utc_offset`.
-pub fn message_fields() -> Fields {
+pub(crate) fn message_fields() -> Fields {
     Fields::from(vec![
         Field::new("created_at", timestamp_type(), false),
         utf8("role", false),
@@ -183,7 +183,7 @@ pub fn message_fields() -> Fields {
 }
 
 /// A conversation's `messages` column: a list of message structs.
-pub fn messages_type() -> DataType {
+pub(crate) fn messages_type() -> DataType {
     DataType::List(Arc::new(Field::new(
         "item",
         DataType::Struct(message_fields()),

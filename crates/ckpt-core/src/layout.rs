@@ -18,7 +18,8 @@ use crate::datetime::format_timestamp_micros;
 use crate::format::Layout;
 use crate::kind::{CheckpointKind, computed_len_of, utc_offset_of};
 
-pub use crate::conform::{conform, logical_column, messages_without_offsets, stored_columns_for};
+use crate::conform::messages_without_offsets;
+pub use crate::conform::{conform, logical_column};
 
 /// The columns Kura's Parquet manager writes, in its order, all nullable as pyarrow makes them.
 pub fn kura_schema(kind: CheckpointKind) -> SchemaRef {

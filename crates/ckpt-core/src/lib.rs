@@ -2,7 +2,7 @@
 //!
 //! The checkpoint kinds and their one Arrow schema each ([`kind`]), the Rust values and
 //! their conversion to record batches ([`types`]), formats, compression and names
-//! ([`mod@format`]), datetimes as Kura writes them ([`datetime`]), any stored batch brought
+//! ([`mod@format`]), datetimes as Kura writes them (`datetime`), any stored batch brought
 //! to its kind's schema ([`mod@conform`]), Kura's Parquet layout ([`layout`]), and the JSONL
 //! codec ([`jsonl`]). Errors are the codec's ([`Error`]); storage has its own.
 //!
@@ -16,7 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod conform;
-pub mod datetime;
+pub(crate) mod datetime;
 pub mod error;
 pub mod format;
 pub mod jsonl;

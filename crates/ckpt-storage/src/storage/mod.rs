@@ -63,7 +63,7 @@ impl Root {
 
     /// A local directory root. Nothing is created here: a root that does not exist yet
     /// comes into being with the first write into it ([`Root::writer`],
-    /// [`Root::prepare_target`]), and readers open roots with [`Root::open_existing`],
+    /// a COPY target), and readers open roots with [`Root::open_existing`],
     /// which refuses a missing one.
     pub fn local(dir: impl AsRef<std::path::Path>) -> Result<Root> {
         let dir = dir.as_ref();

@@ -227,7 +227,7 @@ impl Root {
 
     /// Checks that a write to `name` stays inside the root and, on local disk, creates its
     /// parent directories (or `name` itself when it is a directory target).
-    pub fn prepare_target(&self, name: &str, is_dir: bool) -> Result<()> {
+    pub(crate) fn prepare_target(&self, name: &str, is_dir: bool) -> Result<()> {
         validate_name(name)?;
         self.check_stays_inside(name)?;
         if let Some(dir) = &self.local_dir {
