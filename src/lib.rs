@@ -94,7 +94,7 @@ pub mod sink;
 mod store_registry;
 
 pub use context::{CheckpointSession, SessionOptions};
-pub use error::{CheckpointError, Error, Result};
+pub use error::{CheckpointError, Error, Result, StorageError};
 pub use format::{Compression, FileFormat, Layout, WriteOptions};
 pub use kind::CheckpointKind;
 pub use manager::{CheckpointManager, LoadStrategy, MultiCheckpointManager, SaveStrategy, migrate};

@@ -1,7 +1,7 @@
 //! The exception classes of `ckpt._native` and the mapping of ckpt's errors onto them:
 //! the class says what kind of failure it is, the message is the command line's.
 
-use ckpt::{CheckpointError, Error};
+use ckpt::{CheckpointError, Error, StorageError as StorageLayerError};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -53,20 +53,28 @@ pub(crate) fn to_py(e: Error) -> PyErr {
     if e.is_stale() {
         return StaleCheckpoint::new_err(message);
     }
+    if let Some(core) = e.checkpoint() {
+        return match core {
+            CheckpointError::Data { .. } => DataError::new_err(message),
+            CheckpointError::Config(_) | CheckpointError::InvalidName { .. } => {
+                ConfigError::new_err(message)
+            }
+            _ => CkptError::new_err(message),
+        };
+    }
     match &e {
-        Error::Checkpoint(CheckpointError::Data { .. }) => DataError::new_err(message),
-        Error::Checkpoint(CheckpointError::Config(_) | CheckpointError::InvalidName { .. }) => {
-            ConfigError::new_err(message)
-        }
-        Error::Checkpoint(
-            CheckpointError::Storage { .. }
-            | CheckpointError::Io { .. }
-            | CheckpointError::ChangedWhileRead { .. },
+        Error::Storage(StorageLayerError::Config(_)) => ConfigError::new_err(message),
+        Error::Storage(
+            StorageLayerError::Storage { .. }
+            | StorageLayerError::Io { .. }
+            | StorageLayerError::ChangedWhileRead { .. },
         ) => StorageError::new_err(message),
         _ => CkptError::new_err(message),
     }
 }
 
-pub(crate) fn to_py_core(e: ckpt::CheckpointError) -> PyErr {
-    to_py(Error::from(e))
+/// The Python exception for an error of a layer below the engine (the codec's or
+/// storage's), classified as the engine's error it becomes.
+pub(crate) fn to_py_core(e: impl Into<Error>) -> PyErr {
+    to_py(e.into())
 }

@@ -146,6 +146,12 @@ impl From<ckpt::CheckpointError> for Failure {
     }
 }
 
+impl From<ckpt::StorageError> for Failure {
+    fn from(e: ckpt::StorageError) -> Self {
+        Failure::Failed(e.into())
+    }
+}
+
 impl Failure {
     pub(crate) fn usage(message: impl Into<String>) -> Self {
         Failure::Usage(Error::config(message))

@@ -103,12 +103,11 @@ impl CheckpointManager {
         if recorded.as_deref() == Some(expected.as_str()) {
             return Ok(());
         }
-        Err(crate::error::CheckpointError::Stale {
+        Err(Error::Stale {
             file: self.root.describe(file),
             recorded,
             expected: expected.clone(),
-        }
-        .into())
+        })
     }
 
     /// Before a save replaces `file`: the old fingerprint goes first, so a crash before

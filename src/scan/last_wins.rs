@@ -23,7 +23,6 @@ use futures::StreamExt;
 use object_store::ObjectMeta;
 use object_store::path::Path;
 
-use crate::error::CheckpointError;
 use crate::format::FileFormat;
 use crate::kind::CheckpointKind;
 use crate::parts::list_parts;
@@ -45,12 +44,7 @@ impl Listed {
     /// Fails with "changed while it was being read" unless the base is the version listed
     /// and every part listed is still there.
     async fn verify(&self) -> Result<()> {
-        let changed = || -> Error {
-            CheckpointError::ChangedWhileRead {
-                file: self.file.clone(),
-            }
-            .into()
-        };
+        let changed = || -> Error { Error::changed_while_read(self.file.clone()) };
         if let Some(listed) = &self.base {
             match self.root.head(&self.file).await? {
                 Some(now) if same_version(listed, &now) => {}

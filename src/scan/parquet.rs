@@ -293,9 +293,7 @@ struct SnapshotReader {
 impl SnapshotReader {
     fn changed(&self) -> datafusion::parquet::errors::ParquetError {
         datafusion::parquet::errors::ParquetError::External(Box::new(
-            crate::CheckpointError::ChangedWhileRead {
-                file: self.meta.location.to_string(),
-            },
+            crate::StorageError::changed_while_read(self.meta.location.to_string()),
         ))
     }
 

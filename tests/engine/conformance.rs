@@ -2782,9 +2782,9 @@ async fn a_multi_manager_save_that_fails_on_a_later_backend() {
         "the error names the failing location: {text}"
     );
     assert!(
-        err.checkpoint().is_some_and(|e| matches!(
+        err.storage_error().is_some_and(|e| matches!(
             e,
-            ckpt::CheckpointError::Storage { .. } | ckpt::CheckpointError::Io { .. }
+            ckpt::StorageError::Storage { .. } | ckpt::StorageError::Io { .. }
         )),
         "{err:?}"
     );

@@ -12,6 +12,7 @@ use crate::{Error, Result};
 pub enum FileFormat {
     /// One JSON object per line: Kura's default.
     Jsonl,
+    /// Apache Parquet, in our layout or Kura's.
     Parquet,
 }
 
@@ -53,19 +54,27 @@ impl FromStr for FileFormat {
 /// Parquet compression codecs Kura offers, with optional levels: `zstd(3)`, `gzip(9)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
+    /// Snappy: fast, Kura's and pyarrow's default.
     #[default]
     Snappy,
+    /// Gzip, at a level 0–9 or its default.
     Gzip(Option<u32>),
+    /// Brotli, at a level 0–11 or its default.
     Brotli(Option<u32>),
+    /// LZ4 (raw).
     Lz4,
+    /// Zstandard, at a level 1–22 or its default.
     Zstd(Option<i32>),
+    /// No compression.
     Uncompressed,
 }
 
 impl Compression {
+    /// The codec names as written on the command line, without levels.
     pub const NAMES: [&'static str; 6] =
         ["snappy", "gzip", "brotli", "lz4", "zstd", "uncompressed"];
 
+    /// The codec as the Parquet writer takes it; fails on a level it refuses.
     pub fn to_parquet(self) -> Result<PqCompression> {
         let bad =
             |e: parquet::errors::ParquetError| Error::config(format!("compression {self}: {e}"));
@@ -205,8 +214,11 @@ impl FromStr for Layout {
 /// Everything that decides the bytes of a saved checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WriteOptions {
+    /// The format; `None` keeps the one the name or the existing file says.
     pub format: Option<FileFormat>,
+    /// Parquet only: the codec.
     pub compression: Compression,
+    /// Parquet only: our column layout or Kura's JSON-text one.
     pub layout: Layout,
     /// Parquet only: store embeddings as float32. Models emit float32 numbers, so this is
     /// usually lossless and halves the column; a value that is not float32-exact makes the

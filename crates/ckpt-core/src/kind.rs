@@ -58,6 +58,7 @@ pub enum CheckpointKind {
 }
 
 impl CheckpointKind {
+    /// Every kind, in pipeline order.
     pub const ALL: [CheckpointKind; 5] = [
         CheckpointKind::Summaries,
         CheckpointKind::Clusters,
@@ -149,18 +150,19 @@ pub fn string_list_type() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
 }
 
+/// A list of float64 (`embedding`).
 pub fn float_list_type() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Float64, true)))
 }
 
 /// Microseconds without a zone: the UTC instant of an aware datetime or the wall-clock
 /// time of a naive one; the column's [`UTC_OFFSET_OF`] companion says which.
-pub fn timestamp_type() -> DataType {
+pub(crate) fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, None)
 }
 
 /// The UTC offset column of the datetime column `of`: `<of>_utc_offset`.
-pub fn utc_offset_field(of: &str) -> Field {
+pub(crate) fn utc_offset_field(of: &str) -> Field {
     Field::new(format!("{of}_utc_offset"), DataType::Int32, true)
         .with_metadata(HashMap::from([(UTC_OFFSET_OF.to_owned(), of.to_owned())]))
 }
@@ -170,7 +172,8 @@ pub fn utc_offset_of(field: &Field) -> Option<&str> {
     field.metadata().get(UTC_OFFSET_OF).map(String::as_str)
 }
 
-pub fn message_fields() -> Fields {
+/// The fields of one message: `created_at`, `role`, `content`, `created_at_utc_offset`.
+pub(crate) fn message_fields() -> Fields {
     Fields::from(vec![
         Field::new("created_at", timestamp_type(), false),
         utf8("role", false),
@@ -179,7 +182,8 @@ pub fn message_fields() -> Fields {
     ])
 }
 
-pub fn messages_type() -> DataType {
+/// A conversation's `messages` column: a list of message structs.
+pub(crate) fn messages_type() -> DataType {
     DataType::List(Arc::new(Field::new(
         "item",
         DataType::Struct(message_fields()),

@@ -16,8 +16,8 @@ use arrow::datatypes::{Float64Type, Int32Type, TimestampMicrosecondType};
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
+use crate::conform::conform;
 use crate::kind::{CheckpointKind, message_fields};
-use crate::layout::conform;
 use crate::{Error, Result};
 
 /// Kura's free-form metadata: string keys, values str, int, float, bool or lists of those.
@@ -26,13 +26,18 @@ pub type Metadata = serde_json::Map<String, serde_json::Value>;
 /// One conversation's summary (Kura's `ConversationSummary`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ConversationSummary {
+    /// The model's summary of the conversation.
     pub summary: String,
+    /// What the user asked for.
     #[serde(default)]
     pub request: Option<String>,
+    /// The conversation's topic.
     #[serde(default)]
     pub topic: Option<String>,
+    /// Human and programming languages in it.
     #[serde(default)]
     pub languages: Option<Vec<String>>,
+    /// The task the assistant was given.
     #[serde(default)]
     pub task: Option<String>,
     /// 1–5.
@@ -41,11 +46,15 @@ pub struct ConversationSummary {
     /// 1–5.
     #[serde(default)]
     pub user_frustration: Option<i32>,
+    /// Mistakes the assistant made.
     #[serde(default)]
     pub assistant_errors: Option<Vec<String>>,
+    /// The conversation's id.
     pub chat_id: String,
+    /// Free-form metadata.
     #[serde(default)]
     pub metadata: Metadata,
+    /// The summary's embedding, when computed.
     #[serde(default)]
     pub embedding: Option<Vec<f64>>,
 }
@@ -53,11 +62,17 @@ pub struct ConversationSummary {
 /// A group of conversations (Kura's `Cluster`); meta clusters are clusters with parents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Cluster {
+    /// The cluster's id.
     pub id: String,
+    /// Its name.
     pub name: String,
+    /// Its description.
     pub description: String,
+    /// A short name.
     pub slug: String,
+    /// The conversations in it.
     pub chat_ids: Vec<String>,
+    /// The parent cluster, for a meta cluster's children.
     #[serde(default)]
     pub parent_id: Option<String>,
 }
@@ -72,21 +87,29 @@ impl Cluster {
 /// A cluster placed on the 2-D map (Kura's `ProjectedCluster`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ProjectedCluster {
+    /// The cluster placed.
     #[serde(flatten)]
     pub cluster: Cluster,
+    /// Its x coordinate on the map.
     pub x_coord: f64,
+    /// Its y coordinate on the map.
     pub y_coord: f64,
+    /// Its level in the hierarchy (0 for the top).
     pub level: i32,
 }
 
+/// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// The user.
     User,
+    /// The assistant.
     Assistant,
 }
 
 impl Role {
+    /// The role as Kura writes it: `user` or `assistant`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::User => "user",
@@ -95,19 +118,27 @@ impl Role {
     }
 }
 
+/// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
+    /// When it was written.
     pub created_at: NaiveDateTime,
+    /// Who wrote it.
     pub role: Role,
+    /// Its text.
     pub content: String,
 }
 
 /// A raw chat (Kura's `Conversation`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conversation {
+    /// The conversation's id.
     pub chat_id: String,
+    /// When it was written.
     pub created_at: NaiveDateTime,
+    /// Its messages, in order.
     pub messages: Vec<Message>,
+    /// Free-form metadata.
     #[serde(default)]
     pub metadata: Metadata,
 }

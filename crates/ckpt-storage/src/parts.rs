@@ -17,8 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
+use crate::error::{Error, Result};
 use ckpt_core::format::FileFormat;
-use ckpt_core::{Error, Result};
 
 use crate::storage::Root;
 

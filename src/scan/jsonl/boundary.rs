@@ -18,7 +18,6 @@ use futures::{Stream, StreamExt};
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore};
 
 use super::settings::MAX_WINDOW;
-use crate::error::CheckpointError;
 use crate::{Error, Result};
 
 /// The lines a read covers, in the convention DataFusion uses for line-based formats: a
@@ -116,10 +115,9 @@ impl PinnedFile {
 
     fn error(&self, e: object_store::Error) -> Error {
         match e {
-            object_store::Error::Precondition { .. } => CheckpointError::ChangedWhileRead {
-                file: self.display.to_string(),
+            object_store::Error::Precondition { .. } => {
+                Error::changed_while_read(self.display.to_string())
             }
-            .into(),
             e => Error::storage(format!("cannot read {}", self.display), e),
         }
     }

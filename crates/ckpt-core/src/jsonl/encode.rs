@@ -16,8 +16,8 @@ use arrow::datatypes::{
     TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 
+use crate::datetime::{DateTime, format_datetime, format_timestamp_micros};
 use crate::kind::is_json_text;
-use crate::layout::format_timestamp_micros;
 use crate::{Error, Result};
 
 /// Encodes batches into JSONL bytes.
@@ -124,12 +124,12 @@ fn write_datetime(out: &mut Vec<u8>, col: &ArrayRef, offset: &ArrayRef, row: usi
         );
     };
     let offsets = offset.as_primitive::<Int32Type>();
-    let t = crate::jsonl::lax::DateTime {
+    let t = DateTime {
         micros: col.as_primitive::<TimestampMicrosecondType>().value(row),
         offset: offsets.is_valid(row).then(|| offsets.value(row)),
     };
     let mut s = String::with_capacity(40);
-    crate::jsonl::lax::format_datetime(t, &mut s);
+    format_datetime(t, &mut s);
     write_json(out, &s);
     Ok(())
 }

@@ -9,9 +9,9 @@
 
 pub mod decode;
 pub mod encode;
-pub mod lax;
+pub(crate) mod lax;
 mod number_block;
-pub mod value;
+pub(crate) mod value;
 
 pub use decode::{DecodeOptions, JsonlDecoder, OnError, SkippedLine};
 pub use encode::JsonlEncoder;

@@ -17,7 +17,7 @@
 //! A writer killed mid-write (SIGKILL, power cut) leaves its `name#N` behind: nothing in
 //! the dead process can remove it. Such files are removed by the next write of the same
 //! name (`stage` cleans `name#<digits>` beside its target, and so do renames and copies
-//! onto a name) and by `ckpt ls` of the root ([`clean_staged_tree`]). A live writer's file
+//! onto a name) and by `ckpt ls` of the root (`clean_staged_tree`). A live writer's file
 //! is told from a dead one's by an advisory lock, which the kernel drops when the
 //! process dies, however it dies:
 //!
@@ -57,12 +57,10 @@
 //!   remove a live writer's file: that write then fails at its rename, and the previous
 //!   checkpoint stays as it was.
 
-use std::ffi::OsStr;
-use std::fs::{File, Metadata, OpenOptions, TryLockError};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::Write;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
@@ -76,6 +74,14 @@ use object_store::{
     Result, UploadPart,
 };
 
+mod read;
+mod staged;
+
+use read::large_chunks;
+pub use staged::{EMPTY_STAGED_GRACE, is_staged_name};
+pub(crate) use staged::{clean_staged_siblings, clean_staged_tree};
+
+/// object_store's local file system with writes staged, synced and renamed into place.
 #[derive(Debug)]
 pub struct DurableLocalFileSystem {
     inner: LocalFileSystem,
@@ -83,6 +89,7 @@ pub struct DurableLocalFileSystem {
 }
 
 impl DurableLocalFileSystem {
+    /// A store over the whole local file system (paths are absolute).
     pub fn new() -> Self {
         DurableLocalFileSystem {
             inner: LocalFileSystem::new(),
@@ -297,208 +304,6 @@ fn fsync_dir(dir: &FsPath) -> std::io::Result<()> {
     }
 }
 
-/// How long an empty, unlocked staged file is left alone by cleaners: its writer may have
-/// created it and not yet locked it (a matter of microseconds; see the module docs).
-pub const EMPTY_STAGED_GRACE: Duration = Duration::from_secs(5);
-
-/// Whether a file name is a staged file's, `BASE#<digits>` with a non-empty base.
-pub fn is_staged_name(name: &str) -> bool {
-    name.rsplit_once('#')
-        .is_some_and(|(base, n)| !base.is_empty() && all_digits(n))
-}
-
-fn all_digits(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Removes the staged files `dest#<digits>` that writers which are gone left beside
-/// `dest` (no other name is touched); a live writer's file is left. Never fails: what
-/// cannot be checked or removed is logged at debug level. Returns the paths removed.
-pub fn clean_staged_siblings(dest: &FsPath) -> Vec<PathBuf> {
-    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name().and_then(OsStr::to_str)) else {
-        return Vec::new();
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        FsPath::new(".")
-    } else {
-        dir
-    };
-    let mut removed = Vec::new();
-    for (entry, is_file, _) in entries(dir) {
-        let ours = entry
-            .file_name()
-            .and_then(OsStr::to_str)
-            .and_then(|n| n.strip_prefix(name))
-            .and_then(|rest| rest.strip_prefix('#'))
-            .is_some_and(all_digits);
-        if ours && is_file && clean_one(&entry) {
-            removed.push(entry);
-        } else if is_file && let Some((pid, staged)) = copy_staging_of(&entry, name) {
-            // A hidden COPY staging file of this name: its own staged `#N` is told dead by
-            // its lock as above; the complete staging file, which no one locks, by its
-            // writer's process being gone.
-            let gone = if staged {
-                clean_one(&entry)
-            } else {
-                process_gone(pid) && std::fs::remove_file(&entry).is_ok()
-            };
-            if gone {
-                tracing::debug!("removed {}, left by a COPY that is gone", entry.display());
-                removed.push(entry);
-            }
-        }
-    }
-    removed
-}
-
-/// For a hidden COPY staging file of `name` (`.NAME.ckpt-staging-PID-NANOS`, as the COPY
-/// writer names it, or a staged `#N` of one): the writer's process id, and whether it is
-/// the staged `#N`.
-fn copy_staging_of(entry: &FsPath, name: &str) -> Option<(u32, bool)> {
-    let rest = entry
-        .file_name()?
-        .to_str()?
-        .strip_prefix('.')?
-        .strip_prefix(name)?
-        .strip_prefix(".ckpt-staging-")?;
-    let (rest, staged) = match rest.rsplit_once('#') {
-        Some((r, n)) if all_digits(n) => (r, true),
-        _ => (rest, false),
-    };
-    let (pid, nanos) = rest.split_once('-')?;
-    (all_digits(pid) && all_digits(nanos)).then_some((pid.parse().ok()?, staged))
-}
-
-/// Whether no process `pid` exists on this machine. Only Linux answers (through
-/// `/proc`); elsewhere a process is never known to be gone, and its files are left.
-fn process_gone(pid: u32) -> bool {
-    if cfg!(target_os = "linux") && FsPath::new("/proc/self").exists() {
-        !FsPath::new(&format!("/proc/{pid}")).exists()
-    } else {
-        false
-    }
-}
-
-/// Removes every staged checkpoint file (`NAME.EXT#<digits>`, EXT a checkpoint format:
-/// `jsonl`, `parquet`, ...) that writers which are gone left in a root directory and in its
-/// subdirectories one level down (the part directories the catalog reads; names not
-/// starting with `.` or `_`); symlinks are never followed, and other files that merely
-/// look staged (`notes#1`) are never touched. A live writer's file is left. Never fails
-/// (errors are logged at debug level). Returns the paths removed.
-pub fn clean_staged_tree(dir: &FsPath) -> Vec<PathBuf> {
-    let mut removed = Vec::new();
-    let mut dirs = vec![(dir.to_owned(), 0)];
-    while let Some((d, depth)) = dirs.pop() {
-        for (entry, is_file, is_dir) in entries(&d) {
-            let Some(name) = entry.file_name().and_then(OsStr::to_str) else {
-                continue;
-            };
-            if is_file && is_staged_checkpoint_name(name) {
-                if clean_one(&entry) {
-                    removed.push(entry);
-                }
-            } else if is_dir && depth == 0 && !name.starts_with(['.', '_']) && !name.contains('#') {
-                dirs.push((entry, depth + 1));
-            }
-        }
-    }
-    removed
-}
-
-/// A staged name whose base is a checkpoint file: `summaries.jsonl#3`.
-fn is_staged_checkpoint_name(name: &str) -> bool {
-    is_staged_name(name)
-        && name.rsplit_once('#').is_some_and(|(base, _)| {
-            let (_, format) = ckpt_core::format::strip_extension(base);
-            format.is_some()
-        })
-}
-
-/// The entries of a directory as (path, is a regular file, is a directory), symlinks
-/// being neither; an unreadable directory is logged and has none.
-fn entries(dir: &FsPath) -> Vec<(PathBuf, bool, bool)> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) => {
-            tracing::debug!("cannot look for staged files in {}: {e}", dir.display());
-            return Vec::new();
-        }
-    };
-    rd.filter_map(|e| e.ok())
-        .filter_map(|e| {
-            // `DirEntry::file_type` does not follow symlinks.
-            let t = e.file_type().ok()?;
-            Some((e.path(), t.is_file(), t.is_dir()))
-        })
-        .collect()
-}
-
-/// Removes one staged file if its writer is gone (the rule is in the module docs).
-/// Returns whether it was removed.
-fn clean_one(path: &FsPath) -> bool {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::debug!("cannot check the staged file {}: {e}; left", path.display());
-            return false;
-        }
-    };
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            tracing::debug!("{} is being written (locked); left", path.display());
-            return false;
-        }
-        Err(TryLockError::Error(e)) => {
-            tracing::debug!("cannot lock the staged file {}: {e}; left", path.display());
-            return false;
-        }
-    }
-    let held = match file.metadata() {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::debug!("cannot check the staged file {}: {e}; left", path.display());
-            return false;
-        }
-    };
-    // Replaced since it was opened (or a symlink now): not the file this lock is on.
-    if !held.is_file() || !names_file(path, &held) {
-        return false;
-    }
-    if held.len() == 0 {
-        let age = held
-            .modified()
-            .ok()
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .unwrap_or(Duration::ZERO);
-        if age < EMPTY_STAGED_GRACE {
-            tracing::debug!(
-                "{} is empty and new: its writer may be about to lock it; left",
-                path.display()
-            );
-            return false;
-        }
-    }
-    // Removed while the lock is held: no writer can lock, verify and fill it meanwhile.
-    match std::fs::remove_file(path) {
-        Ok(()) => {
-            tracing::debug!(
-                "removed {} ({} bytes), staged by a writer that is gone",
-                path.display(),
-                held.len()
-            );
-            true
-        }
-        Err(e) => {
-            tracing::debug!(
-                "cannot remove the staged file {}: {e}; left",
-                path.display()
-            );
-            false
-        }
-    }
-}
-
 /// Runs file work on a blocking thread, off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -701,134 +506,12 @@ impl Drop for DurableUpload {
     }
 }
 
-/// Bytes read from a file at a time: large reads amortise the hand-off to a blocking thread.
-const READ_CHUNK: u64 = 4 << 20;
-
-/// Read buffers a stream keeps for reuse: as many as its reader holds at once, about.
-const POOLED_CHUNKS: usize = 8;
-
-/// A full-size read buffer that goes back to its stream's pool when the last `Bytes`
-/// pointing into it is dropped: a large file is read through a few buffers, not one fresh
-/// (page-faulted, zeroed) allocation per 4 MiB.
-struct PooledChunk {
-    buf: Vec<u8>,
-    len: usize,
-    pool: std::sync::Weak<Mutex<Vec<Vec<u8>>>>,
-}
-
-impl AsRef<[u8]> for PooledChunk {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Drop for PooledChunk {
-    fn drop(&mut self) {
-        if let Some(pool) = self.pool.upgrade() {
-            let mut pool = pool.lock();
-            if pool.len() < POOLED_CHUNKS {
-                pool.push(std::mem::take(&mut self.buf));
-            }
-        }
-    }
-}
-
-/// Chunks in flight at once: the one being handed on and the next being read, so that a
-/// read from disk overlaps with the decoding of what came before (a cold JSONL scan waited
-/// for the disk between blocks: 1.56 s where `dd` of the file took 0.89 s).
-const READ_AHEAD: usize = 2;
-
-fn large_chunks(
-    file: File,
-    path: PathBuf,
-    range: std::ops::Range<u64>,
-) -> BoxStream<'static, Result<bytes::Bytes>> {
-    use futures::StreamExt;
-    let file = Arc::new(file);
-    let pool = Arc::new(Mutex::new(Vec::new()));
-    let end = range.end;
-    let chunks = futures::stream::iter(range.step_by(READ_CHUNK as usize)).map(move |pos| {
-        let (file, path, pool) = (file.clone(), path.clone(), pool.clone());
-        blocking(move || read_chunk(&file, &path, pos, end, &pool))
-    });
-    // Positional reads, READ_AHEAD at a time, handed on in order. A short chunk (the file
-    // is shorter than its listed size) ends the stream, as a sequential read would end.
-    // Fused: object_store polls a stream again after its end (`collect_bytes` of an empty
-    // range).
-    Box::pin(
-        chunks
-            .buffered(READ_AHEAD)
-            .scan(false, |ended, chunk| {
-                let item = match chunk {
-                    _ if *ended => None,
-                    Ok((bytes, short)) => {
-                        *ended = short;
-                        (!bytes.is_empty()).then_some(Ok(bytes))
-                    }
-                    Err(e) => {
-                        *ended = true;
-                        Some(Err(e))
-                    }
-                };
-                futures::future::ready(item)
-            })
-            .fuse(),
-    )
-}
-
-/// Reads the chunk at `pos` (up to READ_CHUNK bytes, not past `end`); says whether it came
-/// back short. Full-size chunks use a pooled buffer.
-fn read_chunk(
-    file: &File,
-    path: &FsPath,
-    pos: u64,
-    end: u64,
-    pool: &Arc<Mutex<Vec<Vec<u8>>>>,
-) -> Result<(bytes::Bytes, bool)> {
-    let want = (end - pos).min(READ_CHUNK) as usize;
-    let pooled = want == READ_CHUNK as usize;
-    let mut buf = if pooled {
-        pool.lock().pop().unwrap_or_else(|| vec![0u8; want])
-    } else {
-        vec![0u8; want]
-    };
-    let mut got = 0;
-    while got < want {
-        match read_at(file, &mut buf[got..], pos + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(path, e)),
-        }
-    }
-    let short = got < want;
-    if pooled {
-        let chunk = PooledChunk {
-            buf,
-            len: got,
-            pool: Arc::downgrade(pool),
-        };
-        return Ok((bytes::Bytes::from_owner(chunk), short));
-    }
-    buf.truncate(got);
-    Ok((bytes::Bytes::from(buf), short))
-}
-
-/// A read at `offset` that moves no shared cursor, so chunks of one file can be read at
-/// once.
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::read_at(file, buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        std::os::windows::fs::FileExt::seek_read(file, buf, offset)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::read::*;
+    use super::staged::*;
     use super::*;
     use object_store::ObjectStoreExt;
 
