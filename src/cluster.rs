@@ -18,7 +18,7 @@
 //!   Plans carry URLs, never credentials;
 //! - the coordinator's planner (`CoordinatorPlanner`): datafusion-distributed's, except for
 //!   the plans of views planned inside another plan, and recursive queries, which stay here;
-//! - an appended checkpoint's [`LastWinsExec`] runs in one task: "the last row wins" needs
+//! - an appended checkpoint's `LastWinsExec` runs in one task: "the last row wins" needs
 //!   every file of the checkpoint, in order, in one place;
 //! - a count of the plan fragments each worker ran, also logged, to see work spread
 //!   ([`CkptWorker::tasks_run`]).

@@ -176,7 +176,7 @@ pub async fn read_fingerprint(root: &Root, file: &str) -> Result<Option<String>>
     match root.get(&name).await {
         Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
         Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 

@@ -9,7 +9,7 @@
 //!     ([`describe_root`]: a damaged Parquet footer, a directory that cannot be listed),
 //!     then a full scan of every column (a JSONL line that does not decode). A checkpoint
 //!     that does not read takes no part in the other rules.
-//!   - [`Rule::DuplicateId`]: an id (the kind's [`id_column`](CheckpointKind::id_column):
+//!   - [`Rule::DuplicateId`]: an id (the kind's [`id_column`](crate::kind::CheckpointKind::id_column):
 //!     `chat_id`, or `id` for the cluster kinds) on more than one row.
 //!   - [`Rule::EmbeddingLength`] (summaries): embeddings of different lengths. Rows without
 //!     an embedding are not counted (Kura's own summaries checkpoint has `null` on every
