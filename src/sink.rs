@@ -75,6 +75,7 @@ pub async fn write_batches(
         FileFormat::Parquet => {
             write_parquet(&mut out, kind, opts, schema, stream.boxed(), progress).await
         }
+        FileFormat::Hf => Err(Error::config("hf datasets are written by crate::sink::hf")),
     };
     match res {
         Ok(rows) => {

@@ -66,6 +66,7 @@ pub async fn sizes(root: &str, opts: &ConvertOptions) -> Result<Vec<SizeRow>> {
             match missing {
                 FileFormat::Parquet => row.jsonl_bytes = size,
                 FileFormat::Jsonl => row.parquet_bytes = size,
+                FileFormat::Hf => {}
             }
         }
         for (present, want) in [
@@ -90,6 +91,7 @@ pub async fn sizes(root: &str, opts: &ConvertOptions) -> Result<Vec<SizeRow>> {
             match want {
                 FileFormat::Jsonl => row.jsonl_bytes = bytes,
                 FileFormat::Parquet => row.parquet_bytes = bytes,
+                FileFormat::Hf => {}
             }
             row.converted = true;
         }

@@ -1,4 +1,4 @@
-//! Formats (JSONL, Parquet), Parquet compression and layout, and checkpoint names.
+//! Formats (JSONL, Parquet, Hugging Face dataset directories), Parquet compression and layout, and checkpoint names.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,6 +13,10 @@ pub enum FileFormat {
     /// One JSON object per line: Kura's default.
     Jsonl,
     Parquet,
+    /// A Hugging Face dataset directory (`datasets`' `save_to_disk`): `NAME/` holding
+    /// `dataset_info.json`, `state.json` and Arrow IPC stream files. Kura's third manager.
+    /// A directory, never a file extension: [`FileFormat::from_extension`] does not know it.
+    Hf,
 }
 
 impl FileFormat {
@@ -21,6 +25,7 @@ impl FileFormat {
         match self {
             FileFormat::Jsonl => "jsonl",
             FileFormat::Parquet => "parquet",
+            FileFormat::Hf => "hf",
         }
     }
 
@@ -44,8 +49,11 @@ impl fmt::Display for FileFormat {
 impl FromStr for FileFormat {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
+        if s.eq_ignore_ascii_case("hf") {
+            return Ok(FileFormat::Hf);
+        }
         Self::from_extension(s).ok_or_else(|| {
-            Error::config(format!("unknown format {s:?}: expected jsonl or parquet"))
+            Error::config(format!("unknown format {s:?}: expected jsonl, parquet or hf"))
         })
     }
 }
@@ -306,6 +314,8 @@ pub fn validate_checkpoint_name(name: &str) -> Result<()> {
 pub fn file_name(name: &str, format: FileFormat) -> Result<String> {
     validate_checkpoint_name(name)?;
     match strip_extension(name) {
+        // A dataset directory is named by the checkpoint name itself.
+        (_, None) if format == FileFormat::Hf => Ok(name.to_owned()),
         (stem, None) => Ok(format!("{stem}.{}", format.extension())),
         (_, Some(f)) if f == format => Ok(name.to_owned()),
         (_, Some(f)) => Err(Error::invalid_name(
