@@ -46,6 +46,9 @@ use crate::{Error, Result};
 pub const STATE_FILE: &str = "state.json";
 /// The file that holds a dataset's features.
 pub const INFO_FILE: &str = "dataset_info.json";
+/// Schema metadata key of the datasets ckpt writes: nulls are stored as nulls, so `""`,
+/// `0` and `[]` are read as themselves (in Kura's files they stand for `None`).
+pub const CKPT_KEY: &str = "ckpt";
 /// The class names of Kura's message roles, in the order of their ids.
 pub const ROLE_NAMES: [&str; 2] = ["user", "assistant"];
 
@@ -171,6 +174,10 @@ pub fn hf_table(
         return Ok(listing);
     };
     let file = dir.trim_end_matches('/');
+    let encoding = match stored.metadata().contains_key(CKPT_KEY) {
+        true => "nulls",
+        false => "kura",
+    };
     let udf = Arc::new(HfColumn::udf());
     let exprs: Vec<Expr> = kind
         .schema()
@@ -186,6 +193,7 @@ pub fn hf_table(
                 stored_column,
                 lit(format!("{kind}.{}", field.name())),
                 lit(file),
+                lit(encoding),
             ])
             .alias(field.name())
         })
@@ -205,9 +213,11 @@ fn stored_source(field: &Field) -> &str {
         .unwrap_or(field.name())
 }
 
-/// `hf_column(stored, 'kind.field', 'file')`: one column of a kind's declared schema from
-/// the column Kura's HF manager stored, decoded as Kura's manager loads it. `file` names
-/// the checkpoint in errors; a column the dataset lacks comes as NULL.
+/// `hf_column(stored, 'kind.field', 'file', 'encoding')`: one column of a kind's declared
+/// schema from the column Kura's HF manager stored, decoded as Kura's manager loads it.
+/// `file` names the checkpoint in errors; a column the dataset lacks comes as NULL.
+/// `encoding` is `kura` (`""`, `0` and `[]` stand for `None`) or `nulls` (ckpt's own
+/// datasets, where a null is stored as one).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct HfColumn {
     signature: Signature,
@@ -218,7 +228,7 @@ impl HfColumn {
 
     pub fn new() -> Self {
         HfColumn {
-            signature: Signature::any(3, Volatility::Immutable),
+            signature: Signature::any(4, Volatility::Immutable),
         }
     }
 
@@ -271,20 +281,31 @@ impl ScalarUDFImpl for HfColumn {
         let (
             ColumnarValue::Scalar(ScalarValue::Utf8(Some(target))),
             ColumnarValue::Scalar(ScalarValue::Utf8(Some(file))),
-        ) = (&args.args[1], &args.args[2])
+            ColumnarValue::Scalar(ScalarValue::Utf8(Some(encoding))),
+        ) = (&args.args[1], &args.args[2], &args.args[3])
         else {
-            return exec_err!("{}: target and file must be text literals", Self::NAME);
+            return exec_err!(
+                "{}: target, file and encoding must be text literals",
+                Self::NAME
+            );
         };
         let field = declared_field(target)?;
         let stored = args.args[0].to_array(args.number_rows)?;
-        let column = decode_column(&field, &stored, file).map_err(Error::from)?;
+        let kura_nones = encoding != "nulls";
+        let column = decode_column(&field, &stored, file, kura_nones).map_err(Error::from)?;
         Ok(ColumnarValue::Array(column))
     }
 }
 
 /// The declared column `field` from the stored column `stored` (`Null` when the dataset
-/// has no such column), as Kura's `_dict_to_model` reads it.
-pub fn decode_column(field: &Field, stored: &ArrayRef, file: &str) -> Result<ArrayRef> {
+/// has no such column), as Kura's `_dict_to_model` reads it; with `kura_nones`, `""`, `0`
+/// and `[]` in optional columns are `None`, as Kura saves them.
+pub fn decode_column(
+    field: &Field,
+    stored: &ArrayRef,
+    file: &str,
+    kura_nones: bool,
+) -> Result<ArrayRef> {
     let bad = |why: String| Error::data(file, None, Some(field.name()), why);
     let rows = stored.len();
     if utc_offset_of(field).is_some() {
@@ -323,13 +344,13 @@ pub fn decode_column(field: &Field, stored: &ArrayRef, file: &str) -> Result<Arr
             DataType::Timestamp(..) => decode_timestamp(stored)?,
             DataType::Utf8 => {
                 let s = cast(stored, &DataType::Utf8)?;
-                match field.is_nullable() {
+                match field.is_nullable() && kura_nones {
                     // Kura saves a missing text as "" and loads "" as None.
                     true => nullif(&s, |i| s.as_string::<i32>().value(i).is_empty()),
                     false => s,
                 }
             }
-            DataType::Int32 if field.is_nullable() => {
+            DataType::Int32 if field.is_nullable() && kura_nones => {
                 // Kura saves a missing score as 0 and loads 0 as None.
                 let v = cast(stored, &DataType::Int32)?;
                 let ints = v.as_primitive::<datafusion::arrow::datatypes::Int32Type>();
@@ -338,7 +359,7 @@ pub fn decode_column(field: &Field, stored: &ArrayRef, file: &str) -> Result<Arr
             }
             DataType::List(_) => {
                 let v = cast(stored, field.data_type())?;
-                match field.is_nullable() {
+                match field.is_nullable() && kura_nones {
                     // Kura saves a missing list as [] and loads an empty list as None.
                     true => {
                         let l = v.as_list::<i32>();
