@@ -150,9 +150,10 @@ pub async fn list_checkpoints(root: &Root) -> Result<Vec<Entry>> {
             }
         };
         let name = dir.trim_end_matches('/').to_owned();
-        if parts.iter().any(|m| {
-            root.name_of(&m.location).as_deref() == Some(&format!("{name}/{INFO_FILE}"))
-        }) {
+        if parts
+            .iter()
+            .any(|m| root.name_of(&m.location).as_deref() == Some(&format!("{name}/{INFO_FILE}")))
+        {
             // A Hugging Face dataset: its rows are the files `state.json` lists.
             match crate::scan::hf::data_files(root, &name, &parts).await {
                 Ok(Some(files)) => out.push(Entry {

@@ -16,8 +16,8 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBufferBuilder, Int32Array, Int64Array, ListArray,
-    StringArray, StringBuilder, StructArray,
+    Array, ArrayRef, AsArray, BooleanBufferBuilder, Int32Array, Int64Array, ListArray, StringArray,
+    StringBuilder, StructArray,
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::cast;
@@ -198,10 +198,13 @@ pub fn hf_table(
             .alias(field.name())
         })
         .collect();
-    let plan =
-        LogicalPlanBuilder::scan(TableReference::bare(file), provider_as_source(listing), None)?
-            .project(exprs)?
-            .build()?;
+    let plan = LogicalPlanBuilder::scan(
+        TableReference::bare(file),
+        provider_as_source(listing),
+        None,
+    )?
+    .project(exprs)?
+    .build()?;
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
@@ -271,10 +274,7 @@ impl ScalarUDFImpl for HfColumn {
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
         match args.scalar_arguments.get(1).copied().flatten() {
             Some(ScalarValue::Utf8(Some(target))) => declared_field(target),
-            _ => datafusion::common::plan_err!(
-                "{}: argument 2 must be a text literal",
-                Self::NAME
-            ),
+            _ => datafusion::common::plan_err!("{}: argument 2 must be a text literal", Self::NAME),
         }
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
@@ -320,7 +320,13 @@ pub fn decode_column(
                 let lists = cast(stored, &crate::kind::string_list_type())?;
                 let lists = lists.as_list::<i32>();
                 (0..rows)
-                    .map(|i| Some(if lists.is_null(i) { 0 } else { lists.value_length(i) as i64 }))
+                    .map(|i| {
+                        Some(if lists.is_null(i) {
+                            0
+                        } else {
+                            lists.value_length(i) as i64
+                        })
+                    })
                     .collect()
             }
         };
@@ -331,7 +337,10 @@ pub fn decode_column(
             return Ok(Arc::new(StringArray::from(vec![default.as_str(); rows])));
         }
         if field.is_nullable() {
-            return Ok(datafusion::arrow::array::new_null_array(field.data_type(), rows));
+            return Ok(datafusion::arrow::array::new_null_array(
+                field.data_type(),
+                rows,
+            ));
         }
         return Err(bad("required column is missing from the dataset".into()));
     }
@@ -399,14 +408,15 @@ fn nullif(array: &ArrayRef, is_null: impl Fn(usize) -> bool) -> ArrayRef {
 fn decode_timestamp(stored: &ArrayRef) -> Result<ArrayRef> {
     let want = crate::kind::timestamp_type();
     let ns = match stored.data_type() {
-        DataType::Timestamp(TimeUnit::Nanosecond, Some(_)) | DataType::Int64 => cast(
-            stored,
-            &DataType::Timestamp(TimeUnit::Nanosecond, None),
-        )?,
+        DataType::Timestamp(TimeUnit::Nanosecond, Some(_)) | DataType::Int64 => {
+            cast(stored, &DataType::Timestamp(TimeUnit::Nanosecond, None))?
+        }
         _ => stored.clone(),
     };
     let ns = match ns.data_type() {
-        DataType::Timestamp(_, Some(_)) => cast(&ns, &DataType::Timestamp(TimeUnit::Nanosecond, None))?,
+        DataType::Timestamp(_, Some(_)) => {
+            cast(&ns, &DataType::Timestamp(TimeUnit::Nanosecond, None))?
+        }
         _ => ns,
     };
     Ok(cast(&ns, &want)?)
@@ -419,7 +429,10 @@ fn decode_metadata(stored: &ArrayRef) -> std::result::Result<ArrayRef, String> {
         return cast(stored, &DataType::Utf8).map_err(|e| e.to_string());
     }
     let Some(s) = stored.as_struct_opt() else {
-        return Err(format!("expected struct<keys, values>, found {}", stored.data_type()));
+        return Err(format!(
+            "expected struct<keys, values>, found {}",
+            stored.data_type()
+        ));
     };
     let list = |name: &str| -> std::result::Result<ListArray, String> {
         let c = s
@@ -475,7 +488,10 @@ fn decode_messages(stored: &ArrayRef) -> std::result::Result<ArrayRef, String> {
         let (offsets, values): (Vec<i64>, ArrayRef) = match c.data_type() {
             DataType::List(_) => {
                 let l = c.as_list::<i32>();
-                (l.value_offsets().iter().map(|o| *o as i64).collect(), l.values().clone())
+                (
+                    l.value_offsets().iter().map(|o| *o as i64).collect(),
+                    l.values().clone(),
+                )
             }
             DataType::LargeList(_) => {
                 let l = c.as_list::<i64>();
@@ -507,7 +523,9 @@ fn decode_messages(stored: &ArrayRef) -> std::result::Result<ArrayRef, String> {
         let name = usize::try_from(id)
             .ok()
             .and_then(|i| ROLE_NAMES.get(i))
-            .ok_or_else(|| format!("role id {id} is not one of Kura's classes (0 user, 1 assistant)"))?;
+            .ok_or_else(|| {
+                format!("role id {id} is not one of Kura's classes (0 user, 1 assistant)")
+            })?;
         roles.append_value(name);
     }
     let content = cast(&content, &DataType::Utf8).map_err(|e| e.to_string())?;
@@ -531,8 +549,8 @@ fn decode_messages(stored: &ArrayRef) -> std::result::Result<ArrayRef, String> {
     let DataType::List(item) = crate::kind::messages_type() else {
         unreachable!("messages are a list")
     };
-    let list = ListArray::try_new(item, offsets, Arc::new(structs), None)
-        .map_err(|e| e.to_string())?;
+    let list =
+        ListArray::try_new(item, offsets, Arc::new(structs), None).map_err(|e| e.to_string())?;
     Ok(Arc::new(list))
 }
 

@@ -31,8 +31,7 @@ use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Field, Fields, Schema, SchemaRef, TimeUnit,
-    TimestampMicrosecondType,
+    DataType, Field, Fields, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::arrow::ipc::writer::StreamWriter;
 use futures::StreamExt;
@@ -74,8 +73,16 @@ pub fn hf_schema(kind: CheckpointKind) -> (SchemaRef, Value) {
             let ts = DataType::Timestamp(TimeUnit::Nanosecond, None);
             (
                 DataType::Struct(Fields::from(vec![
-                    Field::new("created_at", DataType::List(Arc::new(Field::new("item", ts, true))), true),
-                    Field::new("role", DataType::List(Arc::new(Field::new("item", DataType::Int64, true))), true),
+                    Field::new(
+                        "created_at",
+                        DataType::List(Arc::new(Field::new("item", ts, true))),
+                        true,
+                    ),
+                    Field::new(
+                        "role",
+                        DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+                        true,
+                    ),
                     Field::new("content", string_list(), true),
                 ])),
                 sequence(json!({
@@ -114,11 +121,18 @@ pub fn hf_schema(kind: CheckpointKind) -> (SchemaRef, Value) {
         ("huggingface".to_owned(), hf),
         (CKPT_KEY.to_owned(), json!({"nulls": true}).to_string()),
     ]);
-    (Arc::new(Schema::new_with_metadata(fields, metadata)), features)
+    (
+        Arc::new(Schema::new_with_metadata(fields, metadata)),
+        features,
+    )
 }
 
 /// A batch of `kind`'s declared schema in the stored schema `schema`.
-pub fn encode_batch(kind: CheckpointKind, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
+pub fn encode_batch(
+    kind: CheckpointKind,
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+) -> Result<RecordBatch> {
     let declared = kind.schema();
     let mut columns: Vec<ArrayRef> = Vec::new();
     for stored in schema.fields() {
@@ -164,10 +178,23 @@ fn encode_messages(messages: &ArrayRef) -> Result<ArrayRef> {
     let offsets = list.offsets().clone();
     let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
     let values = list.values().slice(first, last - first);
-    let rebased = OffsetBuffer::new(offsets.iter().map(|o| o - offsets[0]).collect::<Vec<_>>().into());
+    let rebased = OffsetBuffer::new(
+        offsets
+            .iter()
+            .map(|o| o - offsets[0])
+            .collect::<Vec<_>>()
+            .into(),
+    );
     let items = values.as_struct();
-    let created = Arc::new(kura_nanos(items.column_by_name("created_at").expect("messages have created_at"))?);
-    let roles = items.column_by_name("role").expect("messages have a role").as_string::<i32>();
+    let created = Arc::new(kura_nanos(
+        items
+            .column_by_name("created_at")
+            .expect("messages have created_at"),
+    )?);
+    let roles = items
+        .column_by_name("role")
+        .expect("messages have a role")
+        .as_string::<i32>();
     let role_ids = roles
         .iter()
         .map(|r| {
@@ -176,18 +203,46 @@ fn encode_messages(messages: &ArrayRef) -> Result<ArrayRef> {
                 .iter()
                 .position(|n| *n == r)
                 .map(|i| i as i64)
-                .ok_or_else(|| Error::config(format!("message role {r:?} is not one of Kura's (user, assistant)")))
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "message role {r:?} is not one of Kura's (user, assistant)"
+                    ))
+                })
         })
         .collect::<Result<Vec<_>>>()?;
-    let content = items.column_by_name("content").expect("messages have content").clone();
+    let content = items
+        .column_by_name("content")
+        .expect("messages have content")
+        .clone();
     let list_of = |values: ArrayRef| -> Result<ArrayRef> {
         let item = Arc::new(Field::new("item", values.data_type().clone(), true));
-        Ok(Arc::new(ListArray::try_new(item, rebased.clone(), values, None)?))
+        Ok(Arc::new(ListArray::try_new(
+            item,
+            rebased.clone(),
+            values,
+            None,
+        )?))
     };
     let fields = Fields::from(vec![
-        Field::new("created_at", DataType::List(Arc::new(Field::new("item", DataType::Timestamp(TimeUnit::Nanosecond, None), true))), true),
-        Field::new("role", DataType::List(Arc::new(Field::new("item", DataType::Int64, true))), true),
-        Field::new("content", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), true),
+        Field::new(
+            "created_at",
+            DataType::List(Arc::new(Field::new(
+                "item",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                true,
+            ))),
+            true,
+        ),
+        Field::new(
+            "role",
+            DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+            true,
+        ),
+        Field::new(
+            "content",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
     ]);
     let columns = vec![
         list_of(created)?,
@@ -229,7 +284,11 @@ fn encode_metadata(text: &ArrayRef) -> Result<ArrayRef> {
         Field::new("keys", keys.data_type().clone(), true),
         Field::new("values", values.data_type().clone(), true),
     ]);
-    Ok(Arc::new(StructArray::try_new(fields, vec![Arc::new(keys), Arc::new(values)], None)?))
+    Ok(Arc::new(StructArray::try_new(
+        fields,
+        vec![Arc::new(keys), Arc::new(values)],
+        None,
+    )?))
 }
 
 /// Python's `repr(float)`: the shortest digits, fixed notation for exponents -4..16.
@@ -286,7 +345,11 @@ fn py_repr(v: &Value) -> String {
 
 /// Python's `repr(str)`: single quotes unless the text has one and no double quote.
 fn py_str_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -299,7 +362,9 @@ fn py_str_repr(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -336,11 +401,18 @@ fn py_json_dumps(v: &Value) -> String {
             out.push('"');
             out
         }
-        Value::Array(a) => format!("[{}]", a.iter().map(py_json_dumps).collect::<Vec<_>>().join(", ")),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(py_json_dumps).collect::<Vec<_>>().join(", ")
+        ),
         Value::Object(o) => format!(
             "{{{}}}",
             o.iter()
-                .map(|(k, v)| format!("{}: {}", py_json_dumps(&Value::String(k.clone())), py_json_dumps(v)))
+                .map(|(k, v)| format!(
+                    "{}: {}",
+                    py_json_dumps(&Value::String(k.clone())),
+                    py_json_dumps(v)
+                ))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -449,13 +521,24 @@ async fn write_local(
     progress: Option<Progress>,
 ) -> Result<WriteStats> {
     use std::io::Write;
-    let parent = target.parent().expect("a checkpoint has a parent directory").to_owned();
-    let name = target.file_name().and_then(|n| n.to_str()).expect("a valid name").to_owned();
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+    let parent = target
+        .parent()
+        .expect("a checkpoint has a parent directory")
+        .to_owned();
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a valid name")
+        .to_owned();
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
     let stamp = format!(
         "{}-{}",
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
     );
     let staged = parent.join(format!(".{name}.ckpt-staging-{stamp}"));
     let io = |what: &std::path::Path| {
@@ -478,7 +561,10 @@ async fn write_local(
         data.write_all(&encoder.finish()?).map_err(io(&data_path))?;
         data.sync_all().map_err(io(&data_path))?;
         let bytes = data.metadata().map_err(io(&data_path))?.len();
-        for (file, body) in [(INFO_FILE, info_json(kind)), (STATE_FILE, state_json(DATA_FILE))] {
+        for (file, body) in [
+            (INFO_FILE, info_json(kind)),
+            (STATE_FILE, state_json(DATA_FILE)),
+        ] {
             let path = staged.join(file);
             let mut f = std::fs::File::create(&path).map_err(io(&path))?;
             f.write_all(&body).map_err(io(&path))?;
@@ -550,11 +636,7 @@ async fn write_store(
         .ok()
         .flatten()
         .unwrap_or_default();
-    let in_use = |file: &str| {
-        current
-            .iter()
-            .any(|m| m.location.filename() == Some(file))
-    };
+    let in_use = |file: &str| current.iter().any(|m| m.location.filename() == Some(file));
     let data_file = match in_use(DATA_FILE) {
         false => DATA_FILE.to_owned(),
         true => {
@@ -585,7 +667,10 @@ async fn write_store(
     let rows = encoder.rows;
     out.write(Bytes::from(encoder.finish()?)).await?;
     let bytes = out.commit().await?;
-    for (file, body) in [(INFO_FILE, info_json(kind)), (STATE_FILE, state_json(&data_file))] {
+    for (file, body) in [
+        (INFO_FILE, info_json(kind)),
+        (STATE_FILE, state_json(&data_file)),
+    ] {
         let mut w = root.writer(&format!("{dir}/{file}"))?;
         w.write(Bytes::from(body)).await?;
         w.commit().await?;
@@ -620,8 +705,15 @@ mod tests {
         ] {
             assert_eq!(py_float_repr(x), want, "{x}");
         }
-        let v: Value = serde_json::from_str(r#"{"a": [1, 2.5, "é\"x", null, true], "b": "it's"}"#).unwrap();
-        assert_eq!(py_repr(&v), r#"{'a': [1, 2.5, 'é"x', None, True], 'b': "it's"}"#);
-        assert_eq!(py_json_dumps(&v["a"]), r#"[1, 2.5, "\u00e9\"x", null, true]"#);
+        let v: Value =
+            serde_json::from_str(r#"{"a": [1, 2.5, "é\"x", null, true], "b": "it's"}"#).unwrap();
+        assert_eq!(
+            py_repr(&v),
+            r#"{'a': [1, 2.5, 'é"x', None, True], 'b': "it's"}"#
+        );
+        assert_eq!(
+            py_json_dumps(&v["a"]),
+            r#"[1, 2.5, "\u00e9\"x", null, true]"#
+        );
     }
 }

@@ -281,7 +281,7 @@ pub async fn statement_rows(
     sql: &str,
     what: &str,
 ) -> Vec<Vec<serde_json::Map<String, serde_json::Value>>> {
-    let frames = ckpt::exec::plan_statements(session, sql)
+    let frames = ckpt::context::sql::plan_statements(session, sql)
         .await
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let mut out = Vec::new();

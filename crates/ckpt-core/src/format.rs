@@ -53,7 +53,9 @@ impl FromStr for FileFormat {
             return Ok(FileFormat::Hf);
         }
         Self::from_extension(s).ok_or_else(|| {
-            Error::config(format!("unknown format {s:?}: expected jsonl, parquet or hf"))
+            Error::config(format!(
+                "unknown format {s:?}: expected jsonl, parquet or hf"
+            ))
         })
     }
 }
