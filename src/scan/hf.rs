@@ -292,7 +292,7 @@ impl ScalarUDFImpl for HfColumn {
         let field = declared_field(target)?;
         let stored = args.args[0].to_array(args.number_rows)?;
         let kura_nones = encoding != "nulls";
-        let column = decode_column(&field, &stored, file, kura_nones).map_err(Error::from)?;
+        let column = decode_column(&field, &stored, file, kura_nones)?;
         Ok(ColumnarValue::Array(column))
     }
 }

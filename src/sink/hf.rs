@@ -540,7 +540,8 @@ async fn write_local(
             .map(|d| d.as_nanos())
             .unwrap_or_default()
     );
-    let staged = parent.join(format!(".{name}.ckpt-staging-{stamp}"));
+    clean_dead_staging(&parent, &name);
+    let staged = parent.join(format!(".{name}{STAGING}{stamp}"));
     let io = |what: &std::path::Path| {
         let what = what.display().to_string();
         move |e| Error::io(format!("cannot write {what}"), e)
@@ -587,6 +588,34 @@ async fn write_local(
     }
     sync_dir(&parent)?;
     Ok(stats)
+}
+
+/// What marks a staged dataset directory: `.NAME.ckpt-staging-PID-NANOS`.
+const STAGING: &str = ".ckpt-staging-";
+
+/// Removes the staged directories of `name` whose writer is gone (killed mid-save, or
+/// between the exchange and the removal of the previous version): a process that no
+/// longer exists (Linux, through `/proc`; elsewhere they are left).
+fn clean_dead_staging(parent: &std::path::Path, name: &str) {
+    let prefix = format!(".{name}{STAGING}");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let alive =
+            !cfg!(target_os = "linux") || std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            tracing::debug!(path = %entry.path().display(), "removing a dead writer's staged dataset");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Puts the complete directory `staged` at `target` in one step: renamed when `target`
@@ -677,10 +706,10 @@ async fn write_store(
     }
     // The previous version's data, no longer listed.
     for old in current {
-        if old.location.filename() != Some(data_file.as_str()) {
-            if let Some(name) = root.name_of(&old.location) {
-                let _ = root.delete(&name).await;
-            }
+        if old.location.filename() != Some(data_file.as_str())
+            && let Some(name) = root.name_of(&old.location)
+        {
+            let _ = root.delete(&name).await;
         }
     }
     Ok(WriteStats { rows, bytes })
