@@ -160,6 +160,38 @@ def test_shards_and_cache_files(tmp_path):
     assert m.delete_checkpoint("sharded") and not (tmp_path / "sharded").exists()
 
 
+def test_edges_answer_as_kura_does(tmp_path):
+    """The same calls on Kura's manager and ckpt's, in separate directories: the same
+    results and the same files."""
+    results = {}
+    for who, cls in (("kura", KuraHF), ("ckpt", ck.HFDatasetCheckpointManager)):
+        d = tmp_path / who
+        m = cls(str(d))
+        seen = [("fresh list", m.list_checkpoints())]
+        seen.append(("missing", m.load_checkpoint("nonexistent", ConversationSummary)))
+        m.save_checkpoint("empty", [])
+        seen.append(("empty", m.load_checkpoint("empty", ConversationSummary)))
+        m.save_checkpoint("test.jsonl", make_summaries(2))
+        seen.append(("ext", dumps(m.load_checkpoint("test.jsonl", ConversationSummary) or [])))
+        m.save_checkpoint("run 1", make_clusters(2))
+        seen.append(("space", dumps(m.load_checkpoint("run 1", Cluster) or [])))
+        seen.append(("list", sorted(m.list_checkpoints())))
+        seen.append(("files", sorted(os.listdir(d))))
+        seen.append(("data", sorted(os.listdir(d / "run 1"))))
+        seen.append(("path", os.path.relpath(str(m._get_checkpoint_path("x") if who == "kura" else m.get_checkpoint_path("x")), d)))
+        seen.append(("delete", m.delete_checkpoint("test.jsonl")))
+        seen.append(("delete again", m.delete_checkpoint("test.jsonl")))
+        seen.append(("files after delete", sorted(os.listdir(d))))
+        seen.append(("info of missing", m.get_checkpoint_info("nope")))
+        off = cls(str(tmp_path / f"{who}-off"), enabled=False)
+        off.save_checkpoint("summaries", make_summaries(1))
+        seen.append(("disabled load", off.load_checkpoint("summaries", ConversationSummary)))
+        seen.append(("disabled delete", off.delete_checkpoint("summaries")))
+        seen.append(("disabled list", off.list_checkpoints()))
+        results[who] = seen
+    assert results["ckpt"] == results["kura"]
+
+
 def test_multi_manager_with_hf(tmp_path):
     hf = ck.HFDatasetCheckpointManager(tmp_path / "hf")
     multi = ck.MultiCheckpointManager([hf, ck.JSONLCheckpointManager(tmp_path / "jsonl")])

@@ -315,9 +315,12 @@ pub fn validate_checkpoint_name(name: &str) -> Result<()> {
 /// refused rather than silently written as `summaries.jsonl.parquet`.
 pub fn file_name(name: &str, format: FileFormat) -> Result<String> {
     validate_checkpoint_name(name)?;
+    if format == FileFormat::Hf {
+        // A dataset directory is named by the checkpoint name itself, as Kura names it
+        // (`summaries.jsonl` too).
+        return Ok(name.to_owned());
+    }
     match strip_extension(name) {
-        // A dataset directory is named by the checkpoint name itself.
-        (_, None) if format == FileFormat::Hf => Ok(name.to_owned()),
         (stem, None) => Ok(format!("{stem}.{}", format.extension())),
         (_, Some(f)) if f == format => Ok(name.to_owned()),
         (_, Some(f)) => Err(Error::invalid_name(
