@@ -105,6 +105,15 @@ fn kura_datasets_are_listed_with_kind_format_and_rows() {
 }
 
 #[test]
+fn sizes_passes_over_datasets() {
+    let root = kura_root();
+    std::fs::copy(corpus().join("good.jsonl"), root.path().join("good.jsonl")).unwrap();
+    let out = ckpt(["sizes", root.path().to_str().unwrap()]).expect_ok("sizes");
+    assert!(out.stdout.contains("good"), "{}", out.stdout);
+    assert!(!out.stdout.contains("sharded"), "{}", out.stdout);
+}
+
+#[test]
 fn kura_datasets_read_as_kura_loads_them() {
     let root = kura_root();
     let out = tempfile::tempdir().unwrap();
