@@ -115,6 +115,29 @@ def test_ckpt_writes_kura_and_datasets_read_equal(tmp_path, name, model, rows):
         assert o == w
 
 
+def test_random_rows_both_ways(tmp_path):
+    """Generated summaries (odd metadata of every type, big and odd numbers, unicode and
+    escapes, None and empty everywhere): Kura and ckpt load the same from each other's
+    datasets as Kura loads from its own."""
+    import random
+
+    from test_fast_paths import SEED, random_summary
+
+    print(f"seed {SEED} (replay with CKPT_TEST_SEED={SEED})")
+    rng = random.Random(SEED)
+    rows = [random_summary(rng, i) for i in range(300)]
+    (tmp_path / "kura").mkdir()
+    (tmp_path / "ckpt").mkdir()
+    KuraHF(str(tmp_path / "kura")).save_checkpoint("summaries", rows)
+    ck.HFDatasetCheckpointManager(tmp_path / "ckpt").save_checkpoint("summaries", rows)
+    want = dumps(KuraHF(str(tmp_path / "kura")).load_checkpoint("summaries", ConversationSummary))
+    kura_reads_ckpt = dumps(KuraHF(str(tmp_path / "ckpt")).load_checkpoint("summaries", ConversationSummary))
+    ckpt_reads_kura = dumps(ck.HFDatasetCheckpointManager(tmp_path / "kura").load_checkpoint("summaries", ConversationSummary))
+    for i, w in enumerate(want):
+        assert kura_reads_ckpt[i] == w, (i, rows[i])
+        assert ckpt_reads_kura[i] == w, (i, rows[i])
+
+
 def test_datasets_5_reads_ckpt(tmp_path):
     target = os.environ.get("CKPT_TEST_DATASETS5")
     if not target:
