@@ -12,7 +12,8 @@
 //!   Parquet layout and schema conformance; [`jsonl`]: the JSONL codec.
 //! - [`storage`]: roots on object stores and atomic writes ([`durable`]: fsync on local
 //!   disk; [`parts`]: the parts of appended checkpoints); [`sink`]: the one write path.
-//! - `scan`: each format a DataFusion data source (JSONL, Parquet, Kura's layout), and
+//! - `scan`: each format a DataFusion data source (JSONL, Parquet, Kura's layout, Hugging
+//!   Face dataset directories), and
 //!   `LastWinsExec`, the rule of appended checkpoints; `functions`: ckpt's SQL functions;
 //!   `memory`: the pool behind `--memory-limit`.
 //! - `catalog`: a root's checkpoints as tables (an appended one: many parts, one table,
