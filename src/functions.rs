@@ -3,7 +3,9 @@
 //!   `json_get_int(metadata, 'turns')`, ...), for Kura's free-form metadata;
 //! - `cosine_similarity(a, b)` over embedding lists, for nearest-neighbour queries;
 //! - `kura_column(stored, 'kind.field', 'file')`, which reads Kura's Parquet layout
-//!   (`crate::scan::kura`); registered so that plans using it can be shipped by name.
+//!   (`crate::scan::kura`), and `hf_column(stored, 'kind.field', 'file')`, which reads
+//!   Kura's Hugging Face datasets (`crate::scan::hf`); registered so that plans using them
+//!   can be shipped by name.
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ pub fn register(ctx: &mut SessionContext) -> Result<()> {
     datafusion_functions_json::register_all(ctx)?;
     ctx.register_udf(ScalarUDF::from(CosineSimilarity::new()));
     ctx.register_udf(crate::scan::kura::KuraColumn::udf());
+    ctx.register_udf(crate::scan::hf::HfColumn::udf());
     Ok(())
 }
 

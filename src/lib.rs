@@ -12,9 +12,9 @@
 //!   Parquet layout and schema conformance; [`jsonl`]: the JSONL codec.
 //! - [`storage`]: roots on object stores and atomic writes ([`durable`]: fsync on local
 //!   disk; [`parts`]: the parts of appended checkpoints); [`sink`]: the one write path.
-//! - `scan`: each format a DataFusion data source (JSONL, Parquet, Kura's layout), and
-//!   `LastWinsExec`, the rule of appended checkpoints; `functions`: ckpt's SQL functions;
-//!   `memory`: the pool behind `--memory-limit`.
+//! - `scan`: each format a DataFusion data source (JSONL, Parquet, Kura's layout, Hugging
+//!   Face dataset directories), and `LastWinsExec`, the rule of appended checkpoints;
+//!   `functions`: ckpt's SQL functions; `memory`: the pool behind `--memory-limit`.
 //! - `catalog`: a root's checkpoints as tables (an appended one: many parts, one table,
 //!   the last row of an id wins); [`context`]: the one constructor of sessions
 //!   ([`CheckpointSession`]) and its SQL; `copy`: `COPY ... TO` through the sink;

@@ -68,6 +68,12 @@ impl CheckpointManager {
         Self::new(Root::parse(root)?, FileFormat::Parquet)
     }
 
+    /// A Hugging Face datasets manager (Kura's `HFDatasetCheckpointManager`): each
+    /// checkpoint a dataset directory `root/NAME/`.
+    pub fn hf(root: &str) -> Result<Self> {
+        Self::new(Root::parse(root)?, FileFormat::Hf)
+    }
+
     /// A manager of the checkpoints of `root`, saving in `format`.
     pub fn new(root: Root, format: FileFormat) -> Result<Self> {
         Ok(CheckpointManager {
@@ -339,6 +345,15 @@ impl CheckpointManager {
     /// Checkpoint names (with extension) of this manager's format, sorted; a checkpoint
     /// of appended parts only is listed by the name it is loaded by.
     pub async fn list(&self) -> Result<Vec<String>> {
+        if self.format == FileFormat::Hf {
+            // Datasets are directories named by the checkpoint name.
+            let entries = crate::catalog::list_checkpoints(&self.root).await?;
+            return Ok(entries
+                .into_iter()
+                .filter(|e| e.format == FileFormat::Hf && e.problem.is_none())
+                .map(|e| e.name)
+                .collect());
+        }
         let (files, dirs) = self.root.list().await?;
         let ext = format!(".{}", self.format.extension());
         let mut names: Vec<String> = files
@@ -378,6 +393,9 @@ impl CheckpointManager {
         let Some(entry) = self.find(name).await? else {
             return Ok(false);
         };
+        if self.format == FileFormat::Hf {
+            return self.delete_dataset(&entry.name).await.map(|()| true);
+        }
         let has_base = entry
             .files
             .iter()
@@ -388,6 +406,23 @@ impl CheckpointManager {
         }
         any |= crate::catalog::remove_parts(&self.root, &entry).await? > 0;
         Ok(any)
+    }
+
+    /// Removes the dataset directory `dir`: `state.json` first, so that no reader takes
+    /// what remains for a dataset, then the rest.
+    async fn delete_dataset(&self, dir: &str) -> Result<()> {
+        let state = format!("{dir}/{}", crate::scan::hf::STATE_FILE);
+        self.root.delete(&state).await?;
+        if let Some(path) = self.root.local_path(dir) {
+            return std::fs::remove_dir_all(&path)
+                .map_err(|e| Error::io(format!("cannot delete {}", path.display()), e));
+        }
+        for meta in self.root.list_dir(dir).await? {
+            if let Some(name) = self.root.name_of(&meta.location) {
+                self.root.delete(&name).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The resume pattern: the checkpoint if present, else `compute()`, saved, returned.

@@ -85,7 +85,7 @@ pub(crate) async fn execute_metered(
     let size = entry.bytes();
     let entry_format = entry.format;
     let rows_in_files = match entry.format {
-        FileFormat::Jsonl => None,
+        FileFormat::Jsonl | FileFormat::Hf => None,
         FileFormat::Parquet => parquet_rows(root, entry).await,
     };
     let rows = Arc::new(AtomicU64::new(0));
@@ -98,7 +98,8 @@ pub(crate) async fn execute_metered(
                     let read = scanned(&plan, &output_rows);
                     share(size, read, n)
                 }
-                (FileFormat::Parquet, _) => 0,
+                // Arrow streams say their rows only as they are read.
+                (FileFormat::Parquet | FileFormat::Hf, _) => 0,
             };
             (m.progress)(&ProgressUpdate {
                 checkpoint: &m.checkpoint,

@@ -1,5 +1,5 @@
-//! Writing a stream of record batches as one checkpoint file: the single write path of
-//! ckpt. Typed saves, `ckpt convert` and the JSON side of COPY all end here, so encoding,
+//! Writing a stream of record batches as one checkpoint file (or Hugging Face dataset
+//! directory, [`hf`]): the single write path of ckpt. Typed saves, `ckpt convert` and the JSON side of COPY all end here, so encoding,
 //! Parquet tuning and atomic commit live once.
 
 use std::sync::Arc;
@@ -20,6 +20,8 @@ use crate::kind::CheckpointKind;
 use crate::layout::{conform, kura_schema, to_kura};
 use crate::storage::Root;
 use crate::{Error, Result};
+
+pub mod hf;
 
 /// A stream of batches, as DataFusion produces them.
 pub type BatchStream = BoxStream<'static, datafusion::error::Result<RecordBatch>>;
@@ -57,6 +59,16 @@ pub async fn write_batches(
         .ok_or_else(|| {
             Error::invalid_name(file, "no format: give a .jsonl or .parquet name, or --to")
         })?;
+    if format == FileFormat::Hf {
+        let stream = stream.map_err(Error::from).and_then(move |b| {
+            let r = match kind {
+                Some(k) => conform(&b, &k.schema()).map_err(Error::from),
+                None => Ok(b),
+            };
+            futures::future::ready(r)
+        });
+        return hf::write_hf(root, file, kind, stream.boxed(), progress).await;
+    }
     let mut out = root.writer(file)?;
     let what = root.describe(file);
     let schema = match kind {
@@ -75,6 +87,7 @@ pub async fn write_batches(
         FileFormat::Parquet => {
             write_parquet(&mut out, kind, opts, schema, stream.boxed(), progress).await
         }
+        FileFormat::Hf => unreachable!("datasets are written above"),
     };
     match res {
         Ok(rows) => {

@@ -3,8 +3,8 @@
 Kura's pipeline steps take a ``checkpoint_manager=`` and call ``load_checkpoint(filename,
 model_class)`` / ``save_checkpoint(filename, data)`` on it. The classes here have the
 constructors, methods and edge-case behaviour of Kura 0.5.4's (``JSONLCheckpointManager``,
-the older ``CheckpointManager``, ``ParquetCheckpointManager``, ``MultiCheckpointManager``),
-file names included, so files written by either are read by the other. What changes:
+the older ``CheckpointManager``, ``ParquetCheckpointManager``,
+``HFDatasetCheckpointManager``, ``MultiCheckpointManager``), file names included, so files written by either are read by the other. What changes:
 
 - saves are atomic (a crash leaves the previous checkpoint, never a torn file) and every
   row is validated against its Kura model's rules before anything is stored;
@@ -37,6 +37,7 @@ from ._native import ChangedWhileRead
 __all__ = [
     "BaseCheckpointManager",
     "CheckpointManager",
+    "HFDatasetCheckpointManager",
     "JSONLCheckpointManager",
     "MultiCheckpointManager",
     "ParquetCheckpointManager",
@@ -600,6 +601,208 @@ class ParquetCheckpointManager(BaseCheckpointManager):
 
     def delete_checkpoint(self, filename: str) -> bool:
         return super().delete_checkpoint(self._file(filename))
+
+
+class HFDatasetCheckpointManager(BaseCheckpointManager):
+    """Kura's ``HFDatasetCheckpointManager``: checkpoint ``summaries`` is the Hugging Face
+    dataset directory ``summaries/`` (``dataset_info.json``, ``state.json``, Arrow IPC
+    stream data), read and written by ckpt's engine: ``datasets`` is not needed for local
+    or object-store checkpoints. Kura and ``datasets`` (3.6 and 5.x) read what it saves;
+    it reads what they save (exactly the data files ``state.json`` lists).
+
+    ``hub_repo`` delegates to ``datasets``/``huggingface_hub`` as Kura does (a push after
+    each save, a load from the Hub first); without them installed it raises ImportError.
+    ``streaming`` and ``compression`` are accepted and, as in Kura, change nothing."""
+
+    _format = "hf"
+
+    def __init__(
+        self,
+        checkpoint_dir: Union[str, "os.PathLike[str]"],
+        *,
+        enabled: bool = True,
+        hub_repo: Optional[str] = None,
+        hub_token: Optional[str] = None,
+        streaming: bool = False,
+        compression: Optional[str] = "gzip",
+        storage_options: Optional[Mapping[str, str]] = None,
+    ):
+        if hub_repo is not None:
+            import importlib.util
+
+            missing = [
+                m for m in ("datasets", "huggingface_hub") if importlib.util.find_spec(m) is None
+            ]
+            if missing:
+                raise ImportError(
+                    f"hub_repo={hub_repo!r} needs {' and '.join(missing)}: "
+                    "pip install datasets huggingface_hub (local and object-store "
+                    "checkpoints need neither)"
+                )
+        self.hub_repo = hub_repo
+        self.hub_token = hub_token
+        self.streaming = streaming
+        self.compression = compression
+        super().__init__(checkpoint_dir, enabled=enabled, storage_options=storage_options)
+
+    def save_checkpoint(self, filename: str, data: List[Any], **kwargs: Any) -> None:
+        # Kura writes nothing for an empty list.
+        if not self.enabled or not data:
+            return
+        if _kind_of_model(type(data[0])) is None and not isinstance(data[0], Mapping):
+            raise ValueError(f"Unknown model class: {type(data[0])}")
+        self._save(filename, filename, data)
+        if self.hub_repo:
+            self._push_to_hub(filename, len(data))
+
+    def load_checkpoint(
+        self, filename: str, model_class: Any = dict, **kwargs: Any
+    ) -> Optional[List[Any]]:
+        if not self.enabled:
+            return None
+        if self.hub_repo:
+            rows = self._load_from_hub(filename, model_class, **kwargs)
+            if rows is not None:
+                return rows
+        return super().load_checkpoint(filename, model_class)
+
+    def list_checkpoints(self) -> List[str]:
+        """The dataset directories in the checkpoint directory."""
+        if not self.enabled:
+            return []
+        try:
+            return self._native.list_checkpoints()
+        except _native.StorageError:
+            if isinstance(self.checkpoint_dir, Path) and not self.checkpoint_dir.exists():
+                return []
+            raise
+
+    def get_checkpoint_info(self, filename: str) -> Optional[Dict[str, Any]]:
+        """Rows, columns, features and size of a dataset, with its ``dataset_info.json``,
+        as Kura's manager gives them; None when it does not exist."""
+        if not self.enabled:
+            return None
+        raw = self._native.read_raw(f"{filename}/dataset_info.json")
+        size = self._native.size(filename)
+        if raw is None or size is None:
+            return None
+        dataset_info = json.loads(raw)
+        features = dataset_info.get("features", {})
+        rows = 0
+        for batch in self._native.open_rows(filename, None, python_values=True) or ():
+            rows += len(batch if not isinstance(batch, bytes) else json.loads(batch))
+        for meta in ("dataset_info.json", "state.json"):
+            size += len(self._native.read_raw(f"{filename}/{meta}") or b"")
+        info: Dict[str, Any] = {
+            "num_rows": rows,
+            "num_columns": len(features),
+            "column_names": list(features),
+            "features": str(features),
+            "size_bytes": size,
+        }
+        info.update(dataset_info)
+        return info
+
+    def filter_checkpoint(
+        self,
+        filename: str,
+        filter_fn: Callable[[Dict[str, Any]], bool],
+        model_class: Any,
+        **kwargs: Any,
+    ) -> Optional[List[Any]]:
+        """The rows for which ``filter_fn`` holds. As in Kura, ``filter_fn`` sees a row as
+        the dataset stores it (``None`` as ``""``/``0``/``[]``, metadata as keys and
+        values, messages as lists with role ids); the result is ``model_class`` rows."""
+        if not self.enabled:
+            return None
+        kind = _kind_of_model(model_class) or _native.kind_of_name(filename)
+        out: List[Any] = []
+        for batch in self._batches(filename, filename, dict):
+            for row in batch:
+                if filter_fn(_stored_row(row, kind)):
+                    out.append(row)
+        if not out:
+            return [] if self._native.exists(filename) else None
+        if _is_pydantic_model(model_class):
+            return _list_adapter(model_class).validate_python(out)
+        return out
+
+    def delete_checkpoint(self, filename: str) -> bool:
+        return super().delete_checkpoint(filename)
+
+    # --- the Hub, through datasets (as Kura) ---------------------------------------------
+
+    def _push_to_hub(self, filename: str, rows: int) -> None:
+        from datasets import load_from_disk
+
+        try:
+            load_from_disk(str(self.get_checkpoint_path(filename))).push_to_hub(
+                self.hub_repo,
+                config_name=filename,
+                token=self.hub_token,
+                commit_message=f"Update {filename} checkpoint with {rows} items",
+            )
+        except Exception as e:  # as Kura: the local checkpoint stands
+            logger.warning("Failed to push to hub: %s", e)
+
+    def _load_from_hub(self, filename: str, model_class: Any, **kwargs: Any) -> Optional[List[Any]]:
+        from datasets import load_dataset
+
+        try:
+            dataset = load_dataset(
+                self.hub_repo,
+                name=filename,
+                token=self.hub_token,
+                split=kwargs.get("split", "train"),
+            )
+        except Exception as e:
+            logger.warning("Failed to load from hub, trying local: %s", e)
+            return None
+        import tempfile
+
+        # The Hub's rows through the same decoding as a local dataset's.
+        with tempfile.TemporaryDirectory() as tmp:
+            dataset.save_to_disk(os.path.join(tmp, "hub"))
+            local = HFDatasetCheckpointManager(tmp)
+            return local.load_checkpoint("hub", model_class)
+
+
+def _kura_str(value: Any) -> str:
+    """Kura's ``_serialize_metadata`` of one value."""
+    return json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _stored_row(row: Dict[str, Any], kind: Optional[str]) -> Dict[str, Any]:
+    """A row as Kura's HF manager stores it (``_model_to_dict``), for ``filter_fn``."""
+    row = dict(row)
+    if "metadata" in row:
+        metadata = row["metadata"] or {}
+        row["metadata"] = {
+            "keys": list(metadata),
+            "values": [_kura_str(v) for v in metadata.values()],
+        }
+    if kind == "summaries":
+        for field in ("request", "topic", "task"):
+            if row.get(field) is None:
+                row[field] = ""
+        for field in ("languages", "assistant_errors", "embedding"):
+            if row.get(field) is None:
+                row[field] = []
+        for field in ("concerning_score", "user_frustration"):
+            if row.get(field) is None:
+                row[field] = 0
+    elif kind in ("clusters", "meta_clusters", "dimensionality"):
+        if row.get("parent_id") is None:
+            row["parent_id"] = ""
+        row["count"] = len(row.get("chat_ids") or [])
+    elif kind == "conversations":
+        messages = row.get("messages") or []
+        row["messages"] = {
+            "created_at": [m["created_at"] for m in messages],
+            "role": [["user", "assistant"].index(m["role"]) for m in messages],
+            "content": [m["content"] for m in messages],
+        }
+    return row
 
 
 class MultiCheckpointManager:

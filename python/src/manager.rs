@@ -233,8 +233,17 @@ impl PyManager {
         Ok(names)
     }
 
-    /// Size of `file` in bytes, None when it does not exist.
+    /// The checkpoints of this manager's format, by the names they are loaded by (for
+    /// Hugging Face datasets: the directories holding one), sorted.
+    fn list_checkpoints(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        run(py, self.inner.list()).map_err(to_py)
+    }
+
+    /// Size of `file` in bytes, None when it does not exist (a dataset: its data files).
     fn size(&self, py: Python<'_>, file: &str) -> PyResult<Option<u64>> {
+        if self.inner.format() == FileFormat::Hf {
+            return run(py, self.inner.size(file)).map_err(to_py);
+        }
         let root = self.inner.root().clone();
         let file = file.to_owned();
         run(py, async move { root.head(&file).await })
@@ -273,7 +282,9 @@ impl PyManager {
     /// then it may have appended parts. Kura's older manager also writes files of any
     /// name, which are plain files.
     fn is_checkpoint_file(&self, file: &str) -> bool {
-        ckpt::format::strip_extension(file).1 == Some(self.inner.format())
+        // A dataset directory is named by the checkpoint name itself.
+        self.inner.format() == FileFormat::Hf
+            || ckpt::format::strip_extension(file).1 == Some(self.inner.format())
     }
 }
 

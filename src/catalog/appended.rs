@@ -113,6 +113,22 @@ pub async fn find_checkpoint(
     format: FileFormat,
     kind: Option<CheckpointKind>,
 ) -> Result<Option<Entry>> {
+    if format == FileFormat::Hf {
+        // A dataset directory: the data files its state.json lists (none: no checkpoint).
+        let dir = file.trim_end_matches('/');
+        let listed = root.list_dir(dir).await?;
+        let Some(files) = crate::scan::hf::data_files(root, dir, &listed).await? else {
+            return Ok(None);
+        };
+        return Ok(Some(Entry {
+            name: dir.to_owned(),
+            file: format!("{dir}/"),
+            format,
+            kind: kind.or_else(|| CheckpointKind::from_name(dir)),
+            files,
+            problem: None,
+        }));
+    }
     let base = root.head(file).await?;
     let parts = list_parts(root, file, format).await?;
     if base.is_none() && parts.is_empty() {

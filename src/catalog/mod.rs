@@ -6,9 +6,14 @@
 //!   schema, in every format and layout, so one query works on JSONL, native Parquet and
 //!   Kura-layout Parquet alike.
 //! - Other `*.jsonl`/`*.json`/`*.parquet` files and directories of parts are inferred.
-//! - When one name exists in both formats, the bare name is the **Parquet** file (typed,
-//!   faster); the JSONL one stays reachable as `"summaries.jsonl"` (quoted). Every file is
-//!   also reachable by its file name.
+//! - A directory holding `state.json` (and `dataset_info.json`) is a Hugging Face dataset
+//!   (Kura's `HFDatasetCheckpointManager`), format `hf`, named by the directory; it is read
+//!   from exactly the data files `state.json` lists. A directory without `state.json` is an
+//!   unfinished save (ckpt writes it last) and is not listed.
+//! - When one name exists in several formats, the bare name is the **Parquet** file (typed,
+//!   faster), then the JSONL file, then the HF dataset; the others stay reachable by their
+//!   file names (`"summaries.jsonl"`, quoted; a dataset as `"summaries/"`, its directory).
+//!   Every file is also reachable by its file name.
 //! - The listing is read again when a query names a table, so a checkpoint saved after
 //!   start-up is visible to the next query.
 
@@ -16,6 +21,7 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 
 use crate::format::{FileFormat, strip_extension};
 use crate::kind::{CheckpointKind, kind_of_columns};
+use crate::scan::hf::INFO_FILE;
 use crate::scan::parquet::{ParquetFooter, parquet_footer};
 use crate::storage::Root;
 use crate::{Error, Result};
@@ -143,6 +149,32 @@ pub async fn list_checkpoints(root: &Root) -> Result<Vec<Entry>> {
                 continue;
             }
         };
+        let name = dir.trim_end_matches('/').to_owned();
+        if parts
+            .iter()
+            .any(|m| root.name_of(&m.location).as_deref() == Some(&format!("{name}/{INFO_FILE}")))
+        {
+            // A Hugging Face dataset: its rows are the files `state.json` lists.
+            match crate::scan::hf::data_files(root, &name, &parts).await {
+                Ok(Some(files)) => out.push(Entry {
+                    kind: CheckpointKind::from_name(&name),
+                    name: name.clone(),
+                    format: FileFormat::Hf,
+                    file: format!("{name}/"),
+                    files,
+                    problem: None,
+                }),
+                // No state.json yet: a save under way or one that died; not a checkpoint.
+                Ok(None) => {}
+                Err(e) => {
+                    let mut entry = Entry::unreadable(root, &format!("{name}/"), &e.to_string());
+                    entry.format = FileFormat::Hf;
+                    entry.name = name.clone();
+                    out.push(entry);
+                }
+            }
+            continue;
+        }
         // A directory is a checkpoint when its files share one checkpoint format.
         let formats: Vec<FileFormat> = parts
             .iter()
@@ -193,6 +225,7 @@ pub async fn resolve_kind(root: &Root, entry: &Entry) -> Result<Option<Checkpoin
             &parquet_footer(root.store(), first, &display).await?,
         )),
         FileFormat::Jsonl => Ok(kind_of_first_line(&first_line(root, first).await?)),
+        FileFormat::Hf => crate::scan::hf::kind_of_dataset(root, &entry.files).await,
     }
 }
 

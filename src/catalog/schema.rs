@@ -63,11 +63,16 @@ impl CheckpointSchema {
     }
 }
 
-/// The entry a table name stands for: a file name, else the checkpoint name (Parquet first).
+/// The entry a table name stands for: a file name, else the checkpoint name (Parquet first,
+/// then JSONL, then a Hugging Face dataset).
 fn pick<'a>(entries: &'a [Entry], name: &str) -> Option<&'a Entry> {
     entries
         .iter()
-        .find(|e| e.file == name || e.file.trim_end_matches('/') == name)
+        .find(|e| {
+            // A dataset directory's name is the checkpoint name: it follows the order of
+            // formats below, and is reached on its own as `name/`.
+            e.file == name || (e.format != FileFormat::Hf && e.file.trim_end_matches('/') == name)
+        })
         .or_else(|| {
             entries
                 .iter()
@@ -75,6 +80,7 @@ fn pick<'a>(entries: &'a [Entry], name: &str) -> Option<&'a Entry> {
                 .min_by_key(|e| match e.format {
                     FileFormat::Parquet => 0,
                     FileFormat::Jsonl => 1,
+                    FileFormat::Hf => 2,
                 })
         })
 }
@@ -89,6 +95,7 @@ impl SchemaProvider for CheckpointSchema {
             // formats exist); the other keeps its file name.
             let name = match pick(&entries, &e.name) {
                 Some(p) if std::ptr::eq(p, e) => e.name.clone(),
+                _ if e.format == FileFormat::Hf => e.file.clone(),
                 _ => e.file.trim_end_matches('/').to_owned(),
             };
             if !names.contains(&name) {

@@ -62,6 +62,15 @@ pub(crate) async fn single_file_table(
         None => resolve_kind(root, entry).await?,
     };
     match (entry.format, kind) {
+        (FileFormat::Hf, kind) => {
+            let first = entry
+                .files
+                .first()
+                .ok_or_else(|| Error::config(format!("{} has no data files", entry.file)))?;
+            let stored = crate::scan::hf::stored_schema(root, first).await?;
+            let kind = kind.filter(|k| crate::scan::hf::fits_kind(*k, &stored));
+            crate::scan::hf::hf_table(root, &entry.file, &entry.files, stored, kind)
+        }
         (FileFormat::Jsonl, Some(kind)) => {
             let format = JsonlFormat::new(kind, opts.decode, opts.skips.clone())
                 .with_file_names(FileNames::relative_to(root.prefix().clone()));

@@ -71,7 +71,7 @@ pub enum Command {
     Query(QueryArgs),
     /// Interactive SQL shell (\d tables, \d NAME schema, \timing, \format FMT, \null TEXT, \q).
     Shell(SessionArgs),
-    /// Convert a checkpoint file or a whole root between JSONL and Parquet.
+    /// Convert a checkpoint file or a whole root between JSONL, Parquet and HF datasets.
     #[command(
         after_help = "Examples:\n  ckpt convert data/summaries.jsonl out/summaries.parquet\n  ckpt convert data out --to parquet --compression zstd(3)\n  ckpt convert data out --layout kura   # Parquet that Kura's ParquetCheckpointManager loads"
     )]
@@ -257,6 +257,8 @@ pub enum TargetFormat {
     Jsonl,
     #[value(alias = "pq")]
     Parquet,
+    /// A Hugging Face dataset directory (Kura's HFDatasetCheckpointManager).
+    Hf,
 }
 
 impl From<TargetFormat> for FileFormat {
@@ -264,6 +266,7 @@ impl From<TargetFormat> for FileFormat {
         match t {
             TargetFormat::Jsonl => FileFormat::Jsonl,
             TargetFormat::Parquet => FileFormat::Parquet,
+            TargetFormat::Hf => FileFormat::Hf,
         }
     }
 }

@@ -147,10 +147,12 @@ pub async fn convert(src: &str, dst: &str, opts: &ConvertOptions) -> Result<Vec<
             .or_else(|| dst_file.as_ref().and_then(|(_, f)| strip_extension(f).1))
             .unwrap_or(match entry.format {
                 FileFormat::Jsonl => FileFormat::Parquet,
-                FileFormat::Parquet => FileFormat::Jsonl,
+                FileFormat::Parquet | FileFormat::Hf => FileFormat::Jsonl,
             });
         let target = match &dst_file {
             Some((_, f)) => f.clone(),
+            // A dataset is a directory named by the checkpoint name.
+            None if target_format == FileFormat::Hf => entry.name.clone(),
             None => format!("{}.{}", entry.name, target_format.extension()),
         };
         // The name rule of every write, before anything is created.

@@ -128,7 +128,9 @@ async fn describe_entry(
     entry: &Entry,
 ) -> Result<(Option<CheckpointKind>, Option<String>, u64)> {
     entry.check_readable()?;
-    if part_count(entry) > 0 {
+    if part_count(entry) > 0 || entry.format == FileFormat::Hf {
+        // A dataset's Arrow streams have no footer that counts their rows: counted by a
+        // scan, like an appended checkpoint's.
         let kind = resolve_kind(root, entry).await?;
         return describe_appended(root, entry, kind).await;
     }
@@ -151,6 +153,7 @@ async fn describe_entry(
                     layout = Some(detect_layout(k, &footer.schema).to_string());
                 }
             }
+            FileFormat::Hf => unreachable!("datasets are described above"),
             FileFormat::Jsonl => {
                 let want_head = i == 0 && kind.is_none();
                 let (lines, head) = count_jsonl_rows(root, meta, &display, want_head).await?;

@@ -54,6 +54,10 @@ pub async fn sizes(root: &str, opts: &ConvertOptions) -> Result<Vec<SizeRow>> {
     for name in names {
         let of = |f: FileFormat| entries.iter().find(|e| e.name == name && e.format == f);
         let (j, p) = (of(FileFormat::Jsonl), of(FileFormat::Parquet));
+        if j.is_none() && p.is_none() {
+            // A Hugging Face dataset only: this table compares JSONL with Parquet.
+            continue;
+        }
         let mut row = SizeRow {
             name: name.clone(),
             jsonl_bytes: 0,
@@ -66,6 +70,7 @@ pub async fn sizes(root: &str, opts: &ConvertOptions) -> Result<Vec<SizeRow>> {
             match missing {
                 FileFormat::Parquet => row.jsonl_bytes = size,
                 FileFormat::Jsonl => row.parquet_bytes = size,
+                FileFormat::Hf => {}
             }
         }
         for (present, want) in [
@@ -90,6 +95,7 @@ pub async fn sizes(root: &str, opts: &ConvertOptions) -> Result<Vec<SizeRow>> {
             match want {
                 FileFormat::Jsonl => row.jsonl_bytes = bytes,
                 FileFormat::Parquet => row.parquet_bytes = bytes,
+                FileFormat::Hf => {}
             }
             row.converted = true;
         }

@@ -18,6 +18,7 @@
 //! - `parquet_options`, `s3`, `faults`: Parquet writing options, a real S3 server, and
 //!   storage faults injected between the two.
 //! - `cluster`: scale-out over `ckpt worker` processes.
+//! - `hf`: Hugging Face dataset directories (Kura's third format), read and written.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -28,6 +29,7 @@ mod concurrency;
 mod conformance;
 mod faults;
 mod fuzz;
+mod hf;
 mod hostile_names;
 mod malformed;
 mod parquet_options;

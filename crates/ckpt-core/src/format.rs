@@ -1,4 +1,4 @@
-//! Formats (JSONL, Parquet), Parquet compression and layout, and checkpoint names.
+//! Formats (JSONL, Parquet, Hugging Face dataset directories), Parquet compression and layout, and checkpoint names.
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,6 +14,10 @@ pub enum FileFormat {
     Jsonl,
     /// Apache Parquet, in our layout or Kura's.
     Parquet,
+    /// A Hugging Face dataset directory (`datasets`' `save_to_disk`): `NAME/` holding
+    /// `dataset_info.json`, `state.json` and Arrow IPC stream files. Kura's third manager.
+    /// A directory, never a file extension: [`FileFormat::from_extension`] does not know it.
+    Hf,
 }
 
 impl FileFormat {
@@ -22,6 +26,7 @@ impl FileFormat {
         match self {
             FileFormat::Jsonl => "jsonl",
             FileFormat::Parquet => "parquet",
+            FileFormat::Hf => "hf",
         }
     }
 
@@ -45,8 +50,13 @@ impl fmt::Display for FileFormat {
 impl FromStr for FileFormat {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
+        if s.eq_ignore_ascii_case("hf") {
+            return Ok(FileFormat::Hf);
+        }
         Self::from_extension(s).ok_or_else(|| {
-            Error::config(format!("unknown format {s:?}: expected jsonl or parquet"))
+            Error::config(format!(
+                "unknown format {s:?}: expected jsonl, parquet or hf"
+            ))
         })
     }
 }
@@ -317,6 +327,11 @@ pub fn validate_checkpoint_name(name: &str) -> Result<()> {
 /// refused rather than silently written as `summaries.jsonl.parquet`.
 pub fn file_name(name: &str, format: FileFormat) -> Result<String> {
     validate_checkpoint_name(name)?;
+    if format == FileFormat::Hf {
+        // A dataset directory is named by the checkpoint name itself, as Kura names it
+        // (`summaries.jsonl` too).
+        return Ok(name.to_owned());
+    }
     match strip_extension(name) {
         (stem, None) => Ok(format!("{stem}.{}", format.extension())),
         (_, Some(f)) if f == format => Ok(name.to_owned()),

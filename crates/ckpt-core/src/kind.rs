@@ -157,7 +157,7 @@ pub fn float_list_type() -> DataType {
 
 /// Microseconds without a zone: the UTC instant of an aware datetime or the wall-clock
 /// time of a naive one; the column's [`UTC_OFFSET_OF`] companion says which.
-pub(crate) fn timestamp_type() -> DataType {
+pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, None)
 }
 
@@ -173,7 +173,7 @@ pub fn utc_offset_of(field: &Field) -> Option<&str> {
 }
 
 /// The fields of one message: `created_at`, `role`, `content`, `created_at_utc_offset`.
-pub(crate) fn message_fields() -> Fields {
+pub fn message_fields() -> Fields {
     Fields::from(vec![
         Field::new("created_at", timestamp_type(), false),
         utf8("role", false),
@@ -183,7 +183,7 @@ pub(crate) fn message_fields() -> Fields {
 }
 
 /// A conversation's `messages` column: a list of message structs.
-pub(crate) fn messages_type() -> DataType {
+pub fn messages_type() -> DataType {
     DataType::List(Arc::new(Field::new(
         "item",
         DataType::Struct(message_fields()),
