@@ -478,8 +478,21 @@ pub fn jsonl_batches(
     data: bytes::Bytes,
     first_line: u64,
 ) -> BatchStream {
+    let lines = InMemoryLines {
+        decoder: save_decoder(kind, source),
+        data,
+        pos: 0,
+        line_no: first_line.saturating_sub(1),
+        done: false,
+    };
+    futures::stream::iter(lines).boxed()
+}
+
+/// The decoder of rows given to a save (as lines, or as values: the Python package's
+/// models): `kind`'s whole schema, errors naming `source`, batches of the save's size.
+pub fn save_decoder(kind: CheckpointKind, source: impl Into<String>) -> crate::jsonl::JsonlDecoder {
     let schema = kind.schema();
-    let decoder = crate::jsonl::JsonlDecoder::new(
+    crate::jsonl::JsonlDecoder::new(
         std::sync::Arc::clone(&schema),
         &schema,
         source,
@@ -487,15 +500,7 @@ pub fn jsonl_batches(
             batch_rows: SAVE_BATCH_ROWS,
             ..Default::default()
         },
-    );
-    let lines = InMemoryLines {
-        decoder,
-        data,
-        pos: 0,
-        line_no: first_line.saturating_sub(1),
-        done: false,
-    };
-    futures::stream::iter(lines).boxed()
+    )
 }
 
 /// The iterator behind [`jsonl_batches`].

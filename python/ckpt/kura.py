@@ -16,14 +16,19 @@ the older ``CheckpointManager``, ``ParquetCheckpointManager``,
   would make a pipeline silently recompute a step).
 
 Nothing here imports Kura: the four Kura kinds are recognised by their model's name and
-fields, rows go to and from the caller's pydantic ``model_class`` (one
-``TypeAdapter(list[model_class])`` call per batch), and plain ``dict`` rows work without
-pydantic. Rows of a model that is none of Kura's kinds are stored as JSONL lines as
+fields, rows go to and from the caller's pydantic ``model_class``, and plain ``dict`` rows
+work without pydantic. Kura's own models (exactly: ``_builds_natively``) are built and
+read by the native module as pydantic's ``model_construct`` builds them and its
+serializer reads them, with the kind's codec validating every field; any other model
+goes through pydantic (one ``TypeAdapter(list[model_class])`` call per batch). A load
+builds its objects with the cyclic garbage collector paused (``_gc_paused``). Rows of a model that is none of Kura's kinds are stored as JSONL lines as
 Kura's JSONL manager stores them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import inspect
 import json
 import logging
@@ -59,6 +64,10 @@ _READ_ATTEMPTS = 5
 #: Rows reach pydantic as Python values where the columns allow it, else as JSON text
 #: (see ``RowBatches`` in the native module). The tests turn it off to compare the two.
 _FAST_ROWS = True
+
+#: Kura's own models are built (a load) and read (a save) by the native module (see
+#: ``_builds_natively``). The tests turn it off to compare with pydantic's routes.
+_NATIVE_MODELS = True
 
 
 def _is_url(location: str) -> bool:
@@ -141,6 +150,50 @@ def _constructs(model_class: Any) -> bool:
         )
         _constructible[model_class] = known
     return known
+
+
+_native_models: Dict[Any, bool] = {}
+
+
+def _builds_natively(model_class: Any) -> bool:
+    """Whether instances of ``model_class`` are built (a load) and read (a save) by the
+    native module as pydantic's ``model_construct`` builds them and its serializer reads
+    them (see ``python/src/models.rs``): a class that ``_constructs``, with no serializers
+    of its own, no post-init hook, no extra fields and no root model."""
+    known = _native_models.get(model_class)
+    if known is None:
+        decorators = getattr(model_class, "__pydantic_decorators__", None)
+        known = bool(
+            _constructs(model_class)
+            and decorators is not None
+            and not (decorators.field_serializers or decorators.model_serializers)
+            and not (decorators.computed_fields)
+            and getattr(model_class, "__pydantic_post_init__", None) is None
+            and not getattr(model_class, "__pydantic_root_model__", False)
+            and getattr(model_class, "model_config", {}).get("extra") != "allow"
+            and hasattr(model_class, "__pydantic_serializer__")
+        )
+        _native_models[model_class] = known
+    return known
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a load builds its objects. Building 100 000
+    models makes millions of tracked objects, and each collection the allocations trigger
+    walks all built so far: more than half of a load's time. Nothing built here is garbage
+    (the rows are kept), so the pause changes nothing but the time. The collector's state
+    is the caller's again afterwards, whatever happens (an error, an interrupt); a pause
+    inside a pause leaves it to the outer one. The collector is process-wide: another
+    thread's collections wait too, for the time of the load."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _list_adapter(model_class: Any) -> Any:
@@ -264,9 +317,10 @@ class BaseCheckpointManager:
             try:
                 rows: List[Any] = []
                 found = False
-                for batch in self._batches(self._file(filename), filename, model_class):
-                    found = True
-                    rows.extend(batch)
+                with _gc_paused():
+                    for batch in self._batches(self._file(filename), filename, model_class):
+                        found = True
+                        rows.extend(batch)
                 if not found:
                     return None
                 return rows if rows else None
@@ -331,7 +385,7 @@ class BaseCheckpointManager:
                 "under a kind's name such as 'summaries')"
             )
         source = f"{self.get_checkpoint_path(file)} (rows given to append_checkpoint)"
-        self._write(self._native.open_writer(file, kind, source, append=True), data)
+        self._write(self._open_writer(file, kind, source, data, append=True), data)
 
     def missing(self, filename: str, ids: List[str]) -> List[str]:
         """The ids of ``ids`` that checkpoint ``filename`` does not hold yet (by the kind's
@@ -418,7 +472,7 @@ class BaseCheckpointManager:
             rows = len(data)
         else:
             source = f"{self.get_checkpoint_path(file)} (rows given to save_checkpoint)"
-            rows, size = self._write(self._native.open_writer(file, kind, source), data)
+            rows, size = self._write(self._open_writer(file, kind, source, data), data)
         logger.info(
             "Saved checkpoint to %s with %d items (%d bytes)",
             self.get_checkpoint_path(file),
@@ -426,14 +480,36 @@ class BaseCheckpointManager:
             size,
         )
 
+    def _open_writer(
+        self, file: str, kind: str, source: str, data: List[Any], append: bool = False
+    ) -> Any:
+        """A native writer for ``data``: one that reads the models themselves when they
+        are all of one of Kura's model classes (see ``_builds_natively``), else one that
+        takes their JSON lines."""
+        model = type(data[0]) if data else None
+        if not (
+            _FAST_ROWS
+            and _NATIVE_MODELS
+            and model is not None
+            and _is_pydantic_model(model)
+            and _builds_natively(model)
+            and all(type(item) is model for item in data)
+        ):
+            model = None
+        return self._native.open_writer(file, kind, source, append=append, model=model)
+
     @staticmethod
     def _write(writer: Any, data: List[Any]):
-        """Dumps the rows a chunk at a time into a native writer (which decodes, checks
-        and writes them meanwhile, without the GIL), then commits; on any error the
-        writer is abandoned and nothing is stored."""
+        """Hands the rows a chunk at a time to a native writer (which validates and
+        writes them meanwhile, without the GIL), then commits; on any error the writer is
+        abandoned and nothing is stored."""
         try:
             for start in range(0, len(data), _SAVE_CHUNK_ROWS):
-                writer.write(_lines(data[start : start + _SAVE_CHUNK_ROWS]))
+                chunk = data[start : start + _SAVE_CHUNK_ROWS]
+                if writer.takes_models:
+                    writer.write_models(chunk)
+                else:
+                    writer.write(_lines(chunk))
         except BaseException:
             writer.abort()
             raise
@@ -457,7 +533,15 @@ class BaseCheckpointManager:
         if kind is None and self._format == "jsonl":
             yield from self._raw_batches(file, model_class)
             return
-        batches = self._native.open_rows(file, kind, python_values=_FAST_ROWS)
+        native = (
+            _FAST_ROWS
+            and _NATIVE_MODELS
+            and _is_pydantic_model(model_class)
+            and _builds_natively(model_class)
+        )
+        batches = self._native.open_rows(
+            file, kind, python_values=_FAST_ROWS, model=model_class if native else None
+        )
         if batches is None:
             return
         logger.info(
@@ -465,21 +549,37 @@ class BaseCheckpointManager:
             self.get_checkpoint_path(file),
             getattr(model_class, "__name__", model_class),
         )
+        convert: Callable[[Any], List[Any]]
         if _is_pydantic_model(model_class):
             adapter = _list_adapter(model_class)
             construct = model_class.model_construct if _constructs(model_class) else None
-            for batch in batches:
-                # A batch is a list of dicts (plain columns) or a JSON array (see
-                # `RowBatches` in the native module); every route gives the same models.
+
+            def convert(batch: Any) -> List[Any]:
+                # A batch is a JSON array, a list of dicts (plain columns) or of models
+                # built natively (see `RowBatches` in the native module); every route
+                # gives the same models.
                 if isinstance(batch, bytes):
-                    yield adapter.validate_json(batch)
-                elif construct is not None:
-                    yield [construct(**row) for row in batch]
-                else:
-                    yield adapter.validate_python(batch)
+                    return adapter.validate_json(batch)
+                if construct is None:
+                    return adapter.validate_python(batch)
+                if batch and not isinstance(batch[0], dict):
+                    return batch
+                return [construct(**row) for row in batch]
+
         else:
-            for batch in batches:
-                yield json.loads(batch) if isinstance(batch, bytes) else batch
+
+            def convert(batch: Any) -> List[Any]:
+                return json.loads(batch) if isinstance(batch, bytes) else batch
+
+        while True:
+            # The objects of a batch are built without collections (see `_gc_paused`);
+            # the caller's code between batches runs with the collector as it was.
+            with _gc_paused():
+                batch = next(batches, None)
+                if batch is None:
+                    return
+                rows = convert(batch)
+            yield rows
 
     def _raw_batches(self, file: str, model_class: Any) -> Iterator[List[Any]]:
         """A JSONL file of rows that are none of Kura's kinds: each line through the

@@ -9,22 +9,25 @@
 //! released ([`Python::detach`]) on one shared tokio runtime.
 //!
 //! Rows cross the boundary in the forms Kura's models are defined by: a save hands over
-//! the lines `model_dump_json` writes (decoded here by the kind's codec, so every field is
-//! validated); a load hands back each batch as Python values or a JSON array, which the
-//! Python side validates with one pydantic call (`rows`). Query results cross as Arrow,
+//! the lines `model_dump_json` writes, or Kura's models themselves, read field by field
+//! (`models`); either way the kind's codec decodes and validates every field. A load
+//! hands back each batch as a JSON array, which the Python side validates with one
+//! pydantic call, as Python values, or as Kura's models built here (`rows`, `models`). Query results cross as Arrow,
 //! through the Arrow C stream interface (`__arrow_c_stream__`), without copies
 //! (`session`).
 //!
-//! Modules: `errors` (the exception classes), `manager` (checkpoint managers),
-//! `rows` (batches to Python), `session` (SQL), `commands` (`convert`, `ls`).
+//! Modules: `columns` (Arrow columns as Python values), `errors` (the exception classes), `manager` (checkpoint managers),
+//! `models` (Kura's model instances built and read natively), `rows` (batches to Python), `session` (SQL), `commands` (`convert`, `ls`).
 //!
 //! Written by hand rather than with arrow-rs's `pyarrow` feature: that feature is tied
 //! to its own pyo3 version and to pyarrow's classes, where the C stream protocol needs
 //! one capsule and works with pyarrow, polars and DuckDB alike.
 
+mod columns;
 mod commands;
 mod errors;
 mod manager;
+mod models;
 mod rows;
 mod session;
 

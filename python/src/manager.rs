@@ -5,16 +5,20 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use ckpt::jsonl::JsonlDecoder;
 use ckpt::kind::computed_len_of;
-use ckpt::manager::{jsonl_batches, kind_of_rows};
+use ckpt::manager::{jsonl_batches, kind_of_rows, save_decoder};
 use ckpt::sink::WriteStats;
 use ckpt::{CheckpointKind, CheckpointManager, Compression, FileFormat, Layout, StorageOptions};
 use datafusion::error::DataFusionError;
 use futures::StreamExt;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList, PyType};
 
 use crate::errors::{CkptError, ConfigError, StorageError, to_py, to_py_core};
+use crate::models::{ModelClass, ModelReader, ModelRow};
 use crate::rows::RowBatches;
 use crate::{run, runtime};
 
@@ -98,29 +102,47 @@ impl PyManager {
     }
 
     /// Starts saving checkpoint `file` (or, with `append`, one new part of it) from rows
-    /// of `kind` given as JSON lines, chunk by chunk ([`CheckpointWriter`]). Each line
-    /// is decoded and validated as the kind's row: errors name `source`, the item's line
-    /// and the field.
-    #[pyo3(signature = (file, kind, source, append = false))]
+    /// of `kind` given chunk by chunk ([`CheckpointWriter`]): JSON lines, or, with
+    /// `model` (Kura's own model class, see `crate::models`), the model's instances. Each
+    /// row is decoded and validated as the kind's row: errors name `source`, the item's
+    /// line and the field.
+    #[pyo3(signature = (file, kind, source, append = false, model = None))]
     fn open_writer(
         &self,
         file: &str,
         kind: &str,
         source: String,
         append: bool,
+        model: Option<Bound<'_, PyType>>,
     ) -> PyResult<CheckpointWriter> {
         let kind = kind_of_rows(file, parse_kind(kind)?);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(bytes::Bytes, u64)>(2);
+        let models = match model {
+            None => None,
+            Some(cls) => {
+                let schema = kind.schema();
+                let float_list = schema.fields().iter().find(|f| {
+                    matches!(f.data_type(), DataType::List(item) if item.data_type() == &DataType::Float64)
+                });
+                let reader = ModelReader::new(&cls, float_list.map(|f| f.name().as_str()))?;
+                Some((reader, save_decoder(kind, source.clone())))
+            }
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(2);
         let committed = Arc::new(AtomicBool::new(false));
         let finished = Arc::clone(&committed);
         let chunks = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
         let batches = chunks
-            .map(move |(data, first_line)| jsonl_batches(kind, source.clone(), data, first_line))
+            .map(move |chunk| match chunk {
+                Chunk::Lines(data, first_line) => {
+                    jsonl_batches(kind, source.clone(), data, first_line)
+                }
+                Chunk::Batch(batch) => futures::stream::once(async move { Ok(batch) }).boxed(),
+            })
             .flatten()
             .chain(
                 futures::stream::once(async move {
-                    // The lines ended: without a commit (an exception while the Python
-                    // side dumped its rows), fail the write so that nothing is stored.
+                    // The rows ended: without a commit (an exception while the Python
+                    // side gave its rows), fail the write so that nothing is stored.
                     if finished.load(Ordering::SeqCst) {
                         None
                     } else {
@@ -146,6 +168,7 @@ impl PyManager {
             committed,
             task: Mutex::new(Some(task)),
             next_line: AtomicU64::new(1),
+            models: Mutex::new(models),
         })
     }
 
@@ -190,19 +213,23 @@ impl PyManager {
     /// Opens the file `file` for reading in batches (see [`RowBatches`]: JSON arrays,
     /// or lists of dicts with `python_values`); None when it does not exist. With no
     /// kind, the kind comes from the name, else the file's own columns.
-    #[pyo3(signature = (file, kind = None, python_values = false))]
+    /// With `model` (Kura's own model class, see `crate::models`), Python values come
+    /// as the model's instances.
+    #[pyo3(signature = (file, kind = None, python_values = false, model = None))]
     fn open_rows(
         &self,
         py: Python<'_>,
         file: &str,
         kind: Option<&str>,
         python_values: bool,
+        model: Option<Bound<'_, PyType>>,
     ) -> PyResult<Option<RowBatches>> {
+        let model = model.map(|m| ModelClass::new(&m)).transpose()?;
         let kind = kind
             .map(|k| parse_kind(k).map(|k| kind_of_rows(file, k)))
             .transpose()?;
         let stream = run(py, self.inner.load_file_batches(file, kind)).map_err(to_py)?;
-        Ok(stream.map(|s| RowBatches::new(s, python_values)))
+        Ok(stream.map(|s| RowBatches::new(s, python_values, model)))
     }
 
     /// The stored bytes of `file` as they are; None when it does not exist.
@@ -294,18 +321,29 @@ pub(crate) fn kind_of_name(name: &str) -> Option<&'static str> {
     CheckpointKind::from_name(name).map(CheckpointKind::default_name)
 }
 
-/// A save in progress: the Python side dumps its rows a chunk at a time and hands each
-/// chunk over ([`write`](Self::write)); a task on the runtime decodes, validates and
-/// writes them meanwhile, so the dumping (with the GIL) and the decoding and writing
-/// (without it) overlap, and memory holds a few chunks rather than the whole checkpoint.
-/// Nothing is visible until [`commit`](Self::commit); without one, nothing is stored.
+/// A save in progress: the Python side hands its rows over a chunk at a time
+/// ([`write`](Self::write) for JSON lines, [`write_models`](Self::write_models) for
+/// Kura's models); a task on the runtime validates and writes them meanwhile, so the
+/// Python side (with the GIL) and the encoding and writing (without it) overlap, and
+/// memory holds a few chunks rather than the whole checkpoint. Nothing is visible until
+/// [`commit`](Self::commit); without one, nothing is stored.
 #[pyclass(module = "ckpt._native")]
 pub(crate) struct CheckpointWriter {
-    tx: Mutex<Option<tokio::sync::mpsc::Sender<(bytes::Bytes, u64)>>>,
+    tx: Mutex<Option<tokio::sync::mpsc::Sender<Chunk>>>,
     committed: Arc<AtomicBool>,
     task: Mutex<Option<tokio::task::JoinHandle<ckpt::Result<WriteStats>>>>,
-    /// The line (item position, from 1) the next chunk starts at.
+    /// The line (item position, from 1) the next row is.
     next_line: AtomicU64,
+    /// For a save of models: their reader and the decoder they go into.
+    models: Mutex<Option<(ModelReader, JsonlDecoder)>>,
+}
+
+/// What the Python side hands to the write task.
+enum Chunk {
+    /// JSON lines and the line the first one is.
+    Lines(bytes::Bytes, u64),
+    /// Rows decoded already (models).
+    Batch(RecordBatch),
 }
 
 impl CheckpointWriter {
@@ -319,23 +357,15 @@ impl CheckpointWriter {
             .map_err(|e| CkptError::new_err(format!("the write task failed: {e}")))?
             .map_err(to_py)
     }
-}
 
-#[pymethods]
-impl CheckpointWriter {
-    /// Hands over the next lines (each ending in a newline). Blocks, without the GIL,
-    /// while two chunks are already waiting. Raises the write's error if it has failed.
-    fn write(&self, py: Python<'_>, chunk: Vec<u8>) -> PyResult<()> {
-        let lines = chunk.iter().filter(|b| **b == b'\n').count() as u64;
-        let first_line = self.next_line.fetch_add(lines, Ordering::SeqCst);
+    /// Hands `chunk` to the write task, waiting (without the GIL) while two are queued.
+    /// Raises the write's error if it has failed.
+    fn send(&self, py: Python<'_>, chunk: Chunk) -> PyResult<()> {
         let tx = self.tx.lock().expect("not poisoned").clone();
         let Some(tx) = tx else {
             return Err(ConfigError::new_err("this save is already finished"));
         };
-        let sent = run(py, async move {
-            tx.send((bytes::Bytes::from(chunk), first_line)).await
-        });
-        if sent.is_err() {
+        if run(py, async move { tx.send(chunk).await }).is_err() {
             // The task stopped reading: it failed (a bad row, the storage). Say why.
             self.tx.lock().expect("not poisoned").take();
             self.finish(py)?;
@@ -344,8 +374,66 @@ impl CheckpointWriter {
         Ok(())
     }
 
+    /// The models' rows decoded and not sent yet, sent as one batch.
+    fn flush_models(&self, py: Python<'_>) -> PyResult<()> {
+        let batch = match self.models.lock().expect("not poisoned").as_mut() {
+            Some((_, decoder)) => decoder.flush().map_err(to_py_core)?,
+            None => None,
+        };
+        match batch {
+            Some(batch) => self.send(py, Chunk::Batch(batch)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[pymethods]
+impl CheckpointWriter {
+    /// Whether the writer was opened for models ([`write_models`](Self::write_models)).
+    #[getter]
+    fn takes_models(&self) -> bool {
+        self.models.lock().expect("not poisoned").is_some()
+    }
+
+    /// Hands over the next lines (each ending in a newline).
+    fn write(&self, py: Python<'_>, chunk: Vec<u8>) -> PyResult<()> {
+        let lines = chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        let first_line = self.next_line.fetch_add(lines, Ordering::SeqCst);
+        self.send(py, Chunk::Lines(bytes::Bytes::from(chunk), first_line))
+    }
+
+    /// Hands over the next rows as models of the class the writer was opened for: each
+    /// read field by field (see `crate::models`) into the kind's decoder, here, and sent
+    /// on a batch at a time.
+    fn write_models(&self, py: Python<'_>, rows: Bound<'_, PyList>) -> PyResult<()> {
+        for item in rows.iter() {
+            let line = self.next_line.fetch_add(1, Ordering::SeqCst);
+            let full = {
+                let mut guard = self.models.lock().expect("not poisoned");
+                let Some((reader, decoder)) = guard.as_mut() else {
+                    return Err(ConfigError::new_err(
+                        "this writer takes JSON lines, not models",
+                    ));
+                };
+                match reader.read(&item)? {
+                    ModelRow::Values(entries, floats) => {
+                        decoder.decode_values(&entries, floats.as_deref(), line)
+                    }
+                    ModelRow::Json(json) => decoder.decode_line(json.as_bytes(), line),
+                }
+                .map_err(to_py_core)?;
+                decoder.is_full()
+            };
+            if full {
+                self.flush_models(py)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Ends the rows and commits the checkpoint atomically. Returns (rows, bytes).
     fn commit(&self, py: Python<'_>) -> PyResult<(u64, u64)> {
+        self.flush_models(py)?;
         self.committed.store(true, Ordering::SeqCst);
         self.tx.lock().expect("not poisoned").take();
         let stats = self.finish(py)?;

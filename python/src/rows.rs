@@ -8,9 +8,11 @@ use ckpt::kind::computed_len_of;
 use ckpt::sink::BatchStream;
 use futures::StreamExt;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::errors::{CkptError, to_py};
+use crate::columns::python_columns;
+use crate::errors::to_py;
+use crate::models::ModelClass;
 use crate::runtime;
 
 /// A checkpoint being read, one batch per `next`. A task on the runtime decodes ahead
@@ -22,15 +24,23 @@ use crate::runtime;
 /// every column is of a plain type, as a list of dicts: strings, ints, floats, lists of
 /// them, and JSON-text columns (metadata) through Python's `json.loads`. The second form
 /// spares pydantic parsing every embedding float from text (most of a load's time); a
-/// test proves both forms give the same models (python/tests/test_fast_paths.py).
+/// test proves both forms give the same models (python/tests/test_fast_paths.py). With a
+/// model class (Kura's own, see `crate::models`), the second form comes as the model's
+/// instances, built here.
 #[pyclass(module = "ckpt._native")]
 pub(crate) struct RowBatches {
     batches: Mutex<Option<tokio::sync::mpsc::Receiver<ckpt::Result<RecordBatch>>>>,
     python_values: bool,
+    /// Kura's model the rows are built as here (see `crate::models`), if any.
+    model: Option<ModelClass>,
 }
 
 impl RowBatches {
-    pub(crate) fn new(mut stream: BatchStream, python_values: bool) -> Self {
+    pub(crate) fn new(
+        mut stream: BatchStream,
+        python_values: bool,
+        model: Option<ModelClass>,
+    ) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         runtime().spawn(async move {
             while let Some(batch) = stream.next().await {
@@ -45,6 +55,7 @@ impl RowBatches {
         RowBatches {
             batches: Mutex::new(Some(rx)),
             python_values,
+            model,
         }
     }
 }
@@ -79,7 +90,10 @@ impl RowBatches {
         });
         match next {
             Ok(Some(Either::Json(json))) => Ok(Some(PyBytes::new(py, &json).into_any())),
-            Ok(Some(Either::Batch(batch))) => Ok(Some(python_rows(py, &batch)?.into_any())),
+            Ok(Some(Either::Batch(batch))) => Ok(Some(match &self.model {
+                Some(model) if model.fits(py, &batch) => model.instances(py, &batch)?.into_any(),
+                _ => python_rows(py, &batch)?.into_any(),
+            })),
             Ok(None) => {
                 *guard = None;
                 Ok(None)
@@ -107,90 +121,20 @@ fn has_plain_columns(batch: &RecordBatch) -> bool {
     })
 }
 
-/// The rows of `batch` as a list of dicts (see [`RowBatches`]); columns are converted
-/// one at a time, then zipped into rows.
+/// The rows of `batch` as a list of dicts (see [`RowBatches`]).
 fn python_rows<'py>(py: Python<'py>, batch: &RecordBatch) -> PyResult<Bound<'py, PyList>> {
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{DataType as T, Float64Type, Int32Type, Int64Type};
-    let json_loads = py.import("json")?.getattr("loads")?;
-    let rows = batch.num_rows();
-    let mut columns: Vec<Vec<Bound<'py, PyAny>>> = Vec::with_capacity(batch.num_columns());
-    for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
-        let none = || py.None().into_bound(py);
-        let mut out = Vec::with_capacity(rows);
-        match field.data_type() {
-            T::Utf8 => {
-                let a = col.as_string::<i32>();
-                let json = ckpt::kind::is_json_text(field);
-                for v in a.iter() {
-                    out.push(match v {
-                        None => none(),
-                        Some(text) if json => json_loads.call1((text,))?,
-                        Some(text) => PyString::new(py, text).into_any(),
-                    });
-                }
-            }
-            T::Int32 => {
-                for v in col.as_primitive::<Int32Type>().iter() {
-                    out.push(
-                        v.map_or_else(none, |v| v.into_pyobject(py).expect("an int").into_any()),
-                    );
-                }
-            }
-            T::Int64 => {
-                for v in col.as_primitive::<Int64Type>().iter() {
-                    out.push(
-                        v.map_or_else(none, |v| v.into_pyobject(py).expect("an int").into_any()),
-                    );
-                }
-            }
-            T::Float64 => {
-                for v in col.as_primitive::<Float64Type>().iter() {
-                    out.push(v.map_or_else(none, |v| PyFloat::new(py, v).into_any()));
-                }
-            }
-            T::List(item) => {
-                let list = col.as_list::<i32>();
-                for i in 0..rows {
-                    if list.is_null(i) {
-                        out.push(none());
-                        continue;
-                    }
-                    let values = list.value(i);
-                    let py_list = match item.data_type() {
-                        T::Float64 => {
-                            let v = values.as_primitive::<Float64Type>();
-                            PyList::new(
-                                py,
-                                (0..v.len()).map(|j| (!v.is_null(j)).then(|| v.value(j))),
-                            )?
-                        }
-                        _ => {
-                            let v = values.as_string::<i32>();
-                            PyList::new(py, v.iter())?
-                        }
-                    };
-                    out.push(py_list.into_any());
-                }
-            }
-            other => {
-                return Err(CkptError::new_err(format!(
-                    "internal: no Python conversion for a column of type {other}"
-                )));
-            }
-        }
-        columns.push(out);
-    }
     let keys: Vec<Bound<'py, PyString>> = batch
         .schema()
         .fields()
         .iter()
         .map(|f| PyString::intern(py, f.name()))
         .collect();
+    let mut columns: Vec<std::vec::IntoIter<Bound<'py, PyAny>>> = python_columns(py, batch)?
+        .into_iter()
+        .map(Vec::into_iter)
+        .collect();
     let list = PyList::empty(py);
-    let mut columns: Vec<std::vec::IntoIter<Bound<'py, PyAny>>> =
-        columns.into_iter().map(Vec::into_iter).collect();
-    for _ in 0..rows {
+    for _ in 0..batch.num_rows() {
         let row = PyDict::new(py);
         for (key, col) in keys.iter().zip(columns.iter_mut()) {
             row.set_item(key, col.next().expect("one value per row"))?;

@@ -6,9 +6,13 @@
 //!
 //! Not part of the stable API: the functions take raw fuzzer input.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use arrow::datatypes::{DataType, Schema};
+
 use crate::CheckpointKind;
+use crate::jsonl::value::{self, Value};
 use crate::jsonl::{DecodeOptions, JsonlDecoder, OnError};
 
 /// What [`decode_lines`] saw.
@@ -28,6 +32,8 @@ pub struct DecodeOutcome {
 /// - the decoder's fast paths (the embedding list cut out of the line and parsed apart)
 ///   give exactly what its general path gives: the same rows, every column equal (compared
 ///   bit for bit, so NaN equals NaN), the same skips;
+/// - rows given as values ([`JsonlDecoder::decode_values`]) give exactly what their lines
+///   give;
 /// - a projection (each column alone, the others only checked) accepts and skips the same
 ///   lines as the full decode, with the same messages, and its column equals the full
 ///   decode's.
@@ -63,6 +69,42 @@ pub fn decode_lines(kind: CheckpointKind, lines: &[&[u8]]) -> DecodeOutcome {
     assert!(
         general.0 == batches && general.1 == skipped,
         "the fast path and the general path disagree on {:?}",
+        lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l))
+            .collect::<Vec<_>>()
+    );
+    // The values route (`decode_values`: each row given as the values its line parses
+    // to, the embedding as numbers where they are finite floats, as the Python package
+    // gives Kura's models) gives exactly what the lines give; a line that does not parse
+    // goes as a line, as the package sends a model whose JSON is not plain.
+    let by_values = {
+        let mut d = JsonlDecoder::new(Arc::clone(&schema), &schema, FILE, opts).sequential_ids();
+        let mut batches = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let n = i as u64 + 1;
+            let parsed = std::str::from_utf8(line)
+                .ok()
+                .filter(|_| !(i == 0 && line.starts_with(b"\xEF\xBB\xBF")))
+                .and_then(|t| value::parse(t).ok());
+            match parsed {
+                Some(Value::Object(mut entries)) => {
+                    let floats = float_list_of(&schema, &mut entries);
+                    d.decode_values(&entries, floats.as_deref(), n)
+                }
+                _ => d.decode_line(line, n),
+            }
+            .expect("skip mode never fails a line");
+            if d.is_full() {
+                batches.extend(d.flush().expect("a flush of decoded rows succeeds"));
+            }
+        }
+        batches.extend(d.flush().expect("a flush of decoded rows succeeds"));
+        (batches, d.take_skipped())
+    };
+    assert!(
+        by_values.0 == batches && by_values.1 == skipped,
+        "the values route and the lines disagree on {:?}",
         lines
             .iter()
             .map(|l| String::from_utf8_lossy(l))
@@ -129,6 +171,34 @@ pub fn decode_lines(kind: CheckpointKind, lines: &[&[u8]]) -> DecodeOutcome {
         f.flush().expect("a flush of decoded rows succeeds");
     }
     out
+}
+
+/// The kind's list of floats taken out of `entries` as numbers, when it is a list of
+/// finite floats (numbers written with a fraction or an exponent); else left in place.
+fn float_list_of(
+    schema: &Schema,
+    entries: &mut Vec<(Cow<'_, str>, Value<'_>)>,
+) -> Option<Vec<f64>> {
+    let field = schema.fields().iter().find(
+        |f| matches!(f.data_type(), DataType::List(item) if item.data_type() == &DataType::Float64),
+    )?;
+    let at = entries
+        .iter()
+        .position(|(k, _)| k.as_ref() == field.name().as_str())?;
+    let Value::Array(items) = &entries[at].1 else {
+        return None;
+    };
+    let numbers = items
+        .iter()
+        .map(|v| match v {
+            Value::Number { text, float: true } => {
+                text.parse::<f64>().ok().filter(|f| f.is_finite())
+            }
+            _ => None,
+        })
+        .collect::<Option<Vec<f64>>>()?;
+    entries.remove(at);
+    Some(numbers)
 }
 
 /// Blank as the decoder sees it: whitespace only, after a BOM on the first line.

@@ -11,7 +11,7 @@ pub mod decode;
 pub mod encode;
 pub(crate) mod lax;
 mod number_block;
-pub(crate) mod value;
+pub mod value;
 
 pub use decode::{DecodeOptions, JsonlDecoder, OnError, SkippedLine};
 pub use encode::JsonlEncoder;

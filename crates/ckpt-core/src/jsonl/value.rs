@@ -20,17 +20,23 @@ const RECURSION_LIMIT: &str =
 /// A parsed JSON value; strings and numbers borrow from the line when they can.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value<'a> {
+    /// `null`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
     /// A number as written. `float` says whether it has a fraction or an exponent (then
     /// Python reads it as a float, else as an int).
     Number {
+        /// The number's text, as JSON writes it.
         text: Cow<'a, str>,
+        /// Whether it has a fraction or an exponent.
         float: bool,
     },
     /// `NaN`, `Infinity` or `-Infinity`.
     NonFinite(f64),
+    /// A string, unescaped.
     Str(Cow<'a, str>),
+    /// A list.
     Array(Vec<Value<'a>>),
     /// Keys unique, in the order of their first occurrence, each with its last value.
     Object(Vec<(Cow<'a, str>, Value<'a>)>),
@@ -47,6 +53,29 @@ impl Value<'_> {
             Value::Str(_) => "string",
             Value::Array(_) => "list",
             Value::Object(_) => "object",
+        }
+    }
+
+    /// The value with every string and number owned: it outlives the text it was parsed
+    /// from.
+    pub fn into_owned(self) -> Value<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(b),
+            Value::Number { text, float } => Value::Number {
+                text: own(text),
+                float,
+            },
+            Value::NonFinite(v) => Value::NonFinite(v),
+            Value::Str(s) => Value::Str(own(s)),
+            Value::Array(items) => Value::Array(items.into_iter().map(Value::into_owned).collect()),
+            Value::Object(entries) => Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (own(k), v.into_owned()))
+                    .collect(),
+            ),
         }
     }
 
@@ -97,6 +126,7 @@ pub fn push_non_finite(v: f64, out: &mut String) {
     });
 }
 
+/// Appends `s` as a JSON string literal.
 pub fn push_json_string(s: &str, out: &mut String) {
     // serde_json's escaping: the shortest valid JSON string for any text. It escapes only
     // quotes, backslashes and control characters, so text without them (most keys and
@@ -115,8 +145,11 @@ pub fn push_json_string(s: &str, out: &mut String) {
 /// key, or when the line is not an object), so that an error can name its field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError {
+    /// What is wrong.
     pub message: String,
+    /// The 1-based byte column.
     pub column: usize,
+    /// The line's key being read, if any.
     pub field: Option<String>,
 }
 

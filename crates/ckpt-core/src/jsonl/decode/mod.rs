@@ -1,5 +1,6 @@
 //! JSONL → Arrow for a declared schema.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::value::{self, Value};
@@ -94,7 +95,6 @@ pub struct JsonlDecoder {
     scratch: Vec<u8>,
     /// Per-line state kept between lines so that a line allocates nothing.
     marks: Vec<Mark>,
-    seen: Vec<bool>,
     /// Line 1 is the file's first line, where a BOM is skipped.
     file_start: bool,
     /// Default ids counted instead of random (see [`JsonlDecoder::sequential_ids`]).
@@ -171,7 +171,6 @@ impl JsonlDecoder {
             float_list,
             scratch: Vec::new(),
             marks: Vec::new(),
-            seen: Vec::new(),
             file_start: true,
             sequential_ids: None,
         }
@@ -233,10 +232,51 @@ impl JsonlDecoder {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
+        self.decode_row(line_no, |d| d.decode_fields(line))
+    }
+
+    /// Decodes one row given as values instead of a line: `entries` are the values its
+    /// line would parse to (keys unique), `floats` the numbers of the kind's list of
+    /// floats (the embedding), all finite, when the caller has them as numbers already
+    /// (then `entries` leaves that key out). The same rules apply as to a line, in the
+    /// same order, with the same errors, and a refused row leaves nothing behind. For a
+    /// caller that holds a row's values (the Python package, reading Kura's models): it
+    /// is spared writing JSON only for this decoder to parse it again.
+    pub fn decode_values(
+        &mut self,
+        entries: &[(Cow<'_, str>, Value<'_>)],
+        floats: Option<&[f64]>,
+        line_no: u64,
+    ) -> Result<()> {
+        self.decode_row(line_no, |d| {
+            let pre = match (floats, d.float_list.as_ref().map(|(i, _)| *i)) {
+                (Some(floats), Some(i)) => {
+                    debug_assert!(floats.iter().all(|v| v.is_finite()));
+                    if let (true, Col::F64List(l)) = (i < d.kept, &mut d.cols[i]) {
+                        for v in floats {
+                            l.child.push(*v);
+                        }
+                        l.close(true);
+                    }
+                    Some(i)
+                }
+                _ => None,
+            };
+            d.push_entries(entries, pre)
+        })
+    }
+
+    /// Decodes a row with `decode` and accounts for it: counted, or rolled back and
+    /// reported (or skipped) by `line_no`.
+    fn decode_row(
+        &mut self,
+        line_no: u64,
+        decode: impl FnOnce(&mut Self) -> Result<(), (Option<String>, String)>,
+    ) -> Result<()> {
         let mut marks = std::mem::take(&mut self.marks);
         marks.clear();
         marks.extend(self.cols.iter().map(Col::mark));
-        let decoded = self.decode_row(line);
+        let decoded = decode(self);
         if decoded.is_err() {
             for (c, m) in self.cols.iter_mut().zip(&marks) {
                 c.rollback(*m);
@@ -271,20 +311,7 @@ impl JsonlDecoder {
         }
     }
 
-    fn decode_row(&mut self, line: &[u8]) -> Result<(), (Option<String>, String)> {
-        let mut seen = std::mem::take(&mut self.seen);
-        seen.clear();
-        seen.resize(self.cols.len(), false);
-        let res = self.decode_fields(line, &mut seen);
-        self.seen = seen;
-        res
-    }
-
-    fn decode_fields(
-        &mut self,
-        line: &[u8],
-        seen: &mut [bool],
-    ) -> Result<(), (Option<String>, String)> {
+    fn decode_fields(&mut self, line: &[u8]) -> Result<(), (Option<String>, String)> {
         // Fast path: the embedding (most of a summary's bytes) is cut out of the line and
         // decoded here; the rest is parsed whole, where the value reads `null`.
         let mut pre: Option<usize> = None;
@@ -319,7 +346,22 @@ impl JsonlDecoder {
                 _ => self.cols[i].rollback(mark),
             }
         }
-        let bytes: &[u8] = if pre.is_some() { &self.scratch } else { line };
+        // The line's values may borrow from the scratch buffer while the columns are
+        // pushed: it is taken out meanwhile, and put back (its allocation kept).
+        let scratch = std::mem::take(&mut self.scratch);
+        let res = self.parse_and_push(if pre.is_some() { &scratch } else { line }, pre, shift);
+        self.scratch = scratch;
+        res
+    }
+
+    /// Parses `bytes` (the line, or the line with its float list cut out: `pre`, `shift`)
+    /// and pushes its fields.
+    fn parse_and_push(
+        &mut self,
+        bytes: &[u8],
+        pre: Option<usize>,
+        shift: Option<(usize, i64)>,
+    ) -> Result<(), (Option<String>, String)> {
         // Columns in messages refer to the line as written.
         let column = |c: usize| match shift {
             Some((at, by)) if c > at => (c as i64 + by) as usize,
@@ -353,6 +395,16 @@ impl JsonlDecoder {
                 format!("expected a JSON object, found {}", root.type_name()),
             ));
         };
+        self.push_entries(&entries, pre)
+    }
+
+    /// Pushes a row's fields, in the kind's order, by Kura's rules; `pre` is the field
+    /// pushed already (the float list a fast path decoded), whose entry is not looked at.
+    fn push_entries(
+        &mut self,
+        entries: &[(Cow<'_, str>, Value<'_>)],
+        pre: Option<usize>,
+    ) -> Result<(), (Option<String>, String)> {
         for &i in &self.order {
             let f = &self.stored[i];
             if self.offset_of[i] {
@@ -363,7 +415,6 @@ impl JsonlDecoder {
                 .iter()
                 .find(|(k, _)| k.as_ref() == f.name().as_str())
                 .map(|(_, v)| v);
-            seen[i] = v.is_some();
             let err = |m: String| (Some(f.name().clone()), m);
             if pre == Some(i) {
                 continue;
