@@ -5,7 +5,7 @@
 //! numbers beyond f64 such as `1e400`, integers beyond 64 bits) and resolves duplicate keys
 //! the way Python's `dict` does (the last value wins, at the first key's position), where
 //! serde_json either fails or needs a typed target. A value here keeps each number's text,
-//! so the coercions in [`super::lax`] see what the line said, not a rounded copy.
+//! so the coercions in `lax` see what the line said, not a rounded copy.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
