@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
 use ckpt::jsonl::JsonlDecoder;
 use ckpt::kind::computed_len_of;
 use ckpt::manager::{jsonl_batches, kind_of_rows, save_decoder};
@@ -119,12 +118,9 @@ impl PyManager {
         let models = match model {
             None => None,
             Some(cls) => {
-                let schema = kind.schema();
-                let float_list = schema.fields().iter().find(|f| {
-                    matches!(f.data_type(), DataType::List(item) if item.data_type() == &DataType::Float64)
-                });
-                let reader = ModelReader::new(&cls, float_list.map(|f| f.name().as_str()))?;
-                Some((reader, save_decoder(kind, source.clone())))
+                let decoder = save_decoder(kind, source.clone());
+                let reader = ModelReader::new(&cls, decoder.float_list_field())?;
+                Some((reader, decoder))
             }
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(2);

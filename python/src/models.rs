@@ -55,13 +55,7 @@ pub(crate) struct ModelClass {
 impl ModelClass {
     pub(crate) fn new(cls: &Bound<'_, PyType>) -> PyResult<Self> {
         let py = cls.py();
-        let names: Vec<String> = cls
-            .getattr("model_fields")?
-            .call_method0("keys")?
-            .try_iter()?
-            .map(|k| k?.extract::<String>())
-            .collect::<PyResult<_>>()?;
-        let fields: Vec<Py<PyString>> = names
+        let fields: Vec<Py<PyString>> = field_names(cls)?
             .iter()
             .map(|n| PyString::intern(py, n).unbind())
             .collect();
@@ -163,16 +157,13 @@ impl ModelReader {
     /// `float_list`: the name of the kind's list of floats, if it has one.
     pub(crate) fn new(cls: &Bound<'_, PyType>, float_list: Option<&str>) -> PyResult<Self> {
         let py = cls.py();
-        let fields = cls
-            .getattr("model_fields")?
-            .call_method0("keys")?
-            .try_iter()?
-            .map(|k| {
-                let name = k?.extract::<String>()?;
+        let fields = field_names(cls)?
+            .into_iter()
+            .map(|name| {
                 let is_floats = float_list == Some(name.as_str());
-                Ok((PyString::intern(py, &name).unbind(), name, is_floats))
+                (PyString::intern(py, &name).unbind(), name, is_floats)
             })
-            .collect::<PyResult<_>>()?;
+            .collect();
         Ok(ModelReader {
             cls: cls.clone().unbind(),
             fields,
@@ -290,6 +281,15 @@ impl ModelReader {
         }
         Ok(None)
     }
+}
+
+/// The model's field names, in its order (`model_fields`).
+fn field_names(cls: &Bound<'_, PyType>) -> PyResult<Vec<String>> {
+    cls.getattr("model_fields")?
+        .call_method0("keys")?
+        .try_iter()?
+        .map(|k| k?.extract::<String>())
+        .collect()
 }
 
 /// `pydantic_core.to_json` with the model's JSON settings (its own defaults differ from a

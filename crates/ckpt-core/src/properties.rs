@@ -9,11 +9,12 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Schema};
-
 use crate::CheckpointKind;
 use crate::jsonl::value::{self, Value};
 use crate::jsonl::{DecodeOptions, JsonlDecoder, OnError};
+
+/// Decodes line `i` (0-based) of a file into the decoder: as a line, or as its values.
+type DecodeOne<'a> = dyn Fn(&mut JsonlDecoder, usize, &[u8]) -> crate::Result<()> + 'a;
 
 /// What [`decode_lines`] saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +47,11 @@ pub fn decode_lines(kind: CheckpointKind, lines: &[&[u8]]) -> DecodeOutcome {
         on_error: OnError::Skip,
         batch_rows: 3,
     };
-    let decode_all = |mut d: JsonlDecoder| {
+    // Every line through `decode` (a line, or the values it parses to), in skip mode.
+    let decode_with = |mut d: JsonlDecoder, decode: &DecodeOne| {
         let mut batches = Vec::new();
         for (i, line) in lines.iter().enumerate() {
-            d.decode_line(line, i as u64 + 1)
-                .expect("skip mode never fails a line");
+            decode(&mut d, i, line).expect("skip mode never fails a line");
             if d.is_full() {
                 batches.extend(d.flush().expect("a flush of decoded rows succeeds"));
             }
@@ -58,6 +59,8 @@ pub fn decode_lines(kind: CheckpointKind, lines: &[&[u8]]) -> DecodeOutcome {
         batches.extend(d.flush().expect("a flush of decoded rows succeeds"));
         (batches, d.take_skipped())
     };
+    let decode_all =
+        |d: JsonlDecoder| decode_with(d, &|d, i, line| d.decode_line(line, i as u64 + 1));
     // Ids a row lacks are counted, not random, so both decoders make the same ones.
     let (batches, skipped) =
         decode_all(JsonlDecoder::new(Arc::clone(&schema), &schema, FILE, opts).sequential_ids());
@@ -78,10 +81,9 @@ pub fn decode_lines(kind: CheckpointKind, lines: &[&[u8]]) -> DecodeOutcome {
     // to, the embedding as numbers where they are finite floats, as the Python package
     // gives Kura's models) gives exactly what the lines give; a line that does not parse
     // goes as a line, as the package sends a model whose JSON is not plain.
-    let by_values = {
-        let mut d = JsonlDecoder::new(Arc::clone(&schema), &schema, FILE, opts).sequential_ids();
-        let mut batches = Vec::new();
-        for (i, line) in lines.iter().enumerate() {
+    let by_values = decode_with(
+        JsonlDecoder::new(Arc::clone(&schema), &schema, FILE, opts).sequential_ids(),
+        &|d, i, line| {
             let n = i as u64 + 1;
             let parsed = std::str::from_utf8(line)
                 .ok()
@@ -89,19 +91,15 @@ pub fn decode_lines(kind: CheckpointKind, lines: &[&[u8]]) -> DecodeOutcome {
                 .and_then(|t| value::parse(t).ok());
             match parsed {
                 Some(Value::Object(mut entries)) => {
-                    let floats = float_list_of(&schema, &mut entries);
+                    let floats = d
+                        .float_list_field()
+                        .and_then(|name| take_float_list(name, &mut entries));
                     d.decode_values(&entries, floats.as_deref(), n)
                 }
                 _ => d.decode_line(line, n),
             }
-            .expect("skip mode never fails a line");
-            if d.is_full() {
-                batches.extend(d.flush().expect("a flush of decoded rows succeeds"));
-            }
-        }
-        batches.extend(d.flush().expect("a flush of decoded rows succeeds"));
-        (batches, d.take_skipped())
-    };
+        },
+    );
     assert!(
         by_values.0 == batches && by_values.1 == skipped,
         "the values route and the lines disagree on {:?}",
@@ -173,18 +171,10 @@ pub fn decode_lines(kind: CheckpointKind, lines: &[&[u8]]) -> DecodeOutcome {
     out
 }
 
-/// The kind's list of floats taken out of `entries` as numbers, when it is a list of
+/// The value of field `name` taken out of `entries` as numbers, when it is a list of
 /// finite floats (numbers written with a fraction or an exponent); else left in place.
-fn float_list_of(
-    schema: &Schema,
-    entries: &mut Vec<(Cow<'_, str>, Value<'_>)>,
-) -> Option<Vec<f64>> {
-    let field = schema.fields().iter().find(
-        |f| matches!(f.data_type(), DataType::List(item) if item.data_type() == &DataType::Float64),
-    )?;
-    let at = entries
-        .iter()
-        .position(|(k, _)| k.as_ref() == field.name().as_str())?;
+fn take_float_list(name: &str, entries: &mut Vec<(Cow<'_, str>, Value<'_>)>) -> Option<Vec<f64>> {
+    let at = entries.iter().position(|(k, _)| k.as_ref() == name)?;
     let Value::Array(items) = &entries[at].1 else {
         return None;
     };

@@ -91,6 +91,10 @@ pub struct JsonlDecoder {
     /// The float-list column (embedding) and its key as it appears in a line
     /// (`"embedding":`): cut out of the line and decoded by the fast path in `decode_fields`.
     float_list: Option<(usize, Vec<u8>)>,
+    /// The kind's list-of-floats column, if it has one: where
+    /// [`decode_values`](Self::decode_values) puts the numbers it is given, whether or not
+    /// the line fast path above is on.
+    float_col: Option<usize>,
     /// The line without its float list, for the general path.
     scratch: Vec<u8>,
     /// Per-line state kept between lines so that a line allocates nothing.
@@ -151,10 +155,8 @@ impl JsonlDecoder {
                     .position(|o| utc_offset_of(o) == Some(f.name().as_str()))
             })
             .collect();
-        let float_list = cols
-            .iter()
-            .position(|c| matches!(c, Col::F64List(_)))
-            .map(|i| (i, format!("\"{}\":", stored[i].name()).into_bytes()));
+        let float_col = cols.iter().position(|c| matches!(c, Col::F64List(_)));
+        let float_list = float_col.map(|i| (i, format!("\"{}\":", stored[i].name()).into_bytes()));
         JsonlDecoder {
             stored,
             cols,
@@ -169,6 +171,7 @@ impl JsonlDecoder {
             rows: 0,
             skipped: Vec::new(),
             float_list,
+            float_col,
             scratch: Vec::new(),
             marks: Vec::new(),
             file_start: true,
@@ -192,6 +195,12 @@ impl JsonlDecoder {
     pub fn general_path_only(mut self) -> Self {
         self.float_list = None;
         self
+    }
+
+    /// The name of the kind's list-of-floats field (the embedding), whose numbers
+    /// [`decode_values`](Self::decode_values) takes apart; None when the kind has none.
+    pub fn float_list_field(&self) -> Option<&str> {
+        self.float_col.map(|i| self.stored[i].name().as_str())
     }
 
     /// Rows decoded and not yet taken as a batch.
@@ -249,7 +258,7 @@ impl JsonlDecoder {
         line_no: u64,
     ) -> Result<()> {
         self.decode_row(line_no, |d| {
-            let pre = match (floats, d.float_list.as_ref().map(|(i, _)| *i)) {
+            let pre = match (floats, d.float_col) {
                 (Some(floats), Some(i)) => {
                     debug_assert!(floats.iter().all(|v| v.is_finite()));
                     if let (true, Col::F64List(l)) = (i < d.kept, &mut d.cols[i]) {
