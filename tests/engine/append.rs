@@ -497,13 +497,31 @@ async fn kill_then_resume(place: &Place, kills: usize, seed: u64) {
         .expect_ok("probe append");
     let typical = t.elapsed();
 
+    let m = place.manager(FileFormat::Jsonl);
+    // The batches stored (whole or not: checked below).
+    let stored_batches = || async {
+        let rows = m.load::<ConversationSummary>("summaries").await.unwrap();
+        rows.unwrap_or_default()
+            .iter()
+            .map(|r| {
+                r.topic.as_ref().unwrap()["batch".len()..]
+                    .parse::<usize>()
+                    .unwrap()
+            })
+            .collect::<BTreeSet<usize>>()
+    };
     let mut acknowledged = BTreeSet::new();
     let mut killed = Vec::new();
-    // Batches whose run was killed after it began writing its part.
+    // Batches whose run was killed after it began writing its part, and how many of those
+    // the kill stopped before the part was published (a fast store often publishes it
+    // between the log line and the kill).
     let mut killed_writing = BTreeSet::new();
+    let mut lost_writing = 0;
     let mut b = 0;
-    // Go on until enough kills landed while a part was being written (bounded).
-    while (killed.len() < kills || killed_writing.len() < 3) && b < 40 * kills {
+    // Go on until enough kills landed while a part was being written, one of them before
+    // its part was published (bounded).
+    while (killed.len() < kills || killed_writing.len() < 3 || lost_writing == 0) && b < 40 * kills
+    {
         let file = inputs.path().join(format!("b{b}.jsonl"));
         write_jsonl(&file, &make(b));
         let args = place.args(&["append", &place.root, "summaries", file.to_str().unwrap()]);
@@ -514,6 +532,9 @@ async fn kill_then_resume(place: &Place, kills: usize, seed: u64) {
                     killed.push(b);
                     if writing {
                         killed_writing.insert(b);
+                        if !stored_batches().await.contains(&b) {
+                            lost_writing += 1;
+                        }
                     }
                 }
                 (false, _) => {
@@ -529,7 +550,6 @@ async fn kill_then_resume(place: &Place, kills: usize, seed: u64) {
     let total = b;
 
     // Every acknowledged batch is there whole; a killed one whole or not at all.
-    let m = place.manager(FileFormat::Jsonl);
     let rows = m
         .load::<ConversationSummary>("summaries")
         .await
