@@ -328,6 +328,19 @@ impl CheckpointManager {
         file: &str,
         kind: Option<CheckpointKind>,
     ) -> Result<Option<BatchStream>> {
+        Ok(self
+            .load_file_stream(file, kind)
+            .await?
+            .map(StreamExt::boxed))
+    }
+
+    /// [`load_file_batches`](Self::load_file_batches) as the plan's own stream, which
+    /// knows its schema before the first batch (what an Arrow C stream must give first).
+    pub async fn load_file_stream(
+        &self,
+        file: &str,
+        kind: Option<CheckpointKind>,
+    ) -> Result<Option<datafusion::execution::SendableRecordBatchStream>> {
         if !self.enabled {
             return Ok(None);
         }
@@ -339,7 +352,7 @@ impl CheckpointManager {
         let session = self.session().await?;
         let table = table_for(&self.root, &entry, &self.table_options).await?;
         let df = session.context().read_table(table)?;
-        Ok(Some(df.execute_stream().await?.boxed()))
+        Ok(Some(df.execute_stream().await?))
     }
 
     /// Checkpoint names (with extension) of this manager's format, sorted; a checkpoint
@@ -486,6 +499,80 @@ pub fn jsonl_batches(
         done: false,
     };
     futures::stream::iter(lines).boxed()
+}
+
+/// Rows given as Arrow (the Python package's `save_arrow`) as a stream of `kind`'s
+/// batches. They take the JSON route of every other row: brought to the kind's columns
+/// (`conform`: by name, types cast, JSON-text metadata kept as text), written as the
+/// lines Kura would write, and decoded by the kind's codec ([`jsonl_batches`]) — one
+/// implementation of Kura's rules, whatever form the rows came in, at the cost of an
+/// encode and a decode in Rust. An error names `source`, the row (`first_row` for the
+/// first) and the field.
+pub fn arrow_batches(
+    kind: CheckpointKind,
+    source: impl Into<String>,
+    batch: RecordBatch,
+    first_row: u64,
+) -> BatchStream {
+    let source = source.into();
+    let lines = (|| -> Result<bytes::Bytes> {
+        let schema = kind.schema();
+        check_given_rows(&batch, &schema, &source, first_row)?;
+        let batch = crate::layout::conform_from(&batch, &schema, &source)?;
+        let mut out = Vec::with_capacity(batch.get_array_memory_size() * 3 + 1024);
+        crate::jsonl::JsonlEncoder.encode(&batch, &mut out)?;
+        Ok(out.into())
+    })();
+    match lines {
+        Ok(lines) => jsonl_batches(kind, source, lines, first_row),
+        Err(e) => futures::stream::once(async move { Err(e.into()) }).boxed(),
+    }
+}
+
+/// What `conform` refuses for a whole column, checked here row by row so that the error
+/// names the row (`first_row` for the first): a null in a required field, metadata text
+/// that is not a JSON object. Everything else is the codec's to check, line by line.
+fn check_given_rows(
+    batch: &RecordBatch,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    source: &str,
+    first_row: u64,
+) -> Result<()> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::DataType;
+    for field in schema.fields() {
+        let Some(col) = batch.column_by_name(field.name()) else {
+            continue;
+        };
+        let refuse = |row: usize, message: &str| {
+            Err(Error::data(
+                source,
+                Some(first_row + row as u64),
+                Some(field.name()),
+                message,
+            ))
+        };
+        if !field.is_nullable()
+            && let Some(row) = (0..col.len()).find(|&i| col.is_null(i))
+        {
+            return refuse(row, "a value is required, the row has null");
+        }
+        if crate::kind::is_json_text(field) {
+            let text = match col.data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                    datafusion::arrow::compute::cast(col, &DataType::Utf8)?
+                }
+                _ => continue,
+            };
+            let text = text.as_string::<i32>();
+            if let Some(row) = (0..text.len())
+                .find(|&i| text.is_valid(i) && !text.value(i).trim_start().starts_with('{'))
+            {
+                return refuse(row, "expected a JSON object (as text), such as {\"k\": 1}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The decoder of rows given to a save (as lines, or as values: the Python package's

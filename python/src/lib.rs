@@ -12,17 +12,24 @@
 //! the lines `model_dump_json` writes, or Kura's models themselves, read field by field
 //! (`models`); either way the kind's codec decodes and validates every field. A load
 //! hands back each batch as a JSON array, which the Python side validates with one
-//! pydantic call, as Python values, or as Kura's models built here (`rows`, `models`). Query results cross as Arrow,
-//! through the Arrow C stream interface (`__arrow_c_stream__`), without copies
-//! (`session`).
+//! pydantic call, as Python values, or as Kura's models built here (`rows`, `models`).
+//! Query results and whole checkpoints cross as Arrow, through the Arrow C stream
+//! interface (`__arrow_c_stream__`), without copies (`arrow_stream`); Arrow given to a
+//! save comes as an IPC stream and takes the JSON route of every row
+//! (`ckpt::manager::arrow_batches`).
 //!
-//! Modules: `columns` (Arrow columns as Python values), `errors` (the exception classes), `manager` (checkpoint managers),
-//! `models` (Kura's model instances built and read natively), `rows` (batches to Python), `session` (SQL), `commands` (`convert`, `ls`).
+//! Modules: `arrow_stream` (Arrow C streams out), `columns` (Arrow columns as Python
+//! values), `errors` (the exception classes), `manager` (checkpoint managers), `models`
+//! (Kura's model instances built and read natively), `rows` (batches to Python),
+//! `session` (SQL), `commands` (`convert`, `ls`).
 //!
 //! Written by hand rather than with arrow-rs's `pyarrow` feature: that feature is tied
 //! to its own pyo3 version and to pyarrow's classes, where the C stream protocol needs
-//! one capsule and works with pyarrow, polars and DuckDB alike.
+//! one capsule and works with pyarrow, polars and DuckDB alike. Arrow coming in is not
+//! imported through the C interface, which takes `unsafe` code (the workspace forbids
+//! it): pyarrow writes it as an IPC stream, which arrow-rs reads safely.
 
+mod arrow_stream;
 mod columns;
 mod commands;
 mod errors;
@@ -68,6 +75,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<manager::CheckpointWriter>()?;
     m.add_class::<session::PySession>()?;
     m.add_class::<session::QueryResult>()?;
+    m.add_class::<arrow_stream::CheckpointStream>()?;
     m.add_function(wrap_pyfunction!(manager::kind_fields, m)?)?;
 
     m.add_function(wrap_pyfunction!(manager::kind_of_name, m)?)?;

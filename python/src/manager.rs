@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::RecordBatch;
 use ckpt::jsonl::JsonlDecoder;
 use ckpt::kind::computed_len_of;
-use ckpt::manager::{jsonl_batches, kind_of_rows, save_decoder};
+use ckpt::manager::{arrow_batches, jsonl_batches, kind_of_rows, save_decoder};
 use ckpt::sink::WriteStats;
 use ckpt::{CheckpointKind, CheckpointManager, Compression, FileFormat, Layout, StorageOptions};
 use datafusion::error::DataFusionError;
@@ -16,7 +16,8 @@ use futures::StreamExt;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyType};
 
-use crate::errors::{CkptError, ConfigError, StorageError, to_py, to_py_core};
+use crate::arrow_stream::CheckpointStream;
+use crate::errors::{CkptError, ConfigError, DataError, StorageError, to_py, to_py_core};
 use crate::models::{ModelClass, ModelReader, ModelRow};
 use crate::rows::RowBatches;
 use crate::{run, runtime};
@@ -133,6 +134,9 @@ impl PyManager {
                     jsonl_batches(kind, source.clone(), data, first_line)
                 }
                 Chunk::Batch(batch) => futures::stream::once(async move { Ok(batch) }).boxed(),
+                Chunk::Arrow(batch, first_row) => {
+                    arrow_batches(kind, source.clone(), batch, first_row)
+                }
             })
             .flatten()
             .chain(
@@ -228,6 +232,23 @@ impl PyManager {
         Ok(stream.map(|s| RowBatches::new(s, python_values, model)))
     }
 
+    /// Opens the file `file` as Arrow ([`CheckpointStream`]): the columns of its table,
+    /// as SQL reads it; None when it does not exist. The kind as for
+    /// [`open_rows`](Self::open_rows).
+    #[pyo3(signature = (file, kind = None))]
+    fn open_arrow(
+        &self,
+        py: Python<'_>,
+        file: &str,
+        kind: Option<&str>,
+    ) -> PyResult<Option<CheckpointStream>> {
+        let kind = kind
+            .map(|k| parse_kind(k).map(|k| kind_of_rows(file, k)))
+            .transpose()?;
+        let stream = run(py, self.inner.load_file_stream(file, kind)).map_err(to_py)?;
+        Ok(stream.map(CheckpointStream::new))
+    }
+
     /// The stored bytes of `file` as they are; None when it does not exist.
     fn read_raw<'py>(&self, py: Python<'py>, file: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let root = self.inner.root().clone();
@@ -319,7 +340,7 @@ pub(crate) fn kind_of_name(name: &str) -> Option<&'static str> {
 
 /// A save in progress: the Python side hands its rows over a chunk at a time
 /// ([`write`](Self::write) for JSON lines, [`write_models`](Self::write_models) for
-/// Kura's models); a task on the runtime validates and writes them meanwhile, so the
+/// Kura's models, [`write_arrow`](Self::write_arrow) for Arrow); a task on the runtime validates and writes them meanwhile, so the
 /// Python side (with the GIL) and the encoding and writing (without it) overlap, and
 /// memory holds a few chunks rather than the whole checkpoint. Nothing is visible until
 /// [`commit`](Self::commit); without one, nothing is stored.
@@ -340,6 +361,8 @@ enum Chunk {
     Lines(bytes::Bytes, u64),
     /// Rows decoded already (models).
     Batch(RecordBatch),
+    /// Rows given as Arrow, not validated yet, and the line (row) the first one is.
+    Arrow(RecordBatch, u64),
 }
 
 impl CheckpointWriter {
@@ -423,6 +446,30 @@ impl CheckpointWriter {
             if full {
                 self.flush_models(py)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Hands over the next rows as an Arrow IPC stream (what `save_arrow` makes of a
+    /// table, a reader or a data frame): each batch is validated as every other row is
+    /// (`ckpt::manager::arrow_batches`), its rows numbered on from the rows before.
+    fn write_arrow(&self, py: Python<'_>, ipc: Vec<u8>) -> PyResult<()> {
+        let batches = py.detach(|| {
+            let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(
+                std::io::Cursor::new(ipc),
+                None,
+            )?;
+            reader.collect::<Result<Vec<RecordBatch>, _>>()
+        });
+        let batches = batches.map_err(|e| {
+            DataError::new_err(format!(
+                "the rows given are not a readable Arrow stream: {e}"
+            ))
+        })?;
+        for batch in batches {
+            let rows = batch.num_rows() as u64;
+            let first_row = self.next_line.fetch_add(rows, Ordering::SeqCst);
+            self.send(py, Chunk::Arrow(batch, first_row))?;
         }
         Ok(())
     }

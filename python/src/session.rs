@@ -1,27 +1,19 @@
 //! SQL sessions for Python, and query results as Arrow C streams.
 
 use std::collections::HashMap;
-use std::ffi::CStr;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
-use arrow::error::ArrowError;
-use arrow::ffi::FFI_ArrowSchema;
-use arrow::ffi_stream::FFI_ArrowArrayStream;
-use arrow::record_batch::RecordBatchReader;
 use ckpt::ops::query::{self, QueryOptions};
-use ckpt::{CheckpointSession, Error, SessionOptions};
+use ckpt::{CheckpointSession, SessionOptions};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SendableRecordBatchStream;
-use futures::StreamExt;
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 
-use crate::errors::{CkptError, to_py};
+use crate::arrow_stream::{schema_capsule, stream_capsule};
+use crate::errors::to_py;
 use crate::manager::parse_storage_options;
-use crate::{run, runtime};
+use crate::run;
 
 /// A SQL session over one or more checkpoint roots.
 #[pyclass(frozen, name = "Session", module = "ckpt._native")]
@@ -115,20 +107,12 @@ impl QueryResult {
         let df = self.df.clone();
         let stream =
             run(py, async move { df.execute_stream().await }).map_err(|e| to_py(e.into()))?;
-        let reader = StreamReader {
-            schema: stream.schema(),
-            stream,
-        };
-        let ffi = FFI_ArrowArrayStream::new(Box::new(reader));
-        PyCapsule::new_with_value(py, ffi, STREAM_CAPSULE)
+        stream_capsule(py, stream)
     }
 
     /// The schema as an Arrow C schema capsule.
     fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
-        let schema = self.df.schema().as_arrow().clone();
-        let ffi = FFI_ArrowSchema::try_from(&schema)
-            .map_err(|e| CkptError::new_err(format!("cannot export the schema: {e}")))?;
-        PyCapsule::new_with_value(py, ffi, SCHEMA_CAPSULE)
+        schema_capsule(py, self.df.schema().as_arrow())
     }
 
     /// Column names.
@@ -151,31 +135,5 @@ impl QueryResult {
             Ok::<_, DataFusionError>(text)
         })
         .map_err(|e| to_py(e.into()))
-    }
-}
-
-const STREAM_CAPSULE: &CStr = c"arrow_array_stream";
-const SCHEMA_CAPSULE: &CStr = c"arrow_schema";
-
-/// A running query as a `RecordBatchReader`: each batch is awaited on the runtime by the
-/// thread that reads (pyarrow's, polars', ...), never a runtime thread.
-struct StreamReader {
-    schema: SchemaRef,
-    stream: SendableRecordBatchStream,
-}
-
-impl Iterator for StreamReader {
-    type Item = Result<RecordBatch, ArrowError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        runtime()
-            .block_on(self.stream.next())
-            .map(|r| r.map_err(|e| ArrowError::ExternalError(Box::new(Error::from(e)))))
-    }
-}
-
-impl RecordBatchReader for StreamReader {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
     }
 }

@@ -23,13 +23,18 @@ use crate::{Error, Result};
 /// view/large types cast, `count` computed, absent nullable columns filled with nulls.
 /// A column that cannot be brought is named in the error.
 pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    conform_from(batch, schema, "batch")
+}
+
+/// [`conform`], with errors naming `source` (where the batch came from).
+pub fn conform_from(batch: &RecordBatch, schema: &SchemaRef, source: &str) -> Result<RecordBatch> {
     if batch.schema() == *schema {
         return Ok(batch.clone());
     }
     let columns = schema
         .fields()
         .iter()
-        .map(|f| logical_column(f, batch, "batch"))
+        .map(|f| logical_column(f, batch, source))
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new_with_options(
         schema.clone(),

@@ -19,7 +19,7 @@ use crate::format::Layout;
 use crate::kind::{CheckpointKind, computed_len_of, utc_offset_of};
 
 use crate::conform::messages_without_offsets;
-pub use crate::conform::{conform, logical_column};
+pub use crate::conform::{conform, conform_from, logical_column};
 
 /// The columns Kura's Parquet manager writes, in its order, all nullable as pyarrow makes them.
 pub fn kura_schema(kind: CheckpointKind) -> SchemaRef {
