@@ -108,14 +108,13 @@ async fn write_jsonl(
     progress: Option<Progress>,
 ) -> Result<u64> {
     // Encoding is CPU work: batches are encoded on blocking threads, two at a time, and
-    // written in order.
+    // written in order, each as pieces that go to the store without a copy.
     let mut encoded = stream
         .map(|batch| async move {
             let batch = batch?;
             tokio::task::spawn_blocking(move || {
-                let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
-                JsonlEncoder.encode(&batch, &mut buf)?;
-                Ok::<_, Error>((batch.num_rows() as u64, buf))
+                let pieces = encode_jsonl_pieces(&batch)?;
+                Ok::<_, Error>((batch.num_rows() as u64, pieces))
             })
             .await
             .map_err(|e| Error::internal(format!("encoder task failed: {e}")))?
@@ -123,14 +122,41 @@ async fn write_jsonl(
         .buffered(2);
     let mut rows = 0u64;
     while let Some(item) = encoded.next().await {
-        let (n, buf) = item?;
+        let (n, pieces) = item?;
         rows += n;
-        out.write(Bytes::from(buf)).await?;
+        for piece in pieces {
+            out.write(piece).await?;
+        }
         if let Some(p) = &progress {
             p(rows);
         }
     }
     Ok(rows)
+}
+
+/// Bytes of JSON in one encoded piece. Pieces stay below glibc's largest mmap threshold
+/// (32 MiB), so the allocator can reuse the memory of pieces already written rather than
+/// map and clear fresh pages for each: a 4096-row batch of summaries is ~35 MB of JSON.
+const JSONL_PIECE_BYTES: usize = 8 << 20;
+
+/// `batch` as JSON lines, in pieces of about [`JSONL_PIECE_BYTES`], each allocated once at
+/// its size (estimated from the lines before it).
+fn encode_jsonl_pieces(batch: &RecordBatch) -> Result<Vec<Bytes>> {
+    let rows = batch.num_rows();
+    let mut pieces = Vec::new();
+    // A first guess from the Arrow size (a float is 8 bytes in Arrow, up to 24 in JSON),
+    // then the width of the lines written.
+    let mut line_bytes = batch.get_array_memory_size() * 3 / rows.max(1) + 64;
+    let mut start = 0;
+    while start < rows {
+        let n = (JSONL_PIECE_BYTES / line_bytes).clamp(1, rows - start);
+        let mut buf = Vec::with_capacity(n * line_bytes);
+        JsonlEncoder.encode(&batch.slice(start, n), &mut buf)?;
+        line_bytes = buf.len() / n + buf.len() / n / 16 + 64;
+        start += n;
+        pieces.push(Bytes::from(buf));
+    }
+    Ok(pieces)
 }
 
 /// Writer settings: the codec, dictionary encoding only where it pays (not for floats:

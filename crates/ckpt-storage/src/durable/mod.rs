@@ -109,12 +109,15 @@ impl DurableLocalFileSystem {
 }
 
 /// The system calls of a commit (see `commit`): fsync of the staged file, rename over
-/// the destination, fsync of the directory. Plain function pointers, set once per store,
+/// the destination, fsync of the directory; and the early flushes of a large staged file
+/// while it is written (see `DurableUpload`). Plain function pointers, set once per store,
 /// because the one thing tests need to change is which call fails, and a commit costs two
 /// fsyncs, next to which an indirect call is nothing.
 #[derive(Debug)]
 struct CommitOps {
     sync_file: fn(&File) -> std::io::Result<()>,
+    /// The early flush of a staged file being written (see `DurableUpload`).
+    sync_ahead: fn(&File) -> std::io::Result<()>,
     rename: fn(&FsPath, &FsPath) -> std::io::Result<()>,
     sync_dir: fn(&FsPath) -> std::io::Result<()>,
 }
@@ -122,6 +125,7 @@ struct CommitOps {
 /// What every store uses outside tests.
 static SYSTEM_COMMIT: CommitOps = CommitOps {
     sync_file: File::sync_all,
+    sync_ahead: File::sync_data,
     rename: |from, to| std::fs::rename(from, to),
     sync_dir: fsync_dir,
 };
@@ -360,6 +364,8 @@ impl ObjectStore for DurableLocalFileSystem {
             state: Arc::new(Mutex::new(Some((file, staged)))),
             dest,
             ops: self.ops,
+            unsynced: 0,
+            syncing: None,
         }))
     }
 
@@ -443,11 +449,64 @@ impl ObjectStore for DurableLocalFileSystem {
 
 /// Parts are appended in the order `put_part` is called (the write happens in the call,
 /// not in the returned future), which is the order object_store's writers use.
+///
+/// While parts come in, what is written is flushed to disk ahead of the commit
+/// ([`SYNC_AHEAD_BYTES`] at a time, on a thread of its own), so that the commit's fsync
+/// waits for the last bytes only, not for a whole checkpoint of hundreds of MB. The commit
+/// syncs the file as before; an early flush's error fails the write (the kernel reports a
+/// write-back error once per open file, and the early flush shares the commit's).
 #[derive(Debug)]
 struct DurableUpload {
     state: Arc<Mutex<Option<(File, PathBuf)>>>,
     dest: PathBuf,
     ops: &'static CommitOps,
+    /// Bytes written since the last early flush started.
+    unsynced: usize,
+    /// The early flush running, if any.
+    syncing: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+/// Bytes written between two early flushes of a staged file (see [`DurableUpload`]).
+const SYNC_AHEAD_BYTES: usize = 64 << 20;
+
+impl DurableUpload {
+    /// Counts `written` bytes and starts an early flush when enough are unsynced and none
+    /// is running; reports the error of the one that ended.
+    fn sync_ahead(&mut self, written: usize) -> Result<()> {
+        self.unsynced += written;
+        if self.unsynced < SYNC_AHEAD_BYTES
+            || self.syncing.as_ref().is_some_and(|h| !h.is_finished())
+        {
+            return Ok(());
+        }
+        join_sync(self.syncing.take())?;
+        let file = match self.state.lock().as_ref() {
+            Some((file, staged)) => (
+                file.try_clone().map_err(|e| io_err(staged, e))?,
+                staged.clone(),
+            ),
+            None => return Ok(()),
+        };
+        self.unsynced = 0;
+        let sync = self.ops.sync_ahead;
+        self.syncing = Some(std::thread::spawn(move || {
+            let (file, staged) = file;
+            sync(&file).map_err(|e| io_err(&staged, e))
+        }));
+        Ok(())
+    }
+}
+
+/// Waits for an early flush, and gives its outcome.
+fn join_sync(syncing: Option<std::thread::JoinHandle<Result<()>>>) -> Result<()> {
+    match syncing.map(std::thread::JoinHandle::join) {
+        None => Ok(()),
+        Some(Ok(res)) => res,
+        Some(Err(_)) => Err(object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: "the thread flushing a staged file to disk panicked".into(),
+        }),
+    }
 }
 
 #[async_trait]
@@ -466,6 +525,7 @@ impl MultipartUpload for DurableUpload {
                 }),
             }
         };
+        let res = res.and_then(|()| self.sync_ahead(data.content_length()));
         Box::pin(futures::future::ready(res))
     }
 
@@ -479,7 +539,16 @@ impl MultipartUpload for DurableUpload {
         };
         let dest = self.dest.clone();
         let ops = self.ops;
-        blocking(move || commit(ops, &file, &staged, &dest)).await
+        let syncing = self.syncing.take();
+        blocking(move || {
+            if let Err(e) = join_sync(syncing) {
+                // As a failed commit: the staged file goes, the previous version stays.
+                let _ = std::fs::remove_file(&staged);
+                return Err(e);
+            }
+            commit(ops, &file, &staged, &dest)
+        })
+        .await
     }
 
     async fn abort(&mut self) -> Result<()> {
@@ -845,6 +914,60 @@ mod tests {
         sync_dir: |_| Err(eio()),
         ..SYSTEM_COMMIT
     };
+    static FAILING_EARLY_FLUSH: CommitOps = CommitOps {
+        sync_ahead: |_| Err(eio()),
+        ..SYSTEM_COMMIT
+    };
+
+    /// A multipart upload of `parts` parts of `part_bytes` each (byte `i` of the object is
+    /// `i % 251`) over an existing `big.jsonl`, committed through `ops`.
+    async fn put_big(
+        ops: &'static CommitOps,
+        dir: &FsPath,
+        parts: usize,
+        part_bytes: usize,
+    ) -> (Result<PutResult>, Vec<u8>) {
+        let store = DurableLocalFileSystem::with_commit_ops(ops);
+        plant(dir, "big.jsonl", b"old\n");
+        let (_, path) = store_and_path(dir, "big.jsonl");
+        let data: Vec<u8> = (0..parts * part_bytes).map(|i| (i % 251) as u8).collect();
+        let mut up = store.put_multipart(&path).await.unwrap();
+        let mut res = Ok(());
+        for part in data.chunks(part_bytes) {
+            res = res.and(up.put_part(PutPayload::from(part.to_vec())).await);
+        }
+        let res = match res {
+            Ok(()) => up.complete().await,
+            Err(e) => Err(e),
+        };
+        (res, data)
+    }
+
+    #[tokio::test]
+    async fn a_large_write_is_flushed_early_and_committed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        // Three early flushes' worth, in parts that do not line up with them.
+        let (res, data) = put_big(&SYSTEM_COMMIT, dir.path(), 7, 30 << 20).await;
+        res.unwrap();
+        assert_eq!(names(dir.path()), ["big.jsonl"]);
+        assert!(std::fs::read(dir.path().join("big.jsonl")).unwrap() == data);
+    }
+
+    #[tokio::test]
+    async fn a_failed_early_flush_fails_the_write_and_keeps_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (res, _) = put_big(&FAILING_EARLY_FLUSH, dir.path(), 3, 40 << 20).await;
+        let staged = dir.path().join("big.jsonl#1");
+        assert_eq!(
+            generic_message(res),
+            format!("{}: Input/output error (os error 5)", staged.display())
+        );
+        assert_eq!(names(dir.path()), ["big.jsonl"]);
+        assert_eq!(
+            std::fs::read(dir.path().join("big.jsonl")).unwrap(),
+            b"old\n"
+        );
+    }
 
     /// The calls [`RECORDING`] saw, in order; only one test uses it, so no other test's
     /// calls mix in.
@@ -861,6 +984,8 @@ mod tests {
                 .push(format!("sync_file {} bytes", f.metadata()?.len()));
             f.sync_all()
         },
+        // Writes here are far below an early flush's size.
+        sync_ahead: File::sync_data,
         rename: |from, to| {
             CALLS
                 .lock()

@@ -1,6 +1,7 @@
 //! Atomic writes to any store: one PUT for a small object, a multipart upload for a large
 //! one, completed only when the whole object is written and aborted on every failure.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,7 +20,8 @@ impl Root {
         Ok(AtomicWriter {
             store: self.store.clone(),
             path,
-            buffer: Vec::new(),
+            buffer: VecDeque::new(),
+            buffered: 0,
             upload: None,
             parts: futures::stream::FuturesOrdered::new(),
             bytes: 0,
@@ -29,7 +31,10 @@ impl Root {
     }
 }
 
-/// Bytes of each upload part, and below which a write is one PUT.
+/// Bytes of each upload part (the last may be shorter), and below which a write is one
+/// PUT. Parts are all of one size because some S3-compatible stores require it. A part
+/// is made of the written pieces, the last one split without a copy (`Bytes::split_to`):
+/// bytes are not copied on their way to the store.
 const PART_BYTES: usize = 8 << 20;
 /// Parts uploading at once: memory stays near 40 MiB whatever the checkpoint's size.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -46,8 +51,10 @@ const PARTS_IN_FLIGHT: usize = 4;
 pub struct AtomicWriter {
     store: Arc<dyn ObjectStore>,
     path: Path,
-    /// Bytes not yet sent (less than a part).
-    buffer: Vec<u8>,
+    /// Pieces not yet sent (less than a part in all).
+    buffer: VecDeque<Bytes>,
+    /// Their length.
+    buffered: usize,
     /// The upload, once the object outgrew one part.
     upload: Option<Box<dyn MultipartUpload>>,
     parts: futures::stream::FuturesOrdered<object_store::UploadPart>,
@@ -62,10 +69,10 @@ impl AtomicWriter {
     pub async fn write(&mut self, data: Bytes) -> Result<()> {
         assert!(!self.done, "write after commit");
         self.bytes += data.len() as u64;
-        self.buffer.extend_from_slice(&data);
-        while self.buffer.len() >= PART_BYTES {
-            let rest = self.buffer.split_off(PART_BYTES);
-            let part = std::mem::replace(&mut self.buffer, rest);
+        self.buffered += data.len();
+        self.buffer.push_back(data);
+        while self.buffered >= PART_BYTES {
+            let part = self.take(PART_BYTES);
             if let Err(e) = self.send_part(part).await {
                 self.abort().await;
                 return Err(Error::storage(format!("cannot write {}", self.what), e));
@@ -74,16 +81,34 @@ impl AtomicWriter {
         Ok(())
     }
 
+    /// The first `len` bytes written and not sent (at most what there is), as one
+    /// payload of the pieces, without a copy.
+    fn take(&mut self, len: usize) -> PutPayload {
+        let mut pieces = Vec::new();
+        let mut need = len.min(self.buffered);
+        self.buffered -= need;
+        while need > 0 {
+            let first = self.buffer.front_mut().expect("buffered counts the pieces");
+            if first.len() <= need {
+                need -= first.len();
+                pieces.extend(self.buffer.pop_front());
+            } else {
+                pieces.push(first.split_to(need));
+                need = 0;
+            }
+        }
+        pieces.into_iter().collect()
+    }
+
     /// Starts the upload if needed and sends one part, waiting while too many are in
     /// flight.
-    async fn send_part(&mut self, part: Vec<u8>) -> object_store::Result<()> {
+    async fn send_part(&mut self, part: PutPayload) -> object_store::Result<()> {
         use futures::StreamExt;
         if self.upload.is_none() {
             self.upload = Some(self.store.put_multipart(&self.path).await?);
         }
         let upload = self.upload.as_mut().expect("started above");
-        self.parts
-            .push_back(upload.put_part(PutPayload::from(part)));
+        self.parts.push_back(upload.put_part(part));
         while self.parts.len() >= PARTS_IN_FLIGHT {
             if let Some(sent) = self.parts.next().await {
                 sent?;
@@ -103,7 +128,7 @@ impl AtomicWriter {
         let what = format!("cannot complete the write of {}", self.what);
         if self.upload.is_none() {
             // One PUT: the object is replaced whole or not at all.
-            let body = PutPayload::from(std::mem::take(&mut self.buffer));
+            let body = self.take(self.buffered);
             self.done = true;
             self.store
                 .put(&self.path, body)
@@ -111,8 +136,8 @@ impl AtomicWriter {
                 .map_err(|e| Error::storage(what, e))?;
             return Ok(self.bytes);
         }
-        if !self.buffer.is_empty() {
-            let last = std::mem::take(&mut self.buffer);
+        if self.buffered > 0 {
+            let last = self.take(self.buffered);
             if let Err(e) = self.send_part(last).await {
                 self.abort().await;
                 return Err(Error::storage(what, e));
@@ -159,7 +184,8 @@ impl AtomicWriter {
     /// Discards everything written; the previous object stays.
     pub async fn abort(&mut self) {
         self.done = true;
-        self.buffer = Vec::new();
+        self.buffer.clear();
+        self.buffered = 0;
         // Parts in flight are dropped (cancelled) before the upload is aborted.
         self.parts = futures::stream::FuturesOrdered::new();
         if let Some(mut upload) = self.upload.take()
