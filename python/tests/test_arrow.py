@@ -177,3 +177,20 @@ def test_save_arrow_needs_a_kind_and_arrow(tmp_path):
         m.save_arrow("clusters", [{"id": "x"}])
     with pytest.raises(ck._native.ConfigError, match="none of Kura's models"):
         m.save_arrow("clusters", table, kind=dict)
+
+
+def test_save_arrow_keeps_zone_aware_timestamps_aware(tmp_path):
+    rows = make_conversations(3)
+    m = ck.JSONLCheckpointManager(str(tmp_path))
+    m.save_checkpoint("conversations", rows)
+    table = m.load_arrow("conversations").read_all()
+    # As pandas and polars give aware datetimes: a zoned timestamp, no offset column.
+    instants = pa.array(
+        [datetime.datetime(2024, 5, 1, 8, i, tzinfo=datetime.timezone.utc) for i in range(3)],
+        pa.timestamp("us", tz="UTC"),
+    )
+    zoned = table.drop_columns(["created_at", "created_at_utc_offset"]).append_column("created_at", instants)
+    assert m.save_arrow("conversations", zoned) == 3
+    for i, c in enumerate(m.load_checkpoint("conversations", Conversation)):
+        assert c.created_at == datetime.datetime(2024, 5, 1, 8, i, tzinfo=datetime.timezone.utc)
+        assert c.created_at.utcoffset() == datetime.timedelta(0)
