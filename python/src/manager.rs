@@ -41,6 +41,13 @@ fn parse_kind(kind: &str) -> PyResult<CheckpointKind> {
     kind.parse().map_err(to_py_core)
 }
 
+/// The kind a read of `file` uses: `kind` as the rows' kind under that name
+/// ([`kind_of_rows`]), or None (the name's, else the file's own columns).
+fn file_kind(file: &str, kind: Option<&str>) -> PyResult<Option<CheckpointKind>> {
+    kind.map(|k| parse_kind(k).map(|k| kind_of_rows(file, k)))
+        .transpose()
+}
+
 /// The columns a Kura model of `kind` has, in `model_dump` order (the stored columns of
 /// the kind's schema, without the computed ones such as `count`).
 #[pyfunction]
@@ -225,9 +232,7 @@ impl PyManager {
         model: Option<Bound<'_, PyType>>,
     ) -> PyResult<Option<RowBatches>> {
         let model = model.map(|m| ModelClass::new(&m)).transpose()?;
-        let kind = kind
-            .map(|k| parse_kind(k).map(|k| kind_of_rows(file, k)))
-            .transpose()?;
+        let kind = file_kind(file, kind)?;
         let stream = run(py, self.inner.load_file_batches(file, kind)).map_err(to_py)?;
         Ok(stream.map(|s| RowBatches::new(s, python_values, model)))
     }
@@ -242,9 +247,7 @@ impl PyManager {
         file: &str,
         kind: Option<&str>,
     ) -> PyResult<Option<CheckpointStream>> {
-        let kind = kind
-            .map(|k| parse_kind(k).map(|k| kind_of_rows(file, k)))
-            .transpose()?;
+        let kind = file_kind(file, kind)?;
         let stream = run(py, self.inner.load_file_stream(file, kind)).map_err(to_py)?;
         Ok(stream.map(CheckpointStream::new))
     }

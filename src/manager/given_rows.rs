@@ -51,7 +51,6 @@ pub fn arrow_batches(
     let lines = (|| -> Result<bytes::Bytes> {
         let schema = kind.schema();
         check_given_rows(&batch, &schema, &source, first_row)?;
-        let batch = with_utc_offsets(batch, &schema)?;
         let batch = crate::layout::conform_from(&batch, &schema, &source)?;
         let mut out = Vec::with_capacity(batch.get_array_memory_size() * 3 + 1024);
         crate::jsonl::JsonlEncoder.encode(&batch, &mut out)?;
@@ -61,44 +60,6 @@ pub fn arrow_batches(
         Ok(lines) => jsonl_batches(kind, source, lines, first_row),
         Err(e) => futures::stream::once(async move { Err(e.into()) }).boxed(),
     }
-}
-
-/// A zone-aware timestamp given without its offset column (pyarrow's
-/// `timestamp("us", tz="UTC")`, what pandas and polars make of aware datetimes) is a UTC
-/// instant: it gets the offset 0 (written `Z`), so it stays aware instead of being stored
-/// as a naive wall-clock time.
-fn with_utc_offsets(
-    batch: RecordBatch,
-    schema: &datafusion::arrow::datatypes::SchemaRef,
-) -> Result<RecordBatch> {
-    use datafusion::arrow::array::{Array, Int32Array};
-    use datafusion::arrow::datatypes::{DataType, Field};
-    let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
-    let mut columns = batch.columns().to_vec();
-    for field in schema.fields() {
-        let Some(datetime) = crate::kind::utc_offset_of(field) else {
-            continue;
-        };
-        if batch.column_by_name(field.name()).is_some() {
-            continue;
-        }
-        let Some(col) = batch.column_by_name(datetime) else {
-            continue;
-        };
-        if !matches!(col.data_type(), DataType::Timestamp(_, Some(_))) {
-            continue;
-        }
-        let offsets: Int32Array = (0..col.len())
-            .map(|i| col.is_valid(i).then_some(0))
-            .collect();
-        fields.push(Arc::new(Field::new(field.name(), DataType::Int32, true)));
-        columns.push(Arc::new(offsets));
-    }
-    if columns.len() == batch.num_columns() {
-        return Ok(batch);
-    }
-    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
-    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// What `conform` refuses for a whole column, checked here row by row so that the error
@@ -152,7 +113,7 @@ fn check_given_rows(
 pub fn save_decoder(kind: CheckpointKind, source: impl Into<String>) -> crate::jsonl::JsonlDecoder {
     let schema = kind.schema();
     crate::jsonl::JsonlDecoder::new(
-        std::sync::Arc::clone(&schema),
+        Arc::clone(&schema),
         &schema,
         source,
         crate::jsonl::DecodeOptions {

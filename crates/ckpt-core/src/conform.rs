@@ -81,9 +81,19 @@ pub fn logical_column(field: &Field, batch: &RecordBatch, file: &str) -> Result<
     }
     let Some(col) = batch.column_by_name(name) else {
         if let Some(of) = utc_offset_of(field)
-            && let Some(text) = batch.column_by_name(of).filter(|c| is_text(c.data_type()))
+            && let Some(datetimes) = batch.column_by_name(of)
         {
-            return text_to_offsets(text);
+            if is_text(datetimes.data_type()) {
+                return text_to_offsets(datetimes);
+            }
+            // A zone-aware timestamp (what pyarrow, pandas and polars make of aware
+            // datetimes) is a UTC instant: offset 0, written `Z`, so it stays aware.
+            if matches!(datetimes.data_type(), DataType::Timestamp(_, Some(_))) {
+                let zeros: Int32Array = (0..datetimes.len())
+                    .map(|i| datetimes.is_valid(i).then_some(0))
+                    .collect();
+                return Ok(Arc::new(zeros));
+            }
         }
         if let Some(default) = field.metadata().get(crate::kind::DEFAULT_JSON) {
             return Ok(Arc::new(StringArray::from(vec![
@@ -316,5 +326,35 @@ fn json_text_to_list(col: &ArrayRef, field: &Field, file: &str) -> Result<ArrayR
             0,
             format!("cannot read a list of {other} from JSON text"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::TimestampMicrosecondArray;
+    use arrow::datatypes::{Int32Type, Schema};
+
+    #[test]
+    fn a_zone_aware_timestamp_without_offsets_is_a_utc_instant() {
+        let schema = crate::kind::CheckpointKind::Conversations.schema();
+        let offset = schema.field_with_name("created_at_utc_offset").unwrap();
+        let at = TimestampMicrosecondArray::from(vec![Some(1_000_000), None]).with_timezone("UTC");
+        let given = Schema::new(vec![Field::new("created_at", at.data_type().clone(), true)]);
+        let batch = RecordBatch::try_new(Arc::new(given), vec![Arc::new(at)]).unwrap();
+        let offsets = logical_column(offset, &batch, "t").unwrap();
+        let offsets = offsets.as_primitive::<Int32Type>();
+        assert_eq!(offsets.iter().collect::<Vec<_>>(), [Some(0), None]);
+
+        // A naive timestamp stays naive: no offsets.
+        let naive = TimestampMicrosecondArray::from(vec![Some(1_000_000)]);
+        let given = Schema::new(vec![Field::new(
+            "created_at",
+            naive.data_type().clone(),
+            true,
+        )]);
+        let batch = RecordBatch::try_new(Arc::new(given), vec![Arc::new(naive)]).unwrap();
+        let offsets = logical_column(offset, &batch, "t").unwrap();
+        assert_eq!(offsets.null_count(), 1);
     }
 }
